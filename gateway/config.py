@@ -1,0 +1,105 @@
+"""The YAML config: targets (where models run) and models (the names clients call).
+
+Shape (see ARCHITECTURE.md)::
+
+    database_url: sqlite:///tuneloop.db
+    targets:
+      local: {kind: vllm, base_urls: [http://127.0.0.1:8001/v1], timeout_s: 60}
+      openai: {kind: openai, api_key_env: OPENAI_API_KEY}
+    models:
+      support-bot:
+        routes: [{target: local, model: support-v3, weight: 90}, ...]
+        fallbacks: [gpt-support]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetConfig(_Strict):
+    kind: Literal["vllm", "openai"]
+    base_url: str | None = None
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    max_connections: int = 256
+    # USD per 1M tokens, optional: {input, cached_input, output}
+    prices: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_url_list(self) -> TargetConfig:
+        if self.base_url and not self.base_urls:
+            self.base_urls = [self.base_url]
+        if self.kind == "vllm" and not self.base_urls:
+            raise ValueError("a vllm target needs base_urls")
+        if self.kind == "openai" and not self.base_urls:
+            self.base_urls = ["https://api.openai.com/v1"]
+        self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        return self
+
+
+class RouteConfig(_Strict):
+    target: str
+    model: str
+    weight: float = 1.0
+
+
+LogPolicy = Literal["all", "store", "none"]
+
+
+class ModelConfig(_Strict):
+    routes: list[RouteConfig]
+    fallbacks: list[str] = Field(default_factory=list)
+    # what the interaction log keeps for this model: every request, only `store: true`, nothing
+    log: LogPolicy = "all"
+    owned_by: str = "tuneloop"
+
+
+class GatewayConfig(_Strict):
+    database_url: str | None = None
+    redis_url: str | None = None
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> GatewayConfig:
+        for name, model in self.models.items():
+            if not model.routes:
+                raise ValueError(f"model {name!r} has no routes")
+            for route in model.routes:
+                if route.target not in self.targets:
+                    raise ValueError(f"model {name!r} routes to unknown target {route.target!r}")
+            for fb in model.fallbacks:
+                if fb not in self.models:
+                    raise ValueError(f"model {name!r} falls back to unknown model {fb!r}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> GatewayConfig:
+        data = yaml.safe_load(path.read_text()) or {}
+        return cls.model_validate(data)
+
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def embedded_default(engine_port: int) -> GatewayConfig:
+    """The config `tuneloop serve` uses without a file: the local engine, SQLite."""
+    return GatewayConfig.model_validate(
+        {
+            "targets": {
+                "local": {"kind": "vllm", "base_urls": [f"http://127.0.0.1:{engine_port}/v1"]}
+            },
+            "models": {DEFAULT_MODEL: {"routes": [{"target": "local", "model": DEFAULT_MODEL}]}},
+        }
+    )

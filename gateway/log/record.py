@@ -1,0 +1,52 @@
+"""The interaction record: one row per request through the gateway.
+
+This is the contract between the online path (which builds records) and the log
+package (which queues, spools and stores them). The request path only builds this
+object and hands it to ``LogWriter.submit``; it never waits for the database.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class InteractionRecord:
+    id: str  # the gateway's own completion id ("chatcmpl-..."), the key for feedback
+    created: float = field(default_factory=time.time)  # unix seconds
+    project: str | None = None
+    api_key_id: str | None = None
+    requested_model: str = ""  # the name the client sent (alias)
+    target: str | None = None  # target name from the config
+    upstream_model: str | None = None  # model/adapter name sent upstream
+    upstream_base_url: str | None = None
+    upstream_id: str | None = None  # the upstream's own completion id
+    arm: str | None = None  # canary arm label ("target/model"), None if the alias has one route
+    attempts: int = 1
+    stream: bool = False
+    store: bool = False  # the request's `store` flag
+    request: dict[str, Any] = field(default_factory=dict)  # the JSON body as received
+    response: dict[str, Any] | None = None  # CreateChatCompletionResponse as returned (assembled when streamed)
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+    ttft_s: float | None = None  # time to first token (streams) / first byte
+    latency_s: float | None = None
+    cost_usd: float | None = None
+    status: int = 200  # HTTP status returned to the client
+    error: dict[str, Any] | None = None  # the error envelope's inner object when status != 200
+    metadata: dict[str, str] | None = None  # the request's `metadata` (updatable via the API)
+    kind: str = "primary"  # "primary" | "shadow"
+    parent_id: str | None = None  # for shadow records: the primary's id
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InteractionRecord:
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in data.items() if k in names})

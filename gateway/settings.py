@@ -1,0 +1,33 @@
+"""Process settings from the environment (``TUNELOOP_*``), via pydantic-settings.
+
+Settings say *where* things are (data folder, config file, database, bind address);
+the YAML config (``gateway.config``) says *what* is routed where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.cwd() / ".tuneloop"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)  # data folder: SQLite, adapters, spool, caches
+    config: Path | None = None  # YAML config; None = the embedded default
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str | None = None  # overrides the config's database_url
+    engine_port: int = 8001  # where `serve` starts the embedded engine
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_queue_size: int = 100_000
+
+    def resolved_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
