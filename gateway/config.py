@@ -33,6 +33,8 @@ class TargetConfig(_Strict):
     timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
     max_connections: int = 256
+    # `tuneloop serve` starts the embedded engine for this target (on its first base URL's port)
+    embedded: bool = False
     # USD per 1M tokens, optional: {input, cached_input, output}
     prices: dict[str, float] = Field(default_factory=dict)
 
@@ -98,7 +100,8 @@ def embedded_default(engine_port: int) -> GatewayConfig:
     return GatewayConfig.model_validate(
         {
             "targets": {
-                "local": {"kind": "vllm", "base_urls": [f"http://127.0.0.1:{engine_port}/v1"]}
+                "local": {"kind": "vllm", "base_urls": [f"http://127.0.0.1:{engine_port}/v1"],
+                          "embedded": True, "timeout_s": 300}
             },
             "models": {DEFAULT_MODEL: {"routes": [{"target": "local", "model": DEFAULT_MODEL}]}},
         }

@@ -1,0 +1,221 @@
+"""POST /v1/chat/completions: the hot path, as a raw ASGI endpoint.
+
+It parses the body once (orjson), checks what routing and logging need, forwards the
+request to the chosen route and relays the reply. Streams are relayed chunk by chunk;
+a failed attempt moves on to the next route (fallback) only while nothing has reached
+the client. The interaction record is handed to the log without waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+
+from gateway import metrics
+from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
+from gateway.assemble import StreamAssembler
+from gateway.cost import request_cost
+from gateway.errors import GatewayError, UpstreamClientError, UpstreamError
+from gateway.log.record import InteractionRecord
+from gateway.router import Attempt, Router
+from gateway.validate import validate_chat_request
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+               (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+DONE = b"data: [DONE]\n\n"
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+def retryable(exc: GatewayError) -> bool:
+    """Connect errors, timeouts, 5xx and 429 move on to the next route; other 4xx do not."""
+    if isinstance(exc, UpstreamClientError):
+        return exc.status_code in (408, 429)
+    return isinstance(exc, UpstreamError)
+
+
+class _Call:
+    """Per-request state shared by the plain and the streamed path."""
+
+    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft")
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.id = new_completion_id()
+        self.started = time.perf_counter()
+        self.created = int(time.time())
+        self.body = body
+        self.attempt: Attempt | None = None
+        self.attempts = 0
+        self.ttft: float | None = None
+
+
+class ChatCompletions:
+    def __init__(self, router_ref: Any, log: Any, max_body: int) -> None:
+        self.router_ref = router_ref  # an object whose .router is the live Router (reloadable)
+        self.log = log
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router: Router = self.router_ref.router
+        try:
+            body = parse_json(await read_body(scope, receive, self.max_body))
+            validate_chat_request(body)
+            user = body.get("user") or (header(scope, b"x-tuneloop-user") or b"").decode() or None
+            plan = router.plan(body["model"], user)
+        except GatewayError as exc:
+            await send_error(send, exc)
+            return
+        call = _Call(body)
+        if body.get("stream"):
+            await self._stream(call, plan, scope, receive, send)
+        else:
+            await self._complete(call, plan, send)
+
+    def _upstream_body(self, call: _Call, attempt: Attempt) -> dict[str, Any]:
+        up = dict(call.body)
+        up["model"] = attempt.model
+        return up
+
+    async def _complete(self, call: _Call, plan: list[Attempt], send: Send) -> None:
+        reply, error = None, None
+        for attempt in plan:
+            call.attempt, call.attempts = attempt, call.attempts + 1
+            try:
+                reply = await attempt.provider.complete(self._upstream_body(call, attempt))
+                break
+            except GatewayError as exc:
+                error = exc
+                if not retryable(exc):
+                    break
+                if attempt is not plan[-1]:
+                    metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
+        if reply is None:
+            assert error is not None
+            await send_error(send, error, call.id)
+            self._finish(call, error.status_code, None, error=error)
+            return
+        out = reply.body
+        upstream_id = out.get("id")
+        out["id"] = call.id
+        payload = orjson.dumps(out)
+        await send_json(send, 200, payload, self._headers(call))
+        self._finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url)
+
+    def _headers(self, call: _Call) -> list[tuple[bytes, bytes]]:
+        a = call.attempt
+        headers = [(b"x-request-id", call.id.encode())]
+        if a is not None:
+            headers.append((b"x-tuneloop-target", a.target.encode()))
+            if a.arm:
+                headers.append((b"x-tuneloop-arm", a.arm.encode()))
+        return headers
+
+    async def _open_stream(self, call: _Call, plan: list[Attempt]) -> tuple[Any, Any, dict | None]:
+        """Open the first route that yields a first chunk; errors here may fall back."""
+        error: GatewayError | None = None
+        for attempt in plan:
+            call.attempt, call.attempts = attempt, call.attempts + 1
+            up = self._upstream_body(call, attempt)
+            up["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+            try:
+                stream = await attempt.provider.stream(up)
+                chunks = stream.__aiter__()
+                try:
+                    first = await chunks.__anext__()
+                except StopAsyncIteration:
+                    first = None
+                return stream, chunks, first
+            except GatewayError as exc:
+                error = exc
+                if not retryable(exc):
+                    break
+                if attempt is not plan[-1]:
+                    metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
+        assert error is not None
+        raise error
+
+    async def _stream(self, call: _Call, plan: list[Attempt], scope: Scope, receive: Receive,
+                      send: Send) -> None:
+        try:
+            stream, chunks, first = await self._open_stream(call, plan)
+        except GatewayError as exc:
+            await send_error(send, exc, call.id)
+            self._finish(call, exc.status_code, None, error=exc)
+            return
+        want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        asm = StreamAssembler()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": SSE_HEADERS + self._headers(call)})
+        status, error = 200, None
+        try:
+            chunk = first
+            while chunk is not None:
+                asm.add(chunk)
+                if want_usage:
+                    chunk.setdefault("usage", None)
+                elif "usage" in chunk:
+                    if not chunk.get("choices"):
+                        chunk = await anext(chunks, None)
+                        continue  # the usage chunk was asked for by us, not by the client
+                    del chunk["usage"]
+                chunk["id"] = call.id
+                await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk)
+                            + b"\n\n", "more_body": True})
+                if call.ttft is None:
+                    call.ttft = time.perf_counter() - call.started
+                chunk = await anext(chunks, None)
+            await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        except GatewayError as exc:  # the upstream broke mid-stream: tell the client in-band
+            status, error = exc.status_code, exc
+            await self._send_stream_error(send, exc)
+        except OSError:  # the client went away: free the upstream slot at once
+            status = 499
+        finally:
+            await stream.aclose()
+        out = asm.completion(call.id, call.created)
+        self._finish(call, status, out, upstream_id=asm.upstream_id, base_url=stream.base_url,
+                     error=error)
+
+    @staticmethod
+    async def _send_stream_error(send: Send, exc: GatewayError) -> None:
+        try:
+            await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n",
+                        "more_body": False})
+        except OSError:
+            pass
+
+    def _finish(self, call: _Call, status: int, out: dict[str, Any] | None, *,
+                upstream_id: str | None = None, base_url: str | None = None,
+                error: GatewayError | None = None) -> None:
+        latency = time.perf_counter() - call.started
+        a = call.attempt
+        alias = a.alias if a else call.body.get("model", "")
+        usage = out.get("usage") if out else None
+        cost = request_cost(a.provider.cfg.prices, usage) if a is not None else None
+        metrics.observe(alias, a.target if a else None, a.arm if a else None, status,
+                        bool(call.body.get("stream")), latency, call.ttft, usage)
+        router: Router = self.router_ref.router
+        policy = router.log_policy(call.body["model"]) if call.body.get("model") in router else "all"
+        if policy == "none" or (policy == "store" and call.body.get("store") is not True):
+            return
+        choices = out.get("choices") if out else None
+        self.log.submit(InteractionRecord(
+            id=call.id, created=call.created, requested_model=call.body.get("model", ""),
+            target=a.target if a else None, upstream_model=a.model if a else None,
+            upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
+            attempts=call.attempts, stream=bool(call.body.get("stream")),
+            store=call.body.get("store") is True, request=call.body, response=out if status == 200 else None,
+            finish_reason=choices[0].get("finish_reason") if choices else None,
+            prompt_tokens=usage.get("prompt_tokens") if usage else None,
+            completion_tokens=usage.get("completion_tokens") if usage else None,
+            cached_tokens=((usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                           if usage else None),
+            total_tokens=usage.get("total_tokens") if usage else None,
+            ttft_s=call.ttft, latency_s=latency, cost_usd=cost, status=status,
+            error=error.to_dict()["error"] if error else None,
+            metadata=call.body.get("metadata")))

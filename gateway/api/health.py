@@ -1,0 +1,31 @@
+"""Liveness and readiness.
+
+Live: the process answers. Ready: not draining, and every vLLM target (the embedded engine
+included) has a replica whose /health answers; OpenAI targets need their key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter()
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    state = request.app.state
+    providers = state.routes.router.providers
+    results = await asyncio.gather(*(p.ready() for p in providers.values()))
+    targets: dict[str, Any] = dict(zip(providers, results, strict=True))
+    ok = all(targets.values()) and not state.draining
+    body = {"status": "ready" if ok else "not_ready", "draining": state.draining, "targets": targets}
+    return JSONResponse(body, status_code=200 if ok else 503)

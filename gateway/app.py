@@ -1,0 +1,103 @@
+"""Builds the gateway: ``create_app(settings, config)`` -> an ASGI app.
+
+``POST /v1/chat/completions`` is served by a raw ASGI endpoint (``gateway.api.chat``) in
+front of FastAPI: on the hot path we parse only what routing needs and skip FastAPI's
+request models and response re-validation. Everything else (models, stored completions,
+feedback, health, metrics) is ordinary FastAPI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.api import errors, health, models
+from gateway.api.chat import ChatCompletions
+from gateway.config import GatewayConfig
+from gateway.log import LogService
+from gateway.log.service import default_database_url
+from gateway.router import Router
+from gateway.settings import Settings
+
+
+class Routes:
+    """The live routing table; replaced as a whole when the config changes."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.router = Router(config)
+
+
+def database_url(settings: Settings, config: GatewayConfig) -> str:
+    return settings.database_url or config.database_url or default_database_url(settings.resolved_home())
+
+
+class Gateway:
+    """The ASGI callable: the hot path first, FastAPI for the rest."""
+
+    def __init__(self, api: FastAPI, chat: ChatCompletions) -> None:
+        self.api = api
+        self.chat = chat
+        self.state = api.state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
+                and scope["method"] == "POST"):
+            await self.chat(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+class _LogRef:
+    """Lets the hot path reach the log that the lifespan opens."""
+
+    service: LogService | None = None
+
+    def submit(self, record: Any) -> None:
+        assert self.service is not None, "the log is opened by the app's lifespan"
+        self.service.submit(record)
+
+
+def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
+    log_ref = _LogRef()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log_ref.service = app.state.log = await LogService.open(
+            database_url(settings, config), settings.resolved_home(), queue_size=settings.log_queue_size)
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            await app.state.routes.router.aclose()
+            await app.state.log.close()
+
+    api = FastAPI(title="TuneLoop", version="0.1.0", lifespan=lifespan)
+    api.state.settings = settings
+    api.state.routes = Routes(config)
+    api.state.started = int(time.time())
+    api.state.draining = False
+    errors.install(api)
+    api.include_router(health.router)
+    api.include_router(models.router)
+    _include_log_routers(api)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def _metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes)
+    return Gateway(api, chat)
+
+
+def _include_log_routers(api: FastAPI) -> None:
+    from gateway.api import feedback, stored
+
+    api.include_router(stored.router)
+    api.include_router(feedback.router)

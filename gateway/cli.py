@@ -1,0 +1,67 @@
+"""The ``tuneloop`` command line (typer)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.config import GatewayConfig, embedded_default
+from gateway.settings import Settings
+
+app = typer.Typer(help="TuneLoop: an OpenAI-compatible gateway for fine-tuned models.",
+                  no_args_is_help=True, add_completion=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or $TUNELOOP_CONFIG)")]
+
+
+def load_settings(config: Path | None = None, **overrides: object) -> tuple[Settings, GatewayConfig]:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    if config is not None:
+        settings.config = config
+    cfg = GatewayConfig.load(settings.config) if settings.config else embedded_default(settings.engine_port)
+    return settings, cfg
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    engine_port: Annotated[int | None, typer.Option(help="embedded engine port (default 8001)")] = None,
+) -> None:
+    """Serve the gateway; with no config, the embedded default (local engine + SQLite)."""
+    from gateway.serve import run
+
+    settings, cfg = load_settings(config, host=host, port=port, engine_port=engine_port)
+    run(settings, cfg)
+
+
+@app.command()
+def engine(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    adapters: Annotated[Path | None, typer.Option(help="folder of LoRA adapters to load at start")] = None,
+    max_loras: Annotated[int, typer.Option(help="adapters held in memory (LRU)")] = 8,
+    max_cpu_loras: int = 64,
+    max_batch: int = 32,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: chosen for the machine)")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
+) -> None:
+    """Serve SmolLM2-135M-Instruct with LoRA adapters over vLLM's HTTP contract."""
+    from adapters.engine.server import run_engine
+
+    run_engine(host=host, port=port, adapters_dir=adapters, home=Settings().resolved_home(),
+               max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_batch=max_batch,
+               threads=threads, device=device)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The gateway's Prometheus metrics (``tuneloop_`` prefix, base units).
+
+Label values are bounded: the model label is the alias from the config (unknown names
+are counted as ``unknown``), target names come from the config, status is an HTTP code.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("tuneloop_requests_total", "Chat completion requests answered",
+                   ["model", "target", "arm", "status"])
+LATENCY = Histogram("tuneloop_request_duration_seconds", "Total request latency",
+                    ["model", "stream"], buckets=LATENCY_BUCKETS)
+TTFT = Histogram("tuneloop_time_to_first_token_seconds", "Time to the first streamed chunk",
+                 ["model"], buckets=LATENCY_BUCKETS)
+TOKENS = Counter("tuneloop_tokens_total", "Tokens by kind", ["model", "kind"])
+FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the next route",
+                    ["model", "from_target"])
+
+
+def observe(model: str, target: str | None, arm: str | None, status: int, stream: bool,
+            latency_s: float, ttft_s: float | None, usage: dict | None) -> None:
+    REQUESTS.labels(model, target or "", arm or "", str(status)).inc()
+    LATENCY.labels(model, "true" if stream else "false").observe(latency_s)
+    if ttft_s is not None:
+        TTFT.labels(model).observe(ttft_s)
+    if usage:
+        TOKENS.labels(model, "prompt").inc(usage.get("prompt_tokens") or 0)
+        TOKENS.labels(model, "completion").inc(usage.get("completion_tokens") or 0)
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if cached:
+            TOKENS.labels(model, "cached").inc(cached)

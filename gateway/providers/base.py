@@ -1,0 +1,43 @@
+"""The one small interface every upstream implements.
+
+A provider takes an OpenAI-shaped chat request (``model`` already set to the upstream's
+model name) and returns the upstream's reply as parsed JSON, or an async iterator of
+parsed stream chunks. It raises only ``gateway.errors`` exceptions, translated from the
+upstream's status in one function per provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class Reply:
+    body: dict[str, Any]
+    base_url: str  # the replica that answered
+
+
+class ChunkStream(Protocol):
+    base_url: str
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    kind: str
+
+    async def complete(self, body: dict[str, Any]) -> Reply: ...
+
+    async def stream(self, body: dict[str, Any]) -> ChunkStream:
+        """Open the stream; upstream errors before the first chunk raise here."""
+        ...
+
+    async def list_models(self) -> list[dict[str, Any]]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,133 @@
+"""OpenAI (fine-tuned ``ft:`` models and any OpenAI-compatible API) through the ``openai`` SDK.
+
+Only the fields the SDK's ``chat.completions.create`` accepts are sent: vLLM's extra
+sampling fields (``top_k``...) would be rejected by OpenAI, so they are dropped here and
+nowhere else. The SDK's own retries are off: the router decides about retries.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+from openai.resources.chat.completions import AsyncCompletions
+
+from gateway.config import TargetConfig
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.providers.base import Reply
+from gateway.providers.errors import from_status
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {
+    "self", "extra_headers", "extra_query", "extra_body", "timeout"}
+
+
+class OpenAIProvider:
+    kind = "openai"
+
+    def __init__(self, name: str, cfg: TargetConfig) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.base_url = cfg.base_urls[0]
+        self._client: openai.AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            key = os.environ.get(self.cfg.api_key_env or "OPENAI_API_KEY")
+            if not key:
+                raise UpstreamUnavailable(
+                    f"target {self.name!r} has no API key: set ${self.cfg.api_key_env or 'OPENAI_API_KEY'}")
+            self._client = openai.AsyncOpenAI(
+                api_key=key, base_url=self.base_url, max_retries=0,
+                timeout=httpx.Timeout(self.cfg.timeout_s, connect=self.cfg.connect_timeout_s),
+                http_client=httpx.AsyncClient(limits=httpx.Limits(
+                    max_connections=self.cfg.max_connections, max_keepalive_connections=64)),
+            )
+        return self._client
+
+    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
+        dropped = body.keys() - ACCEPTED
+        if dropped:
+            log.debug("target %s: dropping fields OpenAI does not take: %s", self.name, sorted(dropped))
+            return {k: v for k, v in body.items() if k in ACCEPTED}
+        return body
+
+    def _fail(self, exc: BaseException) -> GatewayError:
+        if isinstance(exc, GatewayError):
+            return exc
+        if isinstance(exc, openai.APIStatusError):
+            return from_status(exc.status_code, exc.response.content, dict(exc.response.headers),
+                               f"target {self.name!r}")
+        if isinstance(exc, openai.APITimeoutError):
+            return UpstreamTimeout(f"target {self.name!r} timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return UpstreamUnavailable(f"target {self.name!r} is unreachable")
+        return UpstreamError(f"target {self.name!r} failed: {type(exc).__name__}")
+
+    async def complete(self, body: dict[str, Any]) -> Reply:
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(**self._kwargs(body))
+            return Reply(orjson.loads(raw.content), self.base_url)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    async def stream(self, body: dict[str, Any]) -> _SDKStream:
+        try:
+            cm = self.client.chat.completions.with_streaming_response.create(**self._kwargs(body))
+            resp = await cm.__aenter__()
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        return _SDKStream(self, cm, resp)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        return []  # the config names the OpenAI models clients may call
+
+    async def ready(self) -> bool:
+        return bool(os.environ.get(self.cfg.api_key_env or "OPENAI_API_KEY"))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+class _SDKStream:
+    def __init__(self, provider: OpenAIProvider, cm: Any, resp: Any) -> None:
+        self.provider = provider
+        self.cm = cm
+        self.resp = resp
+        self.base_url = provider.base_url
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in self.resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                chunk = orjson.loads(data)
+                if "error" in chunk and "choices" not in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
+                yield chunk
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.provider._fail(exc) from exc
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.cm.__aexit__(None, None, None)

@@ -1,0 +1,95 @@
+"""Where a request goes: alias -> one weighted route, then the fallbacks' routes.
+
+A route is chosen by weight; when the request names an end user (``user``, or the
+``x-tuneloop-user`` header) the choice is a stable hash of user and alias, so one user
+always sees the same canary arm. Fallback aliases are tried in order, each choosing its
+own route the same way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+from dataclasses import dataclass
+
+from gateway.config import GatewayConfig, LogPolicy
+from gateway.errors import ModelNotFound
+from gateway.providers import Provider, make_provider
+
+
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    alias: str
+    target: str
+    model: str  # the upstream's model / adapter name
+    provider: Provider
+    arm: str | None  # "target/model" when the alias has more than one route
+
+
+class _Alias:
+    __slots__ = ("name", "routes", "cumulative", "total", "fallbacks", "log", "arms")
+
+    def __init__(self, name: str, routes: list[tuple[str, str, float]], fallbacks: list[str],
+                 log: LogPolicy) -> None:
+        self.name = name
+        self.routes = routes
+        self.total = sum(w for _, _, w in routes)
+        acc, self.cumulative = 0.0, []
+        for _, _, w in routes:
+            acc += w
+            self.cumulative.append(acc)
+        self.fallbacks = fallbacks
+        self.log = log
+        self.arms = len(routes) > 1
+
+    def pick(self, user: str | None) -> tuple[str, str, str | None]:
+        if len(self.routes) == 1:
+            target, model, _ = self.routes[0]
+            return target, model, None
+        if user:
+            digest = hashlib.blake2b(f"{self.name}\x00{user}".encode(), digest_size=8).digest()
+            u = int.from_bytes(digest, "big") / 2**64
+        else:
+            u = random.random()
+        i = min(bisect.bisect_right(self.cumulative, u * self.total), len(self.routes) - 1)
+        target, model, _ = self.routes[i]
+        return target, model, f"{target}/{model}"
+
+
+class Router:
+    def __init__(self, config: GatewayConfig, providers: dict[str, Provider] | None = None) -> None:
+        self.config = config
+        self.providers = providers if providers is not None else {
+            name: make_provider(name, t) for name, t in config.targets.items()}
+        self.aliases = {
+            name: _Alias(name, [(r.target, r.model, r.weight) for r in m.routes if r.weight > 0]
+                         or [(m.routes[0].target, m.routes[0].model, 1.0)], m.fallbacks, m.log)
+            for name, m in config.models.items()}
+
+    def __contains__(self, model: str) -> bool:
+        return model in self.aliases
+
+    def log_policy(self, model: str) -> LogPolicy:
+        return self.aliases[model].log
+
+    def plan(self, model: str, user: str | None = None) -> list[Attempt]:
+        alias = self.aliases.get(model)
+        if alias is None:
+            raise ModelNotFound(model)
+        attempts: list[Attempt] = []
+        seen: set[str] = set()
+        queue = [alias]
+        while queue:
+            a = queue.pop(0)
+            if a.name in seen:
+                continue
+            seen.add(a.name)
+            target, upstream_model, arm = a.pick(user)
+            attempts.append(Attempt(a.name, target, upstream_model, self.providers[target], arm))
+            queue.extend(self.aliases[f] for f in a.fallbacks)
+        return attempts
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.aclose()

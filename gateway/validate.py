@@ -1,0 +1,100 @@
+"""The few checks the gateway makes before it forwards a chat request.
+
+OpenAI answers a bad field with 400 ``invalid_request_error`` naming the ``param``; we do
+the same for what routing and logging rely on and for the common range errors, and leave
+everything else to the upstream (whose 4xx is passed through). Checks are plain Python on
+the parsed dict: no pydantic model on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# name -> (low, high, integer?)
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, False),
+    "frequency_penalty": (-2.0, 2.0, False),
+    "presence_penalty": (-2.0, 2.0, False),
+    "n": (1, 128, True),
+    "top_logprobs": (0, 20, True),
+    "max_tokens": (1, 2**31 - 1, True),
+    "max_completion_tokens": (1, 2**31 - 1, True),
+}
+
+
+def _bad(message: str, param: str | None, code: str | None = None) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+def _check_number(name: str, value: Any) -> None:
+    low, high, integer = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise _bad(f"Invalid type for '{name}': expected {kind}, but got {type(value).__name__}.",
+                   name, "invalid_type")
+    if not low <= value <= high:
+        raise _bad(f"Invalid '{name}': {value} is out of range; expected a value between {low} and {high}.",
+                   name, "invalid_value")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list):
+        raise _bad("Invalid type for 'messages': expected an array.", "messages", "invalid_type")
+    if not messages:
+        raise _bad("Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                   "messages", "empty_array")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise _bad(f"Invalid type for 'messages[{i}]': expected an object.", f"messages[{i}]",
+                       "invalid_type")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise _bad(f"Invalid value for 'messages[{i}].role': {role!r} is not one of "
+                       f"{sorted(ROLES)}.", f"messages[{i}].role", "invalid_value")
+        if "content" not in msg and role not in ("assistant",):
+            raise _bad(f"Missing required parameter: 'messages[{i}].content'.",
+                       f"messages[{i}].content", "missing_required_parameter")
+
+
+def _check_metadata(metadata: Any) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        raise _bad("Invalid 'metadata': expected an object with at most 16 keys.", "metadata")
+    for key, value in metadata.items():
+        if len(key) > 64 or not isinstance(value, str) or len(value) > 512:
+            raise _bad("Invalid 'metadata': keys are strings of at most 64 characters and values "
+                       "strings of at most 512.", "metadata")
+
+
+def validate_chat_request(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise _bad("The request body must be a JSON object.", None)
+    model = body.get("model")
+    if model is None:
+        raise _bad("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise _bad("Invalid type for 'model': expected a non-empty string.", "model", "invalid_type")
+    if "messages" not in body:
+        raise _bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
+    _check_messages(body["messages"])
+    for name in RANGES.keys() & body.keys():
+        if body[name] is not None:
+            _check_number(name, body[name])
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
+        raise _bad("Invalid 'stop': expected a string or an array of at most 4 strings.", "stop")
+    _check_metadata(body.get("metadata"))
+    opts = body.get("stream_options")
+    if opts is not None and (not isinstance(opts, dict) or not stream):
+        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                   "stream_options")
