@@ -1,0 +1,20 @@
+"""Retention: ``tuneloop log prune --older-than 30d`` calls ``prune``."""
+
+from __future__ import annotations
+
+from gateway.log import db
+from gateway.log.store import LogStore
+
+
+def prune(database_url: str, older_than_s: float) -> int:
+    """Delete interactions older than ``older_than_s`` seconds (and their feedback).
+
+    Returns how many interactions were deleted. Migrates first, so it works on a
+    fresh database too.
+    """
+    engine = db.create_engine(database_url)
+    try:
+        db.upgrade(engine)
+        return LogStore(engine).prune(older_than_s)
+    finally:
+        engine.dispose()

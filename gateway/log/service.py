@@ -1,0 +1,97 @@
+"""``LogService``: the one object the app holds for the interaction log.
+
+    service = await LogService.open(database_url, home)   # migrate, replay spool, start writer
+    service.submit(record)                                 # request path: O(1), never raises
+    await service.sync()                                   # read-your-writes barrier
+    service.store.get(...)                                 # reads (sync: run them in a thread)
+    await service.close()                                  # flush to DB (or spool), stop
+
+The app keeps it on ``app.state.log``; routers reach it through ``request.app.state.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from gateway.log import db
+from gateway.log.record import InteractionRecord
+from gateway.log.sink import Sink, is_transient
+from gateway.log.spool import Spool
+from gateway.log.store import LogStore
+from gateway.log.writer import Writer, spool_folder
+
+log = logging.getLogger(__name__)
+
+default_database_url = db.default_database_url
+
+SYNC_TIMEOUT_S = 5.0  # while the DB is down a barrier cannot complete; reads go on without it
+
+
+class LogService:
+    def __init__(self, engine: db.sa.Engine, writer: Writer, store: LogStore) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.store = store
+        self._closed = False
+
+    @classmethod
+    async def open(cls, database_url: str, home: Path, *, queue_size: int = 100_000,
+                   batch_size: int = 2000, probe_interval: float = 1.0) -> LogService:
+        return await asyncio.to_thread(
+            cls.open_sync, database_url, home, queue_size=queue_size,
+            batch_size=batch_size, probe_interval=probe_interval,
+        )
+
+    @classmethod
+    def open_sync(cls, database_url: str, home: Path, *, queue_size: int = 100_000,
+                  batch_size: int = 2000, probe_interval: float = 1.0) -> LogService:
+        """Blocking variant of ``open`` for scripts and the CLI."""
+        engine = db.create_engine(database_url)
+        spool = Spool(spool_folder(home))
+        sink = Sink(engine, prepare=lambda: db.upgrade(engine))
+        writer = Writer(sink, spool, queue_size=queue_size, batch_size=batch_size,
+                        probe_interval=probe_interval)
+        try:
+            db.upgrade(engine)
+            sink.prepare = None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise  # a broken migration must fail loudly, not look like an outage
+            # The gateway must serve even when its log database is away: spool until it is back.
+            log.error("log database unavailable at startup (%s); spooling", exc)
+            writer.db_up = False
+        writer.start()  # its first pass replays any spool a previous process left
+        return cls(engine, writer, LogStore(engine))
+
+    def submit(self, record: InteractionRecord) -> None:
+        self.writer.submit(record)
+
+    async def sync(self, timeout: float = SYNC_TIMEOUT_S) -> None:
+        """Return once every record submitted before this call is committed (or timeout)."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self.writer.add_barrier((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            log.warning("log sync timed out after %.1fs (database down?)", timeout)
+
+    def sync_blocking(self, timeout: float = SYNC_TIMEOUT_S) -> None:
+        """``sync`` for code without an event loop (tests, scripts)."""
+        asyncio.run(self.sync(timeout))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        self._closed = True
+        self.writer.stop()
+        self.writer.join()
+        self.engine.dispose()

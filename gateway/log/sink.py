@@ -1,0 +1,156 @@
+"""Batched, idempotent inserts of interaction records (the writer's only SQL).
+
+Both backends use the DB-API connection directly: this is the one hot loop of the
+log, and SQLAlchemy's per-row parameter processing would cost more than the insert.
+- SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT(id) DO NOTHING`` per batch.
+- PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON CONFLICT
+  DO NOTHING`` (COPY alone cannot skip duplicates; replays must be idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from gateway.log.record import InteractionRecord
+from gateway.log.schema import interactions
+
+try:  # psycopg is a dependency, but SQLite-only installs should still import
+    import psycopg
+except ImportError:  # pragma: no cover
+    psycopg = None
+
+log = logging.getLogger(__name__)
+
+COLUMNS: tuple[str, ...] = tuple(c.name for c in interactions.columns)
+JSON_COLUMNS = frozenset({"request", "response", "error", "metadata"})
+# NOT NULL columns: a dict from an old spool may lack them.
+_REQUIRED_DEFAULTS: dict[str, Any] = {
+    "requested_model": "", "kind": "primary", "status": 200, "attempts": 1,
+    "stream": False, "store": False, "created": 0.0,
+}
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
+def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
+    """One record (dataclass, or dict from the spool) as a tuple in ``COLUMNS`` order."""
+    get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
+    row = []
+    for name in COLUMNS:
+        value = get(name, None)
+        if name in JSON_COLUMNS:
+            value = _json(value)
+        elif value is None and name in _REQUIRED_DEFAULTS:
+            value = _REQUIRED_DEFAULTS[name]
+        row.append(value)
+    return tuple(row)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An outage (retry later from the spool), as opposed to a record the DB refuses."""
+    if isinstance(exc, (OSError, sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    return False
+
+
+class Sink:
+    """Owns one connection from the engine's pool, used only by the writer thread."""
+
+    def __init__(self, engine: sa.Engine, prepare: Any = None) -> None:
+        self.engine = engine
+        self.prepare = prepare  # run once the DB answers (migrations, if startup could not)
+        self.dialect = engine.dialect.name
+        self._conn: Any = None  # pool proxy; .driver_connection is sqlite3 / psycopg
+        self._staged = False
+        cols = ", ".join(f'"{c}"' for c in COLUMNS)
+        if self.dialect == "sqlite":
+            marks = ", ".join("?" for _ in COLUMNS)
+            self._sql = f"INSERT INTO interactions ({cols}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
+        else:
+            self._copy = f"COPY _log_stage ({cols}) FROM STDIN"
+            self._merge = (
+                f"INSERT INTO interactions ({cols}) SELECT {cols} FROM _log_stage "
+                "ON CONFLICT (id) DO NOTHING"
+            )
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+            self._staged = False
+        return self._conn
+
+    def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Commit ``rows`` (already ``to_row``'d); duplicates by id are skipped."""
+        if not rows:
+            return
+        conn = self._connection()
+        try:
+            if self.dialect == "sqlite":
+                conn.driver_connection.executemany(self._sql, rows)
+            else:
+                self._insert_pg(conn.driver_connection, rows)
+            conn.commit()
+        except BaseException:
+            self.reset()
+            raise
+
+    def _insert_pg(self, pg: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        with pg.cursor() as cur:
+            if not self._staged:
+                cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS _log_stage "
+                    "(LIKE interactions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                self._staged = True
+            with cur.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(self._merge)
+
+    def ping(self) -> bool:
+        try:
+            conn = self._connection()
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            cur.fetchall()
+            cur.close()
+            conn.rollback()
+            if self.prepare is not None:
+                self.prepare()
+                self.prepare = None
+            return True
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("log database answered but could not be prepared")
+            self.reset()
+            return False
+
+    def reset(self) -> None:
+        """Throw the connection away (it may be dead after an outage)."""
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+            except Exception:
+                pass
+            self._conn = None
+            self._staged = False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None

@@ -1,0 +1,150 @@
+"""Reads and updates of the log: stored completions, feedback, retention.
+
+Methods are synchronous (SQLAlchemy Core); routers run them with ``asyncio.to_thread``.
+What the stored-completions API shows: every *primary* record with HTTP status 200
+and a response. Which requests get logged at all (the per-model log policy: all |
+only ``store: true`` | none) is decided by the gateway before ``submit``.
+Every query takes ``project`` (None = no tenancy filter).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.errors import InvalidRequest
+from gateway.log.messages import stored_messages
+from gateway.log.schema import feedback, interactions
+
+t = interactions
+_VISIBLE = sa.and_(t.c.kind == "primary", t.c.status == 200, t.c.response.is_not(None))
+
+
+def _scope(completion_id: str, project: str | None) -> Any:
+    cond = sa.and_(t.c.id == completion_id, _VISIBLE)
+    return cond if project is None else sa.and_(cond, t.c.project == project)
+
+
+def stored_completion(row: Any) -> dict[str, Any]:
+    """The record's response as returned, with its current metadata merged in."""
+    out = dict(row.response or {})
+    out["id"] = row.id
+    out.setdefault("object", "chat.completion")
+    out["metadata"] = row.metadata or {}
+    return out
+
+
+class LogStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # ---- stored completions ----
+    def get(self, completion_id: str, project: str | None = None) -> dict[str, Any] | None:
+        q = sa.select(t.c.id, t.c.response, t.c["metadata"]).where(_scope(completion_id, project))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else stored_completion(row)
+
+    def list(self, *, model: str | None = None, metadata: dict[str, str] | None = None,
+             after: str | None = None, limit: int = 20, order: str = "asc",
+             project: str | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """One page, keyset-paginated on (created, id); returns (items, has_more)."""
+        q = sa.select(t.c.id, t.c.response, t.c["metadata"]).where(_VISIBLE)
+        if project is not None:
+            q = q.where(t.c.project == project)
+        if model is not None:
+            q = q.where(sa.or_(t.c.requested_model == model, t.c.upstream_model == model))
+        for key, value in (metadata or {}).items():
+            q = q.where(t.c["metadata"][key].as_string() == value)
+        desc = order == "desc"
+        with self.engine.connect() as conn:
+            if after is not None:
+                q = q.where(self._after(conn, after, desc, project))
+            keys = (t.c.created.desc(), t.c.id.desc()) if desc else (t.c.created, t.c.id)
+            rows = conn.execute(q.order_by(*keys).limit(limit + 1)).all()
+        return [stored_completion(r) for r in rows[:limit]], len(rows) > limit
+
+    def _after(self, conn: sa.Connection, after: str, desc: bool, project: str | None) -> Any:
+        created = conn.execute(sa.select(t.c.created).where(_scope(after, project))).scalar()
+        if created is None:
+            raise InvalidRequest(f"No stored chat completion with id `{after}`.", param="after")
+        if desc:
+            return sa.or_(t.c.created < created, sa.and_(t.c.created == created, t.c.id < after))
+        return sa.or_(t.c.created > created, sa.and_(t.c.created == created, t.c.id > after))
+
+    def update_metadata(self, completion_id: str, metadata: dict[str, str] | None,
+                        project: str | None = None) -> dict[str, Any] | None:
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                t.update().where(_scope(completion_id, project)).values(metadata=metadata)
+            ).rowcount
+        return self.get(completion_id, project) if n else None
+
+    def delete(self, completion_id: str, project: str | None = None) -> bool:
+        """Delete a completion, its shadow copies, and all their feedback."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is None:
+                return False
+            ids = sa.select(t.c.id).where(
+                sa.or_(t.c.id == completion_id, t.c.parent_id == completion_id))
+            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(ids)))
+            conn.execute(t.delete().where(
+                sa.or_(t.c.id == completion_id, t.c.parent_id == completion_id)))
+        return True
+
+    def messages(self, completion_id: str, *, after: str | None = None, limit: int = 20,
+                 order: str = "asc", project: str | None = None,
+                 ) -> tuple[list[dict[str, Any]], bool] | None:
+        q = sa.select(t.c.request).where(_scope(completion_id, project))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return stored_messages(completion_id, row.request or {}, after=after, limit=limit,
+                               order=order)
+
+    # ---- feedback ----
+    def add_feedback(self, fb: dict[str, Any], project: str | None = None) -> dict[str, Any] | None:
+        """Insert one feedback row (already validated); None if the completion is unknown."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(t.c.id).where(_scope(fb["completion_id"], project))).first() is None:
+                return None
+            conn.execute(feedback.insert().values(**fb, project=project))
+        return fb
+
+    def list_feedback(self, completion_id: str, project: str | None = None,
+                      ) -> list[dict[str, Any]] | None:
+        """All feedback on a completion, newest first; None if the completion is unknown."""
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is None:
+                return None
+            rows = conn.execute(
+                sa.select(feedback).where(feedback.c.completion_id == completion_id)
+                .order_by(feedback.c.created.desc(), feedback.c.id.desc())
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ---- retention and helpers ----
+    def prune(self, older_than_s: float) -> int:
+        """Delete interactions (and their feedback) older than ``older_than_s`` seconds."""
+        cutoff = time.time() - older_than_s
+        old = sa.select(t.c.id).where(t.c.created < cutoff)
+        with self.engine.begin() as conn:
+            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(old)))
+            return conn.execute(t.delete().where(t.c.created < cutoff)).rowcount
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+
+    def ids(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(t.c.id)).scalars())
+
+    def record(self, completion_id: str) -> dict[str, Any] | None:
+        """The full row (every column), for datasets, tests and debugging."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == completion_id)).mappings().first()
+        return None if row is None else dict(row)
