@@ -1,0 +1,137 @@
+"""Stored chat completions, as OpenAI defines them (thin router; logic in gateway.log.store).
+
+GET    /v1/chat/completions                          list (model, metadata[k]=v, after, limit, order)
+GET    /v1/chat/completions/{completion_id}          one completion
+POST   /v1/chat/completions/{completion_id}          {metadata} only: replace its metadata
+DELETE /v1/chat/completions/{completion_id}          delete it (and its feedback)
+GET    /v1/chat/completions/{completion_id}/messages its input messages (after, limit, order)
+
+Every read first waits on ``LogService.sync()`` so a completion created just before is
+visible (read-your-writes). Listed: logged primary records that returned 200; which
+requests are logged at all is the gateway's per-model log policy. The tenancy filter
+is ``request.state.project`` when auth has set it (None = every project).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.log.feedback import validate_metadata
+from gateway.log.service import LogService
+
+router = APIRouter(prefix="/v1/chat/completions", tags=["stored completions"])
+
+MAX_LIMIT = 100
+
+
+def _log(request: Request) -> LogService:
+    return request.app.state.log
+
+
+def _project(request: Request) -> str | None:
+    return getattr(request.state, "project", None)
+
+
+def _not_found(completion_id: str) -> NotFound:
+    return NotFound(f"No chat completion found with id '{completion_id}'.", param="completion_id")
+
+
+def _page(request: Request) -> tuple[str | None, int, str]:
+    q = request.query_params
+    raw = q.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"Invalid value for 'limit': {raw!r} is not an integer.",
+                             param="limit") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"'limit' must be between 1 and {MAX_LIMIT}.", param="limit")
+    order = q.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
+    return q.get("after"), limit, order
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    """The SDK sends metadata as a deep object: ``metadata[key]=value``."""
+    out = {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            out[key[len("metadata["):-1]] = value
+    return out
+
+
+def _list_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more}
+
+
+@router.get("")
+async def list_completions(request: Request) -> dict[str, Any]:
+    after, limit, order = _page(request)
+    log = _log(request)
+    await log.sync()
+    data, has_more = await asyncio.to_thread(
+        log.store.list, model=request.query_params.get("model"),
+        metadata=_metadata_filter(request), after=after, limit=limit, order=order,
+        project=_project(request))
+    return _list_page(data, has_more)
+
+
+@router.get("/{completion_id}")
+async def get_completion(completion_id: str, request: Request) -> dict[str, Any]:
+    log = _log(request)
+    await log.sync()
+    found = await asyncio.to_thread(log.store.get, completion_id, _project(request))
+    if found is None:
+        raise _not_found(completion_id)
+    return found
+
+
+@router.post("/{completion_id}")
+async def update_completion(completion_id: str, request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict) or "metadata" not in body:
+        raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
+    extra = sorted(set(body) - {"metadata"})
+    if extra:
+        raise InvalidRequest(f"Only 'metadata' can be updated, not '{extra[0]}'.", param=extra[0])
+    metadata = validate_metadata(body["metadata"])
+    log = _log(request)
+    await log.sync()
+    found = await asyncio.to_thread(log.store.update_metadata, completion_id, metadata,
+                                    _project(request))
+    if found is None:
+        raise _not_found(completion_id)
+    return found
+
+
+@router.delete("/{completion_id}")
+async def delete_completion(completion_id: str, request: Request) -> dict[str, Any]:
+    log = _log(request)
+    await log.sync()
+    if not await asyncio.to_thread(log.store.delete, completion_id, _project(request)):
+        raise _not_found(completion_id)
+    return {"object": "chat.completion.deleted", "id": completion_id, "deleted": True}
+
+
+@router.get("/{completion_id}/messages")
+async def list_messages(completion_id: str, request: Request) -> dict[str, Any]:
+    after, limit, order = _page(request)
+    log = _log(request)
+    await log.sync()
+    page = await asyncio.to_thread(log.store.messages, completion_id, after=after, limit=limit,
+                                   order=order, project=_project(request))
+    if page is None:
+        raise _not_found(completion_id)
+    return _list_page(*page)
