@@ -97,7 +97,9 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
 
 def _include_log_routers(api: FastAPI) -> None:
-    from gateway.api import feedback, stored
-
+    try:  # TEMP until the log routers land
+        from gateway.api import feedback, stored
+    except ImportError:
+        return
     api.include_router(stored.router)
     api.include_router(feedback.router)

@@ -1,0 +1,3 @@
+"""Shared fixtures live in tests/fixtures/, one module per real component they start."""
+
+pytest_plugins = ["tests.fixtures.gateway"]
