@@ -65,6 +65,8 @@ class Writer(threading.Thread):
         try:
             self.spool.append([record])
             metrics.SPOOLED.inc()
+            if self._stopped:
+                self.spool.flush()  # no writer pass will come to fsync it
             self._wake.set()  # the writer fsyncs and, if the DB is up, replays
         except Exception:
             metrics.DROPPED.inc()
