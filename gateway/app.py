@@ -97,9 +97,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
 
 def _include_log_routers(api: FastAPI) -> None:
-    try:  # TEMP until the log routers land
-        from gateway.api import feedback, stored
-    except ImportError:
-        return
+    from gateway.api import feedback, stored
+
     api.include_router(stored.router)
     api.include_router(feedback.router)
