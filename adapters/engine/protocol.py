@@ -1,0 +1,179 @@
+"""Wire types of vLLM's OpenAI-compatible chat API, as this engine reads and writes them.
+
+Requests allow extra fields (like vLLM's ``OpenAIBaseModel``): unknown ones are
+logged and ignored.  Validation failures become 400s in OpenAI's envelope
+(``server.py``), never FastAPI's 422.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adapters.engine.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+MAX_STOP = 4
+MAX_N = 16
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    # vLLM's extra sampling parameters
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int = 0
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    request_id: str | None = Field(default=None)
+
+    @field_validator("messages")
+    @classmethod
+    def _non_empty(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not v:
+            raise ValueError("messages must contain at least one message")
+        return v
+
+    def requested_max(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def check(self) -> None:
+        """Raise ValueError (-> 400) for values vLLM or OpenAI refuse."""
+        mt = self.requested_max()
+        if mt is not None and mt < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {mt}.")
+        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k is not None and self.top_k < -1:
+            raise ValueError(f"top_k must be -1 or 0 (disable), or at least 1, got {self.top_k}.")
+        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}.")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be greater than zero, got {self.repetition_penalty}.")
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            if v is not None and not -2.0 <= v <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {v}.")
+        if not 1 <= self.n <= MAX_N:
+            raise ValueError(f"n must be between 1 and {MAX_N}, got {self.n}.")
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP:
+            raise ValueError(f"stop may hold at most {MAX_STOP} sequences.")
+        if self.min_tokens < 0:
+            raise ValueError("min_tokens must be non-negative.")
+        if self.model_extra:
+            log.debug("ignoring fields %s", sorted(self.model_extra))
+
+    def sampling(self, default_max: int) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        mt = self.requested_max()
+        return SamplingParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k or 0,
+            min_p=self.min_p or 0.0,
+            repetition_penalty=self.repetition_penalty or 1.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            max_tokens=mt if mt is not None else default_max,
+            min_tokens=self.min_tokens,
+            n=self.n,
+            seed=self.seed,
+            stop=[s for s in stop if s],
+            stop_token_ids=list(self.stop_token_ids or []),
+            ignore_eos=self.ignore_eos,
+            include_stop_str_in_output=self.include_stop_str_in_output,
+        )
+
+
+def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flatten content parts (``[{"type": "text", "text": ...}]``) to strings for the chat template."""
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m:
+            raise ValueError("each message needs a 'role'")
+        c = m.get("content")
+        if isinstance(c, list):
+            c = "".join(p.get("text", "") for p in c if isinstance(p, dict) and p.get("type") == "text")
+        out.append({**m, "content": c if c is not None else ""})
+    return out
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def chat_completion(cid: str, model: str, created: int, choices: list[dict[str, Any]],
+                    prompt_tokens: int) -> dict[str, Any]:
+    completion = sum(c.pop("_tokens") for c in choices)
+    return {"id": cid, "object": "chat.completion", "created": created, "model": model, "choices": choices,
+            "usage": usage(prompt_tokens, completion), "system_fingerprint": None, "service_tier": None}
+
+
+def choice(index: int, text: str, finish_reason: str | None, tokens: int) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None, "tool_calls": []},
+            "logprobs": None, "finish_reason": finish_reason, "stop_reason": None, "_tokens": tokens}
+
+
+def chunk(cid: str, model: str, created: int, choices: list[dict[str, Any]],
+          usage_: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": choices}
+    if usage_ is not None:
+        out["usage"] = usage_
+    return out
+
+
+def delta(index: int, content: str | None = None, role: str | None = None,
+          finish_reason: str | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if role:
+        d["role"] = role
+    if content is not None:
+        d["content"] = content
+    return {"index": index, "delta": d, "logprobs": None, "finish_reason": finish_reason}
+
+
+def model_card(id_: str, created: int, root: str, parent: str | None, max_model_len: int) -> dict[str, Any]:
+    return {"id": id_, "object": "model", "created": created, "owned_by": "vllm", "root": root,
+            "parent": parent, "max_model_len": max_model_len, "permission": []}
+
+
+def now() -> int:
+    return int(time.time())

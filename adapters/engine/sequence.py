@@ -1,0 +1,77 @@
+"""One generated choice: its tokens, incremental detokenization and stop checks.
+
+Detokenization is incremental (the prefix/read-offset method of vLLM and TGI):
+only the last few tokens are decoded per step, and text ending in an
+incomplete UTF-8 sequence (``\\ufffd``) is held back until it completes.  With
+stop strings, the last ``max(len(stop)) - 1`` characters are held back too, so
+a stream never shows the start of a stop string that then completes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adapters.engine.lora import LoraWeights
+    from adapters.engine.scheduler import Request
+
+
+class Sequence:
+    def __init__(self, req: Request, index: int, weights: LoraWeights | None, tokenizer: Any,
+                 eos_ids: set[int], max_len: int):
+        self.req, self.index, self.weights, self.tok = req, index, weights, tokenizer
+        p = req.params
+        self.generator = p.generator(index)
+        self.stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else set(eos_ids))
+        self.max_total = max_len
+        self.output: list[int] = []
+        self.row = -1
+        self.pos = 0  # tokens in the KV cache
+        self.text = ""
+        self.sent = 0  # characters of ``text`` already emitted
+        self.finish_reason: str | None = None
+        self._prefix = 0
+        self._read = 0
+        self._hold = max((len(s) for s in p.stop), default=1) - 1
+
+    def append(self, tok: int) -> str | None:
+        """Add a sampled token; return newly emittable text (or None) and set ``finish_reason``."""
+        p = self.req.params
+        self.output.append(tok)
+        if tok in self.stop_ids and len(self.output) > p.min_tokens:
+            self.finish_reason = "stop"
+            return self._flush()
+        self._detok()
+        if p.stop and len(self.output) > p.min_tokens:
+            start = max(0, self.sent - self._hold)
+            hits = [(i, s) for s in p.stop if (i := self.text.find(s, start)) >= 0]
+            if hits:
+                i, s = min(hits)
+                self.text = self.text[: i + len(s)] if p.include_stop_str_in_output else self.text[:i]
+                self.finish_reason = "stop"
+                return self._flush()
+        if len(self.output) >= p.max_tokens or len(self.req.prompt) + len(self.output) >= self.max_total:
+            self.finish_reason = "length"
+            return self._flush()
+        upto = len(self.text) - self._hold if p.stop else len(self.text)
+        if upto <= self.sent:
+            return None
+        out = self.text[self.sent : upto]
+        self.sent = upto
+        return out
+
+    def _flush(self) -> str:
+        out = self.text[self.sent :]
+        self.sent = len(self.text)
+        return out
+
+    def _detok(self) -> None:
+        ids = self.output
+        if self.stop_ids and ids and ids[-1] in self.stop_ids:
+            return
+        prefix = self.tok.decode(ids[self._prefix : self._read], skip_special_tokens=True)
+        full = self.tok.decode(ids[self._prefix :], skip_special_tokens=True)
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            self.text += full[len(prefix) :]
+            self._prefix = self._read
+            self._read = len(ids)

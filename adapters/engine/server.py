@@ -1,0 +1,237 @@
+"""The engine's HTTP API: vLLM's OpenAI-compatible contract (see shared CONTRACTS.md section 7).
+
+Routes: ``POST /v1/chat/completions`` (stream and not), ``GET /v1/models``,
+``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``, ``GET /health``,
+``GET /metrics``.  Handlers are thin: parse, call :class:`Engine`, serialize.
+Every error leaves through :func:`error_response` in OpenAI's envelope
+``{"error": {"message", "type", "param", "code"}}`` with a string ``code``.
+
+Inference runs in the engine's scheduler thread; this event loop only moves
+text.  A streaming client that disconnects aborts its request at once (its KV
+rows are freed before the next decode step); so does a non-streaming one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from adapters.engine import protocol as P
+from adapters.engine.engine import Engine, EngineError, RequestStream
+from adapters.engine.lora import AdapterError, AdapterNotFound
+
+log = logging.getLogger(__name__)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def error_response(message: str, status: int, type_: str = "invalid_request_error", code: str | None = None,
+                   param: str | None = None) -> Response:
+    code = code or {400: "invalid_request_error", 404: "not_found"}.get(status, "internal_error")
+    return _json({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
+
+
+def create_engine_app(engine: Engine) -> FastAPI:
+    """The FastAPI app over a started or not-yet-started engine (started on app startup)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not engine.scheduler.thread.is_alive() and engine.scheduler.dead is None:
+            engine.start()
+        yield
+        engine.stop()
+
+    app = FastAPI(title="TuneLoop engine", lifespan=lifespan)
+    app.state.engine = engine
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> Response:
+        return error_response(exc.message, exc.status, exc.type, exc.code, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        param = ".".join(str(x) for x in errs[0].get("loc", ())[1:]) if errs else None
+        msg = "; ".join(str(e.get("msg")) for e in errs) or "invalid request"
+        return error_response(msg, 400, param=param or None)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200 if engine.healthy else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        base = P.model_card(engine.model_name, engine.created, engine.model_name, None, engine.max_model_len)
+        cards = [base] + [
+            P.model_card(name, engine.adapters.created.get(name, engine.created), str(path), engine.model_name,
+                         engine.max_model_len)
+            for name, path in list(engine.adapters.paths.items())
+        ]
+        return _json({"object": "list", "data": cards})
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(request: Request) -> Response:
+        body = await _body(request)
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not name or not path:
+            return error_response("Both 'lora_name' and 'lora_path' must be provided.", 400)
+        try:
+            await asyncio.to_thread(engine.add_adapter, str(name), Path(str(path)))
+        except AdapterError as exc:
+            return error_response(str(exc), 400)
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(request: Request) -> Response:
+        body = await _body(request)
+        name = body.get("lora_name")
+        if not name:
+            return error_response("'lora_name' needs to be provided to unload a LoRA adapter.", 400)
+        try:
+            engine.remove_adapter(str(name))
+        except AdapterNotFound:
+            return error_response(f"The lora adapter '{name}' cannot be found.", 404, code="lora_not_found")
+        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = await _body(request)
+        try:
+            req = P.ChatCompletionRequest.model_validate(body)
+            req.check()
+            messages = P.normalize_messages(req.messages)
+        except (ValidationError, ValueError) as exc:
+            return error_response(_short(exc), 400)
+        adapter = engine.resolve_model(req.model)
+        prompt = engine.encode_chat(messages, req.chat_template_kwargs, req.add_generation_prompt)
+        explicit = req.requested_max() is not None
+        params = req.sampling(default_max=max(1, engine.max_model_len - len(prompt)))
+        engine.check_lengths(prompt, params, explicit)
+        model = req.model or engine.model_name
+        stream = engine.generate(prompt, params, adapter, req.request_id)
+        if req.stream:
+            opts = req.stream_options or P.StreamOptions()
+            return StreamingResponse(_sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
+                                          bool(opts.continuous_usage_stats)), media_type="text/event-stream")
+        return await _complete(request, stream, model, len(prompt), params.n)
+
+    return app
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise EngineError(f"Invalid JSON body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise EngineError("The request body must be a JSON object.")
+    return body
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+def _raise_event_error(ev: dict[str, Any]) -> None:
+    status = int(ev.get("status", 500))
+    raise EngineError(ev["error"], status, "invalid_request_error" if status < 500 else "internal_error",
+                      "model_not_found" if status == 404 else None)
+
+
+async def _complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int) -> Response:
+    texts, finish, tokens = [""] * n, [None] * n, [0] * n
+
+    async def collect() -> None:
+        async for ev in stream:
+            if "error" in ev:
+                _raise_event_error(ev)
+            if "index" in ev:
+                i = ev["index"]
+                texts[i] += ev["text"]
+                tokens[i] = ev["completion_tokens"]
+                finish[i] = ev["finish_reason"] or finish[i]
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.ensure_future(collect()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+            stream.abort()
+    if work.cancelled():
+        return Response(status_code=499)
+    work.result()
+    choices = [P.choice(i, texts[i], finish[i], tokens[i]) for i in range(n)]
+    return _json(P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens))
+
+
+async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
+               continuous: bool) -> AsyncIterator[bytes]:
+    cid, created = P.completion_id(), P.now()
+    tokens = [0] * n
+
+    def frame(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def usage() -> dict[str, Any]:
+        return P.usage(prompt_tokens, sum(tokens))
+
+    try:
+        for i in range(n):
+            yield frame(P.chunk(cid, model, created, [P.delta(i, "", role="assistant")],
+                                usage() if continuous else None))
+        async for ev in stream:
+            if "error" in ev:
+                yield frame({"error": {"message": ev["error"], "type": "internal_error", "param": None,
+                                       "code": "engine_error"}})
+                break
+            if "index" not in ev:
+                continue
+            i = ev["index"]
+            tokens[i] = ev["completion_tokens"]
+            if ev["text"] or ev["finish_reason"]:
+                yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"])],
+                                    usage() if continuous else None))
+        if include_usage:
+            yield frame(P.chunk(cid, model, created, [], usage()))
+        yield b"data: [DONE]\n\n"
+    finally:
+        stream.abort()  # no-op when finished; frees the rows when the client went away
+
+
+def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path | None = None,
+               home: Path | None = None, max_loras: int = 8, max_cpu_loras: int = 64,
+               max_batch: int = 32, threads: int | None = None, device: str | None = None) -> None:
+    """Load the model, then serve vLLM's HTTP contract until interrupted (blocking)."""
+    import uvicorn
+
+    from adapters.engine.model import default_home
+
+    logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
+    engine = Engine(home=Path(home) if home else default_home(), adapters_dir=adapters_dir, max_loras=max_loras,
+                    max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device)
+    uvicorn.run(create_engine_app(engine), host=host, port=port, log_level="warning", access_log=False)
