@@ -33,7 +33,7 @@ def make_record(n: int = 0, *, model: str = "support-bot", created: float | None
                                  "refusal": None, "annotations": []}}],
         "usage": {"prompt_tokens": 120, "completion_tokens": 95, "total_tokens": 215,
                   "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0}},
-        "service_tier": "default", "system_fingerprint": None,
+        "service_tier": "default",
     }
     fields: dict[str, Any] = dict(
         id=rid, created=created, project="acme", api_key_id="key-1", requested_model=model,
