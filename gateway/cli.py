@@ -58,6 +58,31 @@ def engine(
                threads=threads, device=device)
 
 
+# Sub-commands owned by other packages: (module, name, help). Each module exposes a typer
+# `app` and keeps heavy imports (torch, transformers) inside its commands.
+SUBCOMMANDS = [
+    ("gateway.log.cli", "log", "The interaction log: prune."),
+    ("adapters.datasets.cli", "dataset", "Build and validate training sets from the log."),
+    ("adapters.training.cli", "jobs", "Fine-tuning jobs: list, show, cancel."),
+]
+
+
+def _add_subcommands() -> None:
+    import importlib
+
+    for module, name, help_ in SUBCOMMANDS:
+        try:
+            sub = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part is not built yet
+            raise
+        app.add_typer(sub.app, name=name, help=help_)
+
+
+_add_subcommands()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app()
