@@ -88,20 +88,24 @@ class Scheduler:
     # -- the loop --------------------------------------------------------------------
     def run(self) -> None:
         try:
-            while not self._stop.is_set():
-                self._drain(block=not self.running and not self.waiting)
-                admitted = self._admit()
-                if admitted:
-                    self._prefill(admitted)
-                if self.running:
-                    self._decode()
-                self._report()
+            with torch.inference_mode():
+                self._loop()
         except BaseException as exc:  # the engine is dead: fail every request, /health says 503
             log.exception("scheduler crashed")
             self.dead = exc
             for req in list(self.waiting) + list({id(s.req): s.req for s in self.running}.values()):
                 req.sink({"error": f"engine failure: {exc}"})
             raise
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._drain(block=not self.running and not self.waiting)
+            admitted = self._admit()
+            if admitted:
+                self._prefill(admitted)
+            if self.running:
+                self._decode()
+            self._report()
 
     def _drain(self, block: bool) -> None:
         try:
