@@ -3,8 +3,9 @@
 Both backends use the DB-API connection directly: this is the one hot loop of the
 log, and SQLAlchemy's per-row parameter processing would cost more than the insert.
 - SQLite: one ``executemany`` of ``INSERT ... ON CONFLICT(id) DO NOTHING`` per batch.
-- PostgreSQL: ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON CONFLICT
-  DO NOTHING`` (COPY alone cannot skip duplicates; replays must be idempotent).
+- PostgreSQL: ``COPY`` straight into the table; if a duplicate id aborts it (a replay),
+  ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
+  (COPY alone cannot skip duplicates; replays must be idempotent).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Sink:
             marks = ", ".join("?" for _ in COLUMNS)
             self._sql = f"INSERT INTO interactions ({cols}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
         else:
+            self._copy_direct = f"COPY interactions ({cols}) FROM STDIN"
             self._copy = f"COPY _log_stage ({cols}) FROM STDIN"
             self._merge = (
                 f"INSERT INTO interactions ({cols}) SELECT {cols} FROM _log_stage "
@@ -107,6 +109,15 @@ class Sink:
             raise
 
     def _insert_pg(self, pg: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        # Fast path: COPY straight into the table. A duplicate id (a replay of a batch
+        # whose commit was not acknowledged) aborts it; then merge through the stage.
+        try:
+            with pg.cursor() as cur, cur.copy(self._copy_direct) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        except psycopg.errors.UniqueViolation:
+            pg.rollback()
         with pg.cursor() as cur:
             if not self._staged:
                 cur.execute(

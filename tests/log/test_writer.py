@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
 
 from gateway.log import LogService, db
@@ -30,8 +31,9 @@ def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> 
     indexes = {i["name"] for i in sa.inspect(engine).get_indexes("interactions")}
     assert {"ix_interactions_created_id", "ix_interactions_requested_model",
             "ix_interactions_project_created"} <= indexes
+    heads = ScriptDirectory.from_config(db._alembic_config(None)).get_heads()  # type: ignore[arg-type]
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert [conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()] == heads
     engine.dispose()
 
 
