@@ -30,8 +30,14 @@ class TargetConfig(_Strict):
     base_url: str | None = None
     base_urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # whole request (a stream included)
     connect_timeout_s: float = 5.0
+    ttft_timeout_s: float | None = None  # until the first streamed chunk; None = timeout_s
+    # circuit breaker per replica: open after this many failures in a row, probe after cooldown
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 10.0
+    # vLLM: ask replicas which adapters they hold, and load missing ones (see router docs)
+    adapter_aware: bool = True
     max_connections: int = 256
     # `tuneloop serve` starts the embedded engine for this target (on its first base URL's port)
     embedded: bool = False
@@ -53,7 +59,14 @@ class TargetConfig(_Strict):
 class RouteConfig(_Strict):
     target: str
     model: str
-    weight: float = 1.0
+    weight: float = Field(default=1.0, ge=0)
+    # vLLM targets: where the adapter lives, so a replica that lacks it can load it on demand
+    lora_path: str | None = None
+
+
+class ShadowConfig(_Strict):
+    model: str  # another name from `models`, called with a copy of the request
+    share: float = Field(default=1.0, ge=0, le=1)  # fraction of requests mirrored
 
 
 LogPolicy = Literal["all", "store", "none"]
@@ -65,6 +78,9 @@ class ModelConfig(_Strict):
     # what the interaction log keeps for this model: every request, only `store: true`, nothing
     log: LogPolicy = "all"
     owned_by: str = "tuneloop"
+    retries: int = Field(default=1, ge=0, le=10)  # extra tries of the same route before falling back
+    retry_budget_s: float = 30.0  # no new try starts after this long
+    shadow: ShadowConfig | None = None
 
 
 class GatewayConfig(_Strict):
@@ -84,6 +100,8 @@ class GatewayConfig(_Strict):
             for fb in model.fallbacks:
                 if fb not in self.models:
                     raise ValueError(f"model {name!r} falls back to unknown model {fb!r}")
+            if model.shadow and model.shadow.model not in self.models:
+                raise ValueError(f"model {name!r} shadows unknown model {model.shadow.model!r}")
         return self
 
     @classmethod

@@ -17,6 +17,8 @@ LATENCY = Histogram("tuneloop_request_duration_seconds", "Total request latency"
 TTFT = Histogram("tuneloop_time_to_first_token_seconds", "Time to the first streamed chunk",
                  ["model"], buckets=LATENCY_BUCKETS)
 TOKENS = Counter("tuneloop_tokens_total", "Tokens by kind", ["model", "kind"])
+RETRIES = Counter("tuneloop_retries_total", "Tries repeated on the same route after a failure",
+                  ["model", "target"])
 FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the next route",
                     ["model", "from_target"])
 

@@ -13,7 +13,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from gateway.config import GatewayConfig, LogPolicy
+from gateway.config import GatewayConfig, LogPolicy, ModelConfig
 from gateway.errors import ModelNotFound
 from gateway.providers import Provider, make_provider
 
@@ -25,23 +25,27 @@ class Attempt:
     model: str  # the upstream's model / adapter name
     provider: Provider
     arm: str | None  # "target/model" when the alias has more than one route
+    lora_path: str | None = None
+    retries: int = 0
+    retry_budget_s: float = 30.0
 
 
 class _Alias:
-    __slots__ = ("name", "routes", "cumulative", "total", "fallbacks", "log", "arms")
+    __slots__ = ("name", "routes", "cumulative", "total", "fallbacks", "log", "cfg")
 
-    def __init__(self, name: str, routes: list[tuple[str, str, float]], fallbacks: list[str],
-                 log: LogPolicy) -> None:
+    def __init__(self, name: str, cfg: ModelConfig) -> None:
+        routes = [(r.target, r.model, r.weight) for r in cfg.routes if r.weight > 0] or [
+            (cfg.routes[0].target, cfg.routes[0].model, 1.0)]
         self.name = name
+        self.cfg = cfg
         self.routes = routes
         self.total = sum(w for _, _, w in routes)
         acc, self.cumulative = 0.0, []
         for _, _, w in routes:
             acc += w
             self.cumulative.append(acc)
-        self.fallbacks = fallbacks
-        self.log = log
-        self.arms = len(routes) > 1
+        self.fallbacks = cfg.fallbacks
+        self.log: LogPolicy = cfg.log
 
     def pick(self, user: str | None) -> tuple[str, str, str | None]:
         if len(self.routes) == 1:
@@ -62,10 +66,9 @@ class Router:
         self.config = config
         self.providers = providers if providers is not None else {
             name: make_provider(name, t) for name, t in config.targets.items()}
-        self.aliases = {
-            name: _Alias(name, [(r.target, r.model, r.weight) for r in m.routes if r.weight > 0]
-                         or [(m.routes[0].target, m.routes[0].model, 1.0)], m.fallbacks, m.log)
-            for name, m in config.models.items()}
+        self.aliases = {name: _Alias(name, m) for name, m in config.models.items()}
+        self.lora_paths = {(r.target, r.model): r.lora_path for m in config.models.values()
+                           for r in m.routes if r.lora_path}
 
     def __contains__(self, model: str) -> bool:
         return model in self.aliases
@@ -86,7 +89,9 @@ class Router:
                 continue
             seen.add(a.name)
             target, upstream_model, arm = a.pick(user)
-            attempts.append(Attempt(a.name, target, upstream_model, self.providers[target], arm))
+            attempts.append(Attempt(a.name, target, upstream_model, self.providers[target], arm,
+                                    self.lora_paths.get((target, upstream_model)), a.cfg.retries,
+                                    a.cfg.retry_budget_s))
             queue.extend(self.aliases[f] for f in a.fallbacks)
         return attempts
 

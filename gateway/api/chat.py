@@ -8,9 +8,11 @@ the client. The interaction record is handed to the log without waiting.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,14 +20,17 @@ from gateway import metrics
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
 from gateway.assemble import StreamAssembler
 from gateway.cost import request_cost
-from gateway.errors import GatewayError, UpstreamClientError, UpstreamError
+from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.log.record import InteractionRecord
+from gateway.providers.base import Reply
+from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 from gateway.validate import validate_chat_request
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
 
 
 def new_completion_id() -> str:
@@ -81,23 +86,41 @@ class ChatCompletions:
         up["model"] = attempt.model
         return up
 
-    async def _complete(self, call: _Call, plan: list[Attempt], send: Send) -> None:
-        reply, error = None, None
+    async def _try_routes(self, call: _Call, plan: list[Attempt],
+                          op: Callable[[Attempt], Awaitable[T]]) -> T:
+        """Each route in turn (fallbacks), each retried with backoff, within the time budget."""
+        deadline = call.started + plan[0].retry_budget_s
+        error: GatewayError | None = None
         for attempt in plan:
-            call.attempt, call.attempts = attempt, call.attempts + 1
-            try:
-                reply = await attempt.provider.complete(self._upstream_body(call, attempt))
+            for tryno in range(attempt.retries + 1):
+                call.attempt, call.attempts = attempt, call.attempts + 1
+                try:
+                    return await op(attempt)
+                except GatewayError as exc:
+                    error = exc
+                    if not retryable(exc):
+                        raise
+                    delay = backoff_s(tryno, exc.headers.get("retry-after"))
+                    if tryno == attempt.retries or time.perf_counter() + delay > deadline:
+                        break
+                    metrics.RETRIES.labels(attempt.alias, attempt.target).inc()
+                    await asyncio.sleep(delay)
+            if attempt is not plan[-1]:
+                metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
+            if time.perf_counter() > deadline:
                 break
-            except GatewayError as exc:
-                error = exc
-                if not retryable(exc):
-                    break
-                if attempt is not plan[-1]:
-                    metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
-        if reply is None:
-            assert error is not None
-            await send_error(send, error, call.id)
-            self._finish(call, error.status_code, None, error=error)
+        assert error is not None
+        raise error
+
+    async def _complete(self, call: _Call, plan: list[Attempt], send: Send) -> None:
+        async def op(attempt: Attempt) -> Reply:
+            return await attempt.provider.complete(self._upstream_body(call, attempt), attempt.lora_path)
+
+        try:
+            reply = await self._try_routes(call, plan, op)
+        except GatewayError as exc:
+            await send_error(send, exc, call.id)
+            self._finish(call, exc.status_code, None, error=exc)
             return
         out = reply.body
         upstream_id = out.get("id")
@@ -116,28 +139,30 @@ class ChatCompletions:
         return headers
 
     async def _open_stream(self, call: _Call, plan: list[Attempt]) -> tuple[Any, Any, dict | None]:
-        """Open the first route that yields a first chunk; errors here may fall back."""
-        error: GatewayError | None = None
-        for attempt in plan:
-            call.attempt, call.attempts = attempt, call.attempts + 1
+        """Open the first route that yields a first chunk; failures here may retry or fall back."""
+
+        async def op(attempt: Attempt) -> tuple[Any, Any, dict | None]:
             up = self._upstream_body(call, attempt)
             up["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+            cfg = attempt.provider.cfg
+            limit = cfg.ttft_timeout_s or cfg.timeout_s
+            deadline = time.perf_counter() + limit
             try:
-                stream = await attempt.provider.stream(up)
-                chunks = stream.__aiter__()
-                try:
-                    first = await chunks.__anext__()
-                except StopAsyncIteration:
-                    first = None
-                return stream, chunks, first
-            except GatewayError as exc:
-                error = exc
-                if not retryable(exc):
-                    break
-                if attempt is not plan[-1]:
-                    metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
-        assert error is not None
-        raise error
+                stream = await asyncio.wait_for(attempt.provider.stream(up, attempt.lora_path), limit)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"target {attempt.target!r}: no first token within {limit} s") from exc
+            chunks = stream.__aiter__()
+            try:
+                first = await asyncio.wait_for(anext(chunks, None), max(deadline - time.perf_counter(), 0.001))
+            except TimeoutError as exc:
+                await stream.aclose()
+                raise UpstreamTimeout(f"target {attempt.target!r}: no first token within {limit} s") from exc
+            except GatewayError:
+                await stream.aclose()
+                raise
+            return stream, chunks, first
+
+        return await self._try_routes(call, plan, op)
 
     async def _stream(self, call: _Call, plan: list[Attempt], scope: Scope, receive: Receive,
                       send: Send) -> None:

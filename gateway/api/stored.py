@@ -1,6 +1,7 @@
 """Stored chat completions, as OpenAI defines them (thin router; logic in gateway.log.store).
 
-GET    /v1/chat/completions                          list (model, metadata[k]=v, after, limit, order)
+GET    /v1/chat/completions                          list (model, metadata[k]=v, after,
+                                                     limit 1..100 (20), order asc|desc (asc))
 GET    /v1/chat/completions/{completion_id}          one completion
 POST   /v1/chat/completions/{completion_id}          {metadata} only: replace its metadata
 DELETE /v1/chat/completions/{completion_id}          delete it (and its feedback)
@@ -10,6 +11,8 @@ Every read first waits on ``LogService.sync()`` so a completion created just bef
 visible (read-your-writes). Listed: logged primary records that returned 200; which
 requests are logged at all is the gateway's per-model log policy. The tenancy filter
 is ``request.state.project`` when auth has set it (None = every project).
+``model`` matches the alias the client sent or the upstream model/adapter. An empty
+page has ``first_id``/``last_id`` null. An unknown ``after`` is a 400.
 """
 
 from __future__ import annotations

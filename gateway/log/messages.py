@@ -15,7 +15,8 @@ def _message(completion_id: str, index: int, msg: dict[str, Any]) -> dict[str, A
     content = msg.get("content")
     parts = None
     if isinstance(content, list):
-        parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
+        parts = [p for p in content
+                 if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict)
                           and p.get("type") == "text")
     out: dict[str, Any] = {

@@ -78,7 +78,8 @@ class Sink:
         cols = ", ".join(f'"{c}"' for c in COLUMNS)
         if self.dialect == "sqlite":
             marks = ", ".join("?" for _ in COLUMNS)
-            self._sql = f"INSERT INTO interactions ({cols}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
+            self._sql = (f"INSERT INTO interactions ({cols}) VALUES ({marks}) "
+                         "ON CONFLICT(id) DO NOTHING")
         else:
             self._copy_direct = f"COPY interactions ({cols}) FROM STDIN"
             self._copy = f"COPY _log_stage ({cols}) FROM STDIN"

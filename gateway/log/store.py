@@ -27,6 +27,10 @@ def _scope(completion_id: str, project: str | None) -> Any:
     return cond if project is None else sa.and_(cond, t.c.project == project)
 
 
+def _exists(conn: sa.Connection, completion_id: str, project: str | None) -> bool:
+    return conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is not None
+
+
 def stored_completion(row: Any) -> dict[str, Any]:
     """The record's response as returned, with its current metadata merged in."""
     out = dict(row.response or {})
@@ -85,7 +89,7 @@ class LogStore:
     def delete(self, completion_id: str, project: str | None = None) -> bool:
         """Delete a completion, its shadow copies, and all their feedback."""
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is None:
+            if not _exists(conn, completion_id, project):
                 return False
             ids = sa.select(t.c.id).where(
                 sa.or_(t.c.id == completion_id, t.c.parent_id == completion_id))
@@ -106,10 +110,11 @@ class LogStore:
                                order=order)
 
     # ---- feedback ----
-    def add_feedback(self, fb: dict[str, Any], project: str | None = None) -> dict[str, Any] | None:
+    def add_feedback(self, fb: dict[str, Any], project: str | None = None,
+                     ) -> dict[str, Any] | None:
         """Insert one feedback row (already validated); None if the completion is unknown."""
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(t.c.id).where(_scope(fb["completion_id"], project))).first() is None:
+            if not _exists(conn, fb["completion_id"], project):
                 return None
             conn.execute(feedback.insert().values(**fb, project=project))
         return fb
@@ -118,7 +123,7 @@ class LogStore:
                       ) -> list[dict[str, Any]] | None:
         """All feedback on a completion, newest first; None if the completion is unknown."""
         with self.engine.connect() as conn:
-            if conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is None:
+            if not _exists(conn, completion_id, project):
                 return None
             rows = conn.execute(
                 sa.select(feedback).where(feedback.c.completion_id == completion_id)

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.config import TargetConfig
+
 
 @dataclass(slots=True)
 class Reply:
@@ -29,10 +31,11 @@ class ChunkStream(Protocol):
 
 class Provider(Protocol):
     kind: str
+    cfg: TargetConfig
 
-    async def complete(self, body: dict[str, Any]) -> Reply: ...
+    async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply: ...
 
-    async def stream(self, body: dict[str, Any]) -> ChunkStream:
+    async def stream(self, body: dict[str, Any], lora_path: str | None = None) -> ChunkStream:
         """Open the stream; upstream errors before the first chunk raise here."""
         ...
 

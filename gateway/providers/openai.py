@@ -19,9 +19,16 @@ import orjson
 from openai.resources.chat.completions import AsyncCompletions
 
 from gateway.config import TargetConfig
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
+from gateway.providers.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,7 @@ class OpenAIProvider:
         self.name = name
         self.cfg = cfg
         self.base_url = cfg.base_urls[0]
+        self.replicas = Replicas(name, cfg)
         self._client: openai.AsyncOpenAI | None = None
 
     @property
@@ -72,19 +80,32 @@ class OpenAIProvider:
             return UpstreamUnavailable(f"target {self.name!r} is unreachable")
         return UpstreamError(f"target {self.name!r} failed: {type(exc).__name__}")
 
-    async def complete(self, body: dict[str, Any]) -> Reply:
+    def _failed(self, exc: BaseException) -> GatewayError:
+        """Translate, and count it against the breaker unless it was the caller's fault."""
+        err = self._fail(exc)
+        if not isinstance(err, UpstreamClientError) or err.status_code == 429:
+            self.replicas.failed(self.base_url)
+        else:
+            self.replicas.succeeded(self.base_url)
+        return err
+
+    async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply:
+        self.replicas.pick()
         try:
             raw = await self.client.chat.completions.with_raw_response.create(**self._kwargs(body))
-            return Reply(orjson.loads(raw.content), self.base_url)
+            reply = Reply(orjson.loads(raw.content), self.base_url)
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self._failed(exc) from exc
+        self.replicas.succeeded(self.base_url)
+        return reply
 
-    async def stream(self, body: dict[str, Any]) -> _SDKStream:
+    async def stream(self, body: dict[str, Any], lora_path: str | None = None) -> _SDKStream:
+        self.replicas.pick()
         try:
             cm = self.client.chat.completions.with_streaming_response.create(**self._kwargs(body))
             resp = await cm.__aenter__()
         except Exception as exc:
-            raise self._fail(exc) from exc
+            raise self._failed(exc) from exc
         return _SDKStream(self, cm, resp)
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -113,6 +134,7 @@ class _SDKStream:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    self.provider.replicas.succeeded(self.base_url)
                     return
                 chunk = orjson.loads(data)
                 if "error" in chunk and "choices" not in chunk:
@@ -121,9 +143,10 @@ class _SDKStream:
                     raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
                 yield chunk
         except GatewayError:
+            self.provider.replicas.failed(self.base_url)
             raise
         except Exception as exc:
-            raise self.provider._fail(exc) from exc
+            raise self.provider._failed(exc) from exc
         finally:
             await self.aclose()
 

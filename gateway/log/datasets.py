@@ -1,0 +1,130 @@
+"""The ``datasets`` table and its lineage (``dataset_records``): what a build wrote.
+
+    store = DatasetStore(engine)
+    store.create(DatasetRow(...))              # the row, before its sources
+    store.add_sources(ds_id, [(iid, "train"), ...])   # batched, any number of calls
+    store.get(ds_id), store.list(), store.source_ids(ds_id)
+
+Columns added to ``datasets`` by migration ``0002_dataset_lineage`` are declared here
+(``schema.py`` holds 0001's shape) so this module needs no edit elsewhere.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+_md = sa.MetaData()
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+datasets = sa.Table(
+    "datasets", _md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # "sft" | "dpo"
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("project", sa.String(128)),
+    sa.Column("path", sa.String(1024)),
+    sa.Column("rows", sa.Integer),
+    sa.Column("filters", JSONType),
+    sa.Column("report", JSONType),
+    sa.Column("source", sa.String(16)),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("val_path", sa.String(1024)),
+    sa.Column("val_sha256", sa.String(64)),
+    sa.Column("val_rows", sa.Integer),
+    sa.Column("counts", JSONType),
+)
+
+dataset_records = sa.Table(
+    "dataset_records", _md,
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("interaction_id", sa.String(96), primary_key=True),
+    sa.Column("split", sa.String(8), nullable=False),
+)
+
+
+def new_dataset_id() -> str:
+    return "ds-" + secrets.token_hex(12)
+
+
+@dataclass
+class DatasetRow:
+    id: str
+    name: str
+    kind: str
+    path: str
+    rows: int
+    sha256: str
+    source: str = "log"
+    created: float = field(default_factory=time.time)
+    project: str | None = None
+    filters: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    val_path: str | None = None
+    val_sha256: str | None = None
+    val_rows: int | None = None
+    counts: dict[str, Any] | None = None
+
+
+class DatasetStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def create(self, row: DatasetRow) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(datasets.insert().values(**asdict(row)))
+
+    def add_sources(self, dataset_id: str, pairs: Iterable[tuple[str, str]],
+                    batch: int = 5000) -> int:
+        """Link ``(interaction_id, split)`` pairs to the dataset, ``batch`` per statement."""
+        n = 0
+        buf: list[dict[str, str]] = []
+        with self.engine.begin() as conn:
+            for iid, split in pairs:
+                buf.append({"dataset_id": dataset_id, "interaction_id": iid, "split": split})
+                if len(buf) >= batch:
+                    conn.execute(dataset_records.insert(), buf)
+                    n += len(buf)
+                    buf = []
+            if buf:
+                conn.execute(dataset_records.insert(), buf)
+                n += len(buf)
+        return n
+
+    def get(self, dataset_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).first()
+            if row is None:
+                return None
+            out = dict(row._mapping)
+            out["source_records"] = conn.execute(
+                sa.select(sa.func.count()).where(dataset_records.c.dataset_id == dataset_id)
+            ).scalar_one()
+        return out
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        cols = [c for c in datasets.c if c.name not in ("report", "filters")]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*cols).order_by(datasets.c.created.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def source_ids(self, dataset_id: str, split: str | None = None) -> list[str]:
+        q = sa.select(dataset_records.c.interaction_id).where(
+            dataset_records.c.dataset_id == dataset_id)
+        if split is not None:
+            q = q.where(dataset_records.c.split == split)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q.order_by(dataset_records.c.interaction_id)).scalars())
+
+    def datasets_of(self, interaction_id: str) -> list[str]:
+        """Which datasets learned from this interaction."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(dataset_records.c.dataset_id).where(
+                dataset_records.c.interaction_id == interaction_id)).scalars())

@@ -1,0 +1,108 @@
+"""Stream interactions with their newest feedback, for dataset builds.
+
+    for row in stream(engine, ExportFilters(model="support-bot", min_rating=0.5)):
+        row["request"], row["response"], row["rating"], row["correction"], ...
+
+Rows come in ``(created, id)`` order (the ``ix_interactions_created_id`` index) through
+a server-side cursor on PostgreSQL and SQLite's own stepping cursor, ``yield_per``
+rows at a time, so memory stays flat whatever the log size. The newest rating and the
+newest correction of each completion are correlated sub-queries on
+``ix_feedback_completion_created`` (one index probe per row, no big join to sort).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.log.schema import feedback, interactions
+
+t = interactions
+EXPORT_COLUMNS = ("id", "created", "project", "requested_model", "target", "upstream_model",
+                  "arm", "request", "response", "finish_reason", "status", "metadata", "kind")
+
+
+@dataclass
+class ExportFilters:
+    """What to take from the log; ``None`` means no condition."""
+
+    model: str | None = None  # the alias clients sent (requested_model)
+    upstream_model: str | None = None  # the model/adapter the request reached
+    project: str | None = None
+    since: float | None = None  # unix seconds, inclusive
+    until: float | None = None  # unix seconds, exclusive
+    metadata: dict[str, str] = field(default_factory=dict)  # every pair must match
+    min_rating: float | None = None  # newest rating, on the [-1, 1] scale
+    has_correction: bool = False
+    status_ok: bool = True  # HTTP 200 only
+    primary_only: bool = True  # skip shadow records
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}, False)} | {
+            "status_ok": self.status_ok}
+
+
+def _newest(column: sa.ColumnElement[Any], *extra: sa.ColumnElement[bool]) -> Any:
+    return (sa.select(column)
+            .where(feedback.c.completion_id == t.c.id, column.is_not(None), *extra)
+            .order_by(feedback.c.created.desc(), feedback.c.id.desc())
+            .limit(1).correlate(t).scalar_subquery())
+
+
+def _metadata_match(dialect: str, key: str, value: str) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":
+        return t.c.metadata.op("@>")(sa.cast(sa.literal({key: value}, t.c.metadata.type),
+                                             t.c.metadata.type))
+    return sa.func.json_extract(t.c.metadata, f'$."{key}"') == value
+
+
+def export_query(filters: ExportFilters, dialect: str) -> sa.Select[Any]:
+    rating = _newest(feedback.c.rating)
+    # A feedback row without a correction stores JSON null, not SQL NULL.
+    correction = _newest(feedback.c.correction, sa.cast(feedback.c.correction, sa.Text) != "null")
+    q = sa.select(*(t.c[name] for name in EXPORT_COLUMNS), rating.label("rating"),
+                  correction.label("correction"))
+    conds: list[sa.ColumnElement[bool]] = []
+    f = filters
+    if f.model is not None:
+        conds.append(t.c.requested_model == f.model)
+    if f.upstream_model is not None:
+        conds.append(t.c.upstream_model == f.upstream_model)
+    if f.project is not None:
+        conds.append(t.c.project == f.project)
+    if f.since is not None:
+        conds.append(t.c.created >= f.since)
+    if f.until is not None:
+        conds.append(t.c.created < f.until)
+    for key, value in f.metadata.items():
+        conds.append(_metadata_match(dialect, key, value))
+    if f.min_rating is not None:
+        conds.append(rating >= f.min_rating)
+    if f.has_correction:
+        conds.append(correction.is_not(None))
+    if f.status_ok:
+        conds.append(t.c.status == 200)
+    if f.primary_only:
+        conds.append(t.c.kind == "primary")
+    return q.where(*conds).order_by(t.c.created, t.c.id)
+
+
+def count(engine: sa.Engine, filters: ExportFilters) -> int:
+    """How many rows ``stream`` will yield (for a progress bar's total)."""
+    q = export_query(filters, engine.dialect.name).with_only_columns(sa.func.count()).order_by(None)
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
+def stream(engine: sa.Engine, filters: ExportFilters,
+           batch: int = 2000) -> Iterator[dict[str, Any]]:
+    """Yield matching interactions as dicts (``EXPORT_COLUMNS`` + rating, correction)."""
+    q = export_query(filters, engine.dialect.name)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
+        for partition in result.mappings().partitions():
+            for row in partition:
+                yield dict(row)

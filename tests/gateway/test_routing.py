@@ -1,0 +1,83 @@
+"""Routing and resilience against real failing upstreams on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+import openai
+import pytest
+
+from tests.fixtures.gateway import received
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def _arm(client: httpx.Client, url: str, user: str | None = None) -> str:
+    body = {"model": "canary", "messages": MSG, **({"user": user} if user else {})}
+    r = client.post(url, json=body)
+    assert r.status_code == 200, r.text
+    return r.headers["x-tuneloop-arm"]
+
+
+def test_canary_split_follows_the_weights(gateway):
+    with httpx.Client(timeout=10) as client:
+        arms = Counter(_arm(client, f"{gateway.base_url}/chat/completions") for _ in range(2000))
+    share = arms["fake-vllm/candidate"] / 2000
+    assert abs(share - 0.10) <= 0.03, arms
+
+
+def test_canary_is_sticky_per_user(gateway):
+    url = f"{gateway.base_url}/chat/completions"
+    with httpx.Client(timeout=10) as client:
+        for user in ("alice", "bob", "carol"):
+            assert len({_arm(client, url, user) for _ in range(15)}) == 1
+        users = {_arm(client, url, f"user-{i}") for i in range(200)}
+    assert users == {"fake-vllm/stable", "fake-vllm/candidate"}
+
+
+def test_breaker_opens_skips_without_waiting_and_recovers(gateway):
+    client = gateway.client()
+    for _ in range(2):  # two failures in a row open the breaker of the `fragile` target
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model="fragile-500", messages=MSG)
+        assert err.value.status_code == 502
+    started = time.perf_counter()
+    with pytest.raises(openai.InternalServerError) as err:
+        client.chat.completions.create(model="fragile-ok", messages=MSG)
+    assert err.value.status_code == 503 and "circuit open" in err.value.message
+    assert time.perf_counter() - started < 0.5
+    time.sleep(1.1)  # cooldown: the next request is the half-open probe, and it succeeds
+    assert client.chat.completions.create(model="fragile-ok", messages=MSG).choices
+    assert client.chat.completions.create(model="fragile-ok", messages=MSG).choices
+
+
+def test_429_is_retried_after_retry_after_then_falls_back(gateway, fake_upstream, upstream_requests):
+    started = time.perf_counter()
+    raw = gateway.client().chat.completions.with_raw_response.create(model="retry-429", messages=MSG)
+    elapsed = time.perf_counter() - started
+    models = [r["body"]["model"] for r in received(fake_upstream)]
+    assert models == ["fake-error-429"] * 3 + ["support-v3"]
+    assert elapsed >= 2.0  # two waits of retry-after: 1
+    assert raw.headers["x-tuneloop-target"] == "fake-vllm"
+
+
+def test_a_down_replica_is_skipped(gateway):
+    client = gateway.client()
+    for _ in range(10):
+        assert client.chat.completions.create(model="half-dead-bot", messages=MSG).choices
+
+
+def test_time_to_first_token_timeout(gateway):
+    started = time.perf_counter()
+    with pytest.raises(openai.InternalServerError) as err:
+        list(gateway.client().chat.completions.create(model="slow-first-token", messages=MSG,
+                                                      stream=True))
+    assert err.value.status_code == 504
+    assert time.perf_counter() - started < 1.8
+
+
+def test_retry_and_fallback_metrics(gateway):
+    text = httpx.get(f"{gateway.root}/metrics").text
+    assert "tuneloop_retries_total" in text and "tuneloop_fallbacks_total" in text
