@@ -1,0 +1,297 @@
+"""Load generation for the gateway benchmarks: wrk for plain request/response, and a raw
+asyncio client for streaming (time to first SSE event) or when wrk is missing.
+
+Every run is bounded by time (``duration``) and by count (``max_requests``, raw client; wrk
+is time-bounded and also killed by a wall-clock timeout). Targets must be loopback.
+
+Also holds the small process helpers shared by the benchmark drivers: start a child in
+its own process group (optionally pinned to CPUs with ``taskset``), wait for it to answer,
+and kill the whole group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rawhttp  # noqa: E402
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _check_loopback(url: str) -> urllib.parse.SplitResult:
+    u = urllib.parse.urlsplit(url)
+    if u.hostname not in LOOPBACK:
+        raise ValueError(f"load generation targets loopback only, not {u.hostname!r}")
+    return u
+
+
+@dataclass
+class Result:
+    tool: str
+    concurrency: int
+    duration_s: float
+    requests: int = 0
+    errors: int = 0
+    rps: float = 0.0
+    p50_ms: float = float("nan")
+    p90_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    ttft_p50_ms: float = float("nan")
+    ttft_p99_ms: float = float("nan")
+    error_detail: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- wrk
+
+WRK_LUA = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench"
+wrk.body = [==[%BODY%]==]
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\"requests\":%d,\"duration_us\":%d,\"connect\":%d,\"read\":%d,\"write\":%d," ..
+    "\"status\":%d,\"timeout\":%d,\"p50\":%d,\"p90\":%d,\"p99\":%d,\"mean\":%.1f,\"max\":%d}\n",
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max))
+end
+"""
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, duration: float, threads: int = 1,
+            cpus: str | None = None) -> Result:
+    _check_loopback(url)
+    threads = max(1, min(threads, concurrency))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA.replace("%BODY%", body.decode()))
+        script = f.name
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+           "--timeout", "10s", "-s", script, url]
+    if cpus:
+        cmd = ["taskset", "-c", cpus] + cmd
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    finally:
+        os.unlink(script)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {p.stdout[-500:]} {p.stderr[-500:]}")
+    d = json.loads(line[8:])
+    errs = {k: d[k] for k in ("connect", "read", "write", "status", "timeout") if d[k]}
+    dur = d["duration_us"] / 1e6
+    return Result("wrk", concurrency, dur, requests=d["requests"], errors=sum(errs.values()),
+                  rps=d["requests"] / dur if dur else 0.0, p50_ms=d["p50"] / 1000,
+                  p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, error_detail=errs)
+
+
+# --------------------------------------------------------------- raw asyncio client
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q / 100 * len(xs)))]
+
+
+async def _raw_load(url: str, body: bytes, concurrency: int, duration: float,
+                    max_requests: int, stream: bool, warmup: float) -> Result:
+    u = _check_loopback(url)
+    host, port = u.hostname, u.port or 80
+    path = u.path or "/"
+    raw = (b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
+           b"authorization: Bearer bench\r\ncontent-length: %d\r\n\r\n%s"
+           % (path.encode(), host.encode(), port, len(body), body))
+    lat: list[float] = []
+    ttft: list[float] = []
+    errors: dict[str, int] = {}
+    count = 0
+    t0 = time.perf_counter()
+    t_measure = t0 + warmup
+    t_end = t_measure + duration
+
+    def err(kind: str) -> None:
+        errors[kind] = errors.get(kind, 0) + 1
+
+    async def worker() -> None:
+        nonlocal count
+        conn = None
+        while True:
+            now = time.perf_counter()
+            if now >= t_end or count >= max_requests:
+                break
+            t = now
+            try:
+                if conn is None or conn.closed:
+                    conn = await rawhttp.connect(host, port)
+                t = time.perf_counter()
+                resp = await asyncio.wait_for(conn.request(raw), 30)
+            except (OSError, rawhttp.HttpError, asyncio.TimeoutError) as e:
+                if t >= t_measure:
+                    err(type(e).__name__)
+                if conn is not None:
+                    conn.transport.close()
+                conn = None
+                await asyncio.sleep(0.01)
+                continue
+            if not conn.reusable:
+                conn.transport.close()
+                conn = None
+            if t < t_measure:
+                continue
+            ok = resp.status == 200
+            if ok and stream:
+                ok = resp.body.rstrip().endswith(b"data: [DONE]") and resp.t_first_event is not None
+            elif ok:
+                ok = resp.body[:1] == b"{" and b'"choices"' in resp.body
+            if not ok:
+                err(f"status{resp.status}" if resp.status != 200 else "bad_body")
+                continue
+            count += 1
+            lat.append(resp.t_done - t)
+            if stream:
+                ttft.append(resp.t_first_event - t)
+        if conn is not None:
+            conn.transport.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = min(time.perf_counter(), t_end) - t_measure if count < max_requests else (
+        time.perf_counter() - t_measure)
+    ms = 1000.0
+    return Result("raw-stream" if stream else "raw", concurrency, elapsed, requests=count,
+                  errors=sum(errors.values()), rps=count / elapsed if elapsed > 0 else 0.0,
+                  p50_ms=_pct(lat, 50) * ms, p90_ms=_pct(lat, 90) * ms, p99_ms=_pct(lat, 99) * ms,
+                  ttft_p50_ms=_pct(ttft, 50) * ms, ttft_p99_ms=_pct(ttft, 99) * ms,
+                  error_detail=errors)
+
+
+def run_raw(url: str, body: bytes, concurrency: int, duration: float, stream: bool = False,
+            max_requests: int = 2_000_000, warmup: float = 0.5) -> Result:
+    """Raw asyncio load in this process (use ``run_raw_subprocess`` to pin it)."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    return runner(_raw_load(url, body, concurrency, duration, max_requests, stream, warmup))
+
+
+def run_raw_subprocess(url: str, body: bytes, concurrency: int, duration: float,
+                       stream: bool = False, max_requests: int = 2_000_000,
+                       cpus: str | None = None) -> Result:
+    """The raw client in a child process (pinned with taskset when ``cpus`` is given)."""
+    _check_loopback(url)
+    cmd = [sys.executable, os.path.abspath(__file__), "--url", url, "--body", body.decode(),
+           "-c", str(concurrency), "-d", str(duration), "--max-requests", str(max_requests),
+           "--json"] + (["--stream"] if stream else [])
+    if cpus:
+        cmd = ["taskset", "-c", cpus] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RAWJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"raw load generator failed: {p.stderr[-800:]}")
+    return Result(**json.loads(line[8:]))
+
+
+# ------------------------------------------------------------------ processes
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], cpus: str | None = None, env: dict | None = None,
+          log_path: str | None = None, cwd: str | None = None) -> subprocess.Popen:
+    """Start a child in its own process group (so that all its children die with it)."""
+    if cpus and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpus] + cmd
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                            start_new_session=True)
+
+
+def stop(p: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    if p is None or p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(5)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0,
+               method: str = "GET", body: bytes | None = None) -> None:
+    """Poll url until it answers 2xx (or the process dies, or time runs out)."""
+    import urllib.request
+
+    _check_loopback(url)
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            req = urllib.request.Request(url, data=body, method=method,
+                                         headers={"content-type": "application/json",
+                                                  "authorization": "Bearer bench"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                if 200 <= r.status < 300:
+                    r.read()
+                    return
+        except Exception as e:  # noqa: BLE001 - keep polling
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s: {last!r}")
+
+
+def main() -> None:
+    import argparse
+    from dataclasses import asdict
+
+    ap = argparse.ArgumentParser(description="raw asyncio load generator (loopback only)")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--body", default='{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}')
+    ap.add_argument("-c", "--concurrency", type=int, default=16)
+    ap.add_argument("-d", "--duration", type=float, default=5.0)
+    ap.add_argument("--max-requests", type=int, default=2_000_000)
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    r = run_raw(a.url, a.body.encode(), a.concurrency, a.duration, a.stream, a.max_requests)
+    if a.json:
+        print("RAWJSON " + json.dumps(asdict(r)))
+    else:
+        print(r)
+
+
+if __name__ == "__main__":
+    main()
