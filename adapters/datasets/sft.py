@@ -1,0 +1,41 @@
+"""SFT lines in OpenAI's chat fine-tuning format.
+
+    {"messages": [...prompt, assistant], "tools": [...], "parallel_tool_calls": bool}
+
+The prompt is the request's messages; the assistant message is the feedback's newest
+correction when there is one, else the reply. A record yields a line or the reason
+it was skipped (``failed``, ``no_messages``, ``empty_reply``, ``truncated``).
+A reply cut by ``max_tokens`` (finish_reason ``length``) is skipped unless corrected:
+training on it teaches the model to stop mid-sentence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.datasets.messages import (
+    correction_message,
+    has_content,
+    prompt_messages,
+    reply_message,
+    request_extras,
+)
+
+
+def sft_example(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """``(line, "ok"|"corrected")`` or ``(None, reason)``."""
+    if row.get("status") != 200 or not row.get("response"):
+        return None, "failed"
+    prompt = prompt_messages(row.get("request"))
+    if prompt is None:
+        return None, "no_messages"
+    fixed = correction_message(row.get("correction"))
+    if has_content(fixed):
+        answer, how = fixed, "corrected"
+    else:
+        answer, how = reply_message(row["response"]), "ok"
+        if not has_content(answer):
+            return None, "empty_reply"
+        if row.get("finish_reason") == "length":
+            return None, "truncated"
+    return {"messages": [*prompt, answer], **request_extras(row.get("request"))}, how
