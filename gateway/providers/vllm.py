@@ -1,8 +1,8 @@
 """vLLM's OpenAI-compatible HTTP API (also spoken by `tuneloop engine`).
 
-One pooled keep-alive aiohttp session per target; several base URLs are balanced by
-least in-flight requests. Bodies are forwarded as JSON untouched (vLLM's extra sampling
-fields included).
+Each replica (base URL) has a keep-alive connection pool (``http1.Pool``); replicas are
+balanced by least in-flight requests behind circuit breakers. Bodies are forwarded as
+JSON untouched (vLLM's extra sampling fields included).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from gateway.config import TargetConfig
@@ -24,9 +24,23 @@ from gateway.errors import (
 )
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
+from gateway.providers.http1 import ConnectError, Exchange, Pool, ProtocolError
 from gateway.providers.replicas import Replicas
 
-_JSON = {"content-type": "application/json"}
+
+class _Replica:
+    """A base URL split into its connection pool and path prefix."""
+
+    __slots__ = ("pool", "prefix", "root")
+
+    def __init__(self, url: str, cfg: TargetConfig) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError(f"vllm targets speak plain http on a private network, not {url!r}")
+        self.pool = Pool(parts.hostname or "127.0.0.1", parts.port or 80,
+                         limit=cfg.max_connections, connect_timeout=cfg.connect_timeout_s)
+        self.prefix = parts.path.rstrip("/").encode()  # b"/v1"
+        self.root = parts.path.rstrip("/").removesuffix("/v1").encode()
 
 
 class VLLMProvider:
@@ -37,27 +51,25 @@ class VLLMProvider:
         self.cfg = cfg
         self.replicas = Replicas(name, cfg)
         self._loading: dict[str, asyncio.Lock] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        self._http: dict[str, _Replica] = {u: _Replica(u, cfg) for u in cfg.base_urls}
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.cfg.max_connections, keepalive_timeout=60,
-                                             ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+    async def _request(self, url: str, method: bytes, path: bytes, body: bytes = b"",
+                       timeout: float | None = None) -> tuple[Exchange, bytes]:
+        """A whole request/response on ``url``'s pool (path relative to the base URL)."""
+        rep = self._http[url]
+        async with asyncio.timeout(timeout or self.cfg.timeout_s):
+            ex = await rep.pool.request(method, rep.prefix + path, body)
+            return ex, await ex.read()
 
     def _fail(self, exc: BaseException, url: str) -> GatewayError:
         if isinstance(exc, GatewayError):
             return exc
-        if isinstance(exc, asyncio.TimeoutError):
+        if isinstance(exc, TimeoutError):
             return UpstreamTimeout(f"target {self.name!r} ({url}) timed out")
-        if isinstance(exc, aiohttp.ClientConnectorError | ConnectionError):
+        if isinstance(exc, ConnectError):
             return UpstreamUnavailable(f"target {self.name!r} ({url}) is unreachable")
+        if isinstance(exc, ProtocolError):
+            return UpstreamError(f"target {self.name!r} ({url}) failed: the connection broke")
         return UpstreamError(f"target {self.name!r} ({url}) failed: {type(exc).__name__}")
 
     async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply:
@@ -76,22 +88,19 @@ class VLLMProvider:
                 return await op(url, body)
             except UpstreamUnavailable as exc:
                 tried += (url,)
-                if not isinstance(exc.__cause__, aiohttp.ClientConnectorError) or \
-                        len(tried) >= len(self.replicas.urls):
+                if not isinstance(exc.__cause__, ConnectError) or len(tried) >= len(self.replicas.urls):
                     raise
 
     async def _complete_on(self, url: str, body: dict[str, Any]) -> Reply:
         self.replicas.in_flight[url] += 1
         try:
-            async with self.session.post(f"{url}/chat/completions", data=orjson.dumps(body),
-                                         headers=_JSON) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise from_status(resp.status, raw, dict(resp.headers), f"target {self.name!r}")
-                try:
-                    reply = Reply(orjson.loads(raw), url)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(f"target {self.name!r} returned invalid JSON") from exc
+            ex, raw = await self._request(url, b"POST", b"/chat/completions", orjson.dumps(body))
+            if ex.status != 200:
+                raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")
+            try:
+                reply = Reply(orjson.loads(raw), url)
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamError(f"target {self.name!r} returned invalid JSON") from exc
             self.replicas.succeeded(url)
             return reply
         except Exception as exc:
@@ -100,20 +109,19 @@ class VLLMProvider:
             self.replicas.in_flight[url] -= 1
 
     async def _stream_on(self, url: str, body: dict[str, Any]) -> _SSEStream:
+        rep = self._http[url]
         self.replicas.in_flight[url] += 1
         try:
-            resp = await self.session.post(f"{url}/chat/completions", data=orjson.dumps(body),
-                                           headers=_JSON)
-            if resp.status != 200:
-                raw = await resp.read()
-                resp.release()
-                raise from_status(resp.status, raw, dict(resp.headers), f"target {self.name!r}")
+            ex = await rep.pool.request(b"POST", rep.prefix + b"/chat/completions", orjson.dumps(body))
+            if ex.status != 200:
+                raw = await ex.read()
+                raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")
         except BaseException as exc:  # cancelled by a TTFT timeout too: give the slot back
             self.replicas.in_flight[url] -= 1
             if not isinstance(exc, Exception):
                 raise
             raise self._failed(exc, url) from exc
-        return _SSEStream(self, resp, url)
+        return _SSEStream(self, ex, url)
 
     def _failed(self, exc: BaseException, url: str) -> GatewayError:
         """Translate, and count it against the replica's breaker unless it was the caller's fault."""
@@ -139,13 +147,15 @@ class VLLMProvider:
 
     async def _holdings(self) -> dict[str, set[str]]:
         async def one(url: str) -> tuple[str, set[str]]:
-            try:
-                async with self.session.get(f"{url}/models", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    data = orjson.loads(await r.read()) if r.status == 200 else {}
-                return url, {c["id"] for c in data.get("data", [])}
-            except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError):
-                return url, set()
+            return url, {c["id"] for c in await self._models_of(url)}
         return dict(await asyncio.gather(*(one(u) for u in self.replicas.urls)))
+
+    async def _models_of(self, url: str) -> list[dict[str, Any]]:
+        try:
+            ex, raw = await self._request(url, b"GET", b"/models", timeout=2)
+            return orjson.loads(raw).get("data", []) if ex.status == 200 else []
+        except (OSError, TimeoutError, orjson.JSONDecodeError):
+            return []
 
     async def _load_adapter(self, url: str, name: str, path: str) -> None:
         """vLLM's runtime LoRA API; one load per (replica, adapter) at a time."""
@@ -153,71 +163,78 @@ class VLLMProvider:
         async with lock:
             if name in self.replicas.holdings.get(url, ()):
                 return
+            body = orjson.dumps({"lora_name": name, "lora_path": path})
             try:
-                async with self.session.post(f"{url.removesuffix('/v1')}/v1/load_lora_adapter",
-                                             data=orjson.dumps({"lora_name": name, "lora_path": path}),
-                                             headers=_JSON) as r:
-                    text = await r.text()
+                ex, raw = await self._request(url, b"POST", b"/load_lora_adapter", body)
             except Exception as exc:
                 raise self._failed(exc, url) from exc
-            if r.status != 200 and "already" not in text.lower():
-                raise from_status(r.status, text.encode(), None, f"target {self.name!r} loading {name!r}")
+            if ex.status != 200 and b"already" not in raw.lower():
+                raise from_status(ex.status, raw, None, f"target {self.name!r} loading {name!r}")
             self.replicas.holdings.setdefault(url, set()).add(name)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The union of the replicas' /v1/models (unreachable replicas are skipped)."""
         seen: dict[str, dict[str, Any]] = {}
-        for url in self.replicas.urls:
-            try:
-                async with self.session.get(f"{url}/models", timeout=aiohttp.ClientTimeout(total=5)) as r:
-                    if r.status == 200:
-                        for card in orjson.loads(await r.read()).get("data", []):
-                            seen.setdefault(card["id"], card)
-            except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError):
-                continue
+        for cards in await asyncio.gather(*(self._models_of(u) for u in self.replicas.urls)):
+            for card in cards:
+                seen.setdefault(card["id"], card)
         return list(seen.values())
 
     async def ready(self) -> bool:
-        for url in self.replicas.urls:
-            health = url.removesuffix("/v1") + "/health"
+        for url, rep in self._http.items():
             try:
-                async with self.session.get(health, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                async with asyncio.timeout(2):
+                    ex = await rep.pool.request(b"GET", rep.root + b"/health")
+                    await ex.read()
+                if ex.status == 200:
+                    return True
+            except (OSError, TimeoutError):
                 continue
         return False
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for rep in self._http.values():
+            rep.pool.close()
 
 
 class _SSEStream:
-    """Parsed chunks of an upstream SSE stream; ``aclose`` frees the connection at once."""
+    """Parsed chunks of an upstream SSE stream; ``aclose`` frees the connection at once.
 
-    def __init__(self, provider: VLLMProvider, resp: aiohttp.ClientResponse, url: str) -> None:
+    The target's total timeout bounds the whole stream: a timer fails the exchange.
+    """
+
+    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str) -> None:
         self.provider = provider
-        self.resp = resp
+        self.ex = ex
         self.base_url = url
         self._closed = False
         self._done = False
+        self._timer = asyncio.get_running_loop().call_later(provider.cfg.timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.ex.error = TimeoutError()
+        self.ex._wake()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        buf = b""
         try:
-            async for line in self.resp.content:
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    self._done = True
-                    return
-                chunk = orjson.loads(data)
-                if "error" in chunk and "choices" not in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
-                yield chunk
+            async for piece in self.ex.iter_body():
+                lines = (buf + piece).split(b"\n")
+                buf = lines.pop()
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        self._done = True
+                        return
+                    chunk = orjson.loads(data)
+                    if "error" in chunk and "choices" not in chunk:
+                        err = chunk["error"]
+                        msg = err.get("message") if isinstance(err, dict) else str(err)
+                        raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
+                    yield chunk
+            raise ProtocolError("the stream ended without [DONE]")
         except GatewayError:
             self.provider.replicas.failed(self.base_url)
             raise
@@ -229,11 +246,19 @@ class _SSEStream:
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            self._timer.cancel()
             if self._done:
                 self.provider.replicas.succeeded(self.base_url)
-            self.provider.replicas.in_flight[self.base_url] -= 1
-            # a finished stream gives its connection back to the pool; a cut one drops it
-            if self._done:
-                self.resp.release()
+                await self._drain()
             else:
-                self.resp.close()
+                self.ex.close()  # a cut stream: drop the connection
+            self.provider.replicas.in_flight[self.base_url] -= 1
+
+    async def _drain(self) -> None:
+        """After [DONE] only the chunked terminator is left: read it so the connection is reused."""
+        try:
+            async with asyncio.timeout(1):
+                async for _ in self.ex.iter_body():
+                    pass
+        except (OSError, TimeoutError):
+            self.ex.close()
