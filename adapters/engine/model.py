@@ -48,7 +48,10 @@ def gguf_dir() -> Path:
 
 
 def cache_dir(home: Path) -> Path:
-    return Path(home) / "models" / BASE_MODEL_NAME
+    """Where the dequantized copy lives: ``$TUNELOOP_MODEL_CACHE`` (shared by several homes,
+    e.g. tests) or ``<home>/models``."""
+    shared = os.environ.get("TUNELOOP_MODEL_CACHE")
+    return Path(shared or Path(home) / "models") / BASE_MODEL_NAME
 
 
 def strip_quantizer(model: PreTrainedModel) -> None:
