@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from types import FrameType
 from urllib.parse import urlparse
 
 import uvicorn
@@ -38,12 +39,34 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[subprocess.
     return children
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, but SIGTERM first turns readiness off, and the process then exits normally.
+
+    uvicorn drains in-flight requests and streams (up to ``timeout_graceful_shutdown``), then
+    runs the app's shutdown, which flushes the log. By default it then re-raises the signal,
+    which would kill us before the embedded engine is stopped: we clear uvicorn's record of
+    captured signals (a private attribute; checked against uvicorn 0.54) and exit with 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, app_state: object) -> None:
+        super().__init__(config)
+        self.app_state = app_state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.app_state.draining = True  # type: ignore[attr-defined]
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 def run(settings: Settings, config: GatewayConfig) -> None:
     children = start_engines(settings, config)
+    app = create_app(settings, config)
     try:
-        uvicorn.run(create_app(settings, config), host=settings.host, port=settings.port,
-                    loop="uvloop", http="httptools", access_log=False, lifespan="on",
-                    timeout_graceful_shutdown=30, log_level="info")
+        server = _Server(uvicorn.Config(
+            app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+            access_log=False, lifespan="on", timeout_graceful_shutdown=settings.drain_timeout_s,
+            log_level="info"), app.state)
+        server.run()
     finally:
         for child in children:
             child.terminate()

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     engine_port: int = 8001  # where `serve` starts the embedded engine
     max_body_bytes: int = 8 * 1024 * 1024
     log_queue_size: int = 100_000
+    drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests and streams may finish
 
     def resolved_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
