@@ -130,9 +130,10 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 def completion_id() -> str:
@@ -140,10 +141,10 @@ def completion_id() -> str:
 
 
 def chat_completion(cid: str, model: str, created: int, choices: list[dict[str, Any]],
-                    prompt_tokens: int) -> dict[str, Any]:
+                    prompt_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     completion = sum(c.pop("_tokens") for c in choices)
     return {"id": cid, "object": "chat.completion", "created": created, "model": model, "choices": choices,
-            "usage": usage(prompt_tokens, completion), "system_fingerprint": None, "service_tier": None}
+            "usage": usage(prompt_tokens, completion, cached_tokens), "system_fingerprint": None, "service_tier": None}
 
 
 def choice(index: int, text: str, finish_reason: str | None, tokens: int) -> dict[str, Any]:

@@ -7,8 +7,9 @@ One thread runs :meth:`Scheduler.run`.  Every iteration it
    room in the KV budget, and the batch stays within ``max_loras`` distinct
    adapters (a request whose adapter does not fit waits; later ones may pass);
 3. prefills the admitted sequences (right-padded, batched up to
-   ``PREFILL_TOKENS`` padded tokens, longer prompts in chunks) and samples
-   their first token;
+   ``PREFILL_TOKENS`` padded tokens, longer prompts in chunks) after copying
+   the KV of their longest cached prefix (``prefix.py``), and samples their
+   first token;
 4. runs one decode step for every running sequence, base model and adapters
    mixed (:class:`~adapters.engine.lora.LoraBatch`);
 5. retires finished or aborted sequences at once (their rows are compacted).
@@ -33,6 +34,7 @@ import torch
 from adapters.engine.forward import ROUND, BatchedLlama
 from adapters.engine.lora import AdapterRegistry, LoraBatch, LoraWeights
 from adapters.engine.metrics import EngineMetrics
+from adapters.engine.prefix import BLOCK, PrefixCache, block_hashes
 from adapters.engine.sampling import SamplingParams, sample
 from adapters.engine.sequence import Sequence
 
@@ -57,10 +59,12 @@ class Request:
 
 class Scheduler:
     def __init__(self, model: BatchedLlama, registry: AdapterRegistry, tokenizer: Any, metrics: EngineMetrics,
-                 eos_ids: set[int], max_batch: int = 32, max_loras: int = 8, kv_cache_bytes: int = 4 << 30):
+                 eos_ids: set[int], max_batch: int = 32, max_loras: int = 8, kv_cache_bytes: int = 4 << 30,
+                 prefix_positions: int = 8192):
         self.model, self.registry, self.tok, self.metrics = model, registry, tokenizer, metrics
         self.eos_ids = eos_ids
         self.max_batch, self.max_loras, self.kv_cache_bytes = max_batch, max(1, max_loras), kv_cache_bytes
+        self.prefix = PrefixCache(prefix_positions)
         self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.waiting: deque[Request] = deque()
         self.running: list[Sequence] = []  # index == KV-cache row
@@ -168,39 +172,57 @@ class Scheduler:
         return admitted
 
     def _prefill(self, seqs: list[Sequence]) -> None:
+        todo = {id(s): self._reuse_prefix(s) for s in seqs}  # id -> tokens still to prefill
         groups: list[list[Sequence]] = []
         for s in seqs:
             g = groups[-1] if groups else None
-            longest = max((len(x.req.prompt) for x in g), default=0) if g else 0
-            if g and (len(g) + 1) * max(longest, len(s.req.prompt)) <= PREFILL_TOKENS:
+            longest = max((len(todo[id(x)]) for x in g), default=0) if g else 0
+            if g and (len(g) + 1) * max(longest, len(todo[id(s)])) <= PREFILL_TOKENS:
                 g.append(s)
             else:
                 groups.append([s])
         done: list[int] = []
         for g in groups:
             lora = self._lora_for([s.weights for s in g])
-            if len(g) == 1 and len(g[0].req.prompt) > PREFILL_CHUNK:
-                logits = self._prefill_chunked(g[0], lora)
+            if len(g) == 1 and len(todo[id(g[0])]) > PREFILL_CHUNK:
+                logits = self._prefill_chunked(g[0], todo[id(g[0])], lora)
             else:
-                T = max(len(s.req.prompt) for s in g)
+                T = max(len(todo[id(s)]) for s in g)
                 toks = torch.zeros(len(g), T, dtype=torch.long)
                 for i, s in enumerate(g):
-                    toks[i, : len(s.req.prompt)] = torch.tensor(s.req.prompt)
-                last = torch.tensor([len(s.req.prompt) - 1 for s in g])
-                logits = self.model.forward(toks, torch.zeros(len(g), dtype=torch.long), g[0].row, lora, last)
+                    toks[i, : len(todo[id(s)])] = torch.tensor(todo[id(s)])
+                last = torch.tensor([len(todo[id(s)]) - 1 for s in g])
+                start = torch.tensor([s.cached for s in g])
+                logits = self.model.forward(toks, start, g[0].row, lora, last)
             for s in g:
                 s.pos = len(s.req.prompt)
+                self._store_prefix(s)
             self.metrics.prompt_tokens.inc(sum(len(s.req.prompt) for s in g if s.index == 0))
             done += self._accept(g, logits)
         if done:  # only now: retiring compacts rows, and later groups rely on theirs
             self._retire(done)
 
-    def _prefill_chunked(self, s: Sequence, lora: LoraBatch | None) -> torch.Tensor:
-        prompt = torch.tensor(s.req.prompt)
+    def _reuse_prefix(self, s: Sequence) -> list[int]:
+        """Copy the longest cached prefix into the sequence's row; return the tokens left to prefill."""
+        s.prefix_keys = block_hashes(s.weights.id if s.weights else 0, s.req.prompt)
+        k, entry = self.prefix.lookup(s.prefix_keys)
+        s.cached = k
+        if entry is not None:
+            self.model.cache.ensure(len(self.running), k)
+            self.model.cache.data[:, :, s.row, :, :k] = entry.kv[:, :, :, :k]
+        return s.req.prompt[k:]
+
+    def _store_prefix(self, s: Sequence) -> None:
+        keys = s.prefix_keys
+        if keys and s.cached < len(keys) * BLOCK:
+            self.prefix.insert(keys, self.model.cache.data[:, :, s.row, :, : len(keys) * BLOCK].clone())
+
+    def _prefill_chunked(self, s: Sequence, todo: list[int], lora: LoraBatch | None) -> torch.Tensor:
+        prompt = torch.tensor(todo)
         logits = None
         for c in range(0, len(prompt), PREFILL_CHUNK):
             chunk = prompt[c : c + PREFILL_CHUNK][None]
-            logits = self.model.forward(chunk, torch.tensor([c]), s.row, lora)
+            logits = self.model.forward(chunk, torch.tensor([s.cached + c]), s.row, lora)
         assert logits is not None
         return logits
 
@@ -236,7 +258,7 @@ class Scheduler:
             self.metrics.generation_tokens.inc()
             if delta is not None or s.finish_reason:
                 req.sink({"index": s.index, "text": delta or "", "finish_reason": s.finish_reason,
-                          "completion_tokens": len(s.output)})
+                          "completion_tokens": len(s.output), "cached_tokens": req.seqs[0].cached})
             if s.finish_reason:
                 done.append(s.row)
         return done

@@ -27,6 +27,8 @@ class Sequence:
         self.output: list[int] = []
         self.row = -1
         self.pos = 0  # tokens in the KV cache
+        self.cached = 0  # prompt tokens taken from the prefix cache
+        self.prefix_keys: list[tuple[int, int]] = []
         self.text = ""
         self.sent = 0  # characters of ``text`` already emitted
         self.finish_reason: str | None = None

@@ -159,6 +159,7 @@ def _raise_event_error(ev: dict[str, Any]) -> None:
 
 async def _complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int) -> Response:
     texts, finish, tokens = [""] * n, [None] * n, [0] * n
+    cached = [0]
 
     async def collect() -> None:
         async for ev in stream:
@@ -168,6 +169,7 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
                 i = ev["index"]
                 texts[i] += ev["text"]
                 tokens[i] = ev["completion_tokens"]
+                cached[0] = ev.get("cached_tokens", 0)
                 finish[i] = ev["finish_reason"] or finish[i]
 
     async def disconnected() -> None:
@@ -186,19 +188,20 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
         return Response(status_code=499)
     work.result()
     choices = [P.choice(i, texts[i], finish[i], tokens[i]) for i in range(n)]
-    return _json(P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens))
+    return _json(P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens, cached[0]))
 
 
 async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
                continuous: bool) -> AsyncIterator[bytes]:
     cid, created = P.completion_id(), P.now()
     tokens = [0] * n
+    cached = [0]
 
     def frame(obj: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def usage() -> dict[str, Any]:
-        return P.usage(prompt_tokens, sum(tokens))
+        return P.usage(prompt_tokens, sum(tokens), cached[0])
 
     try:
         for i in range(n):
@@ -213,6 +216,7 @@ async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, in
                 continue
             i = ev["index"]
             tokens[i] = ev["completion_tokens"]
+            cached[0] = ev.get("cached_tokens", 0)
             if ev["text"] or ev["finish_reason"]:
                 yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"])],
                                     usage() if continuous else None))
