@@ -75,6 +75,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
             yield
         finally:
             app.state.draining = True
+            await chat.shadows.drain()
             await app.state.routes.router.aclose()
             await app.state.log.close()
 

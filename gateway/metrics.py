@@ -13,10 +13,11 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 REQUESTS = Counter("tuneloop_requests_total", "Chat completion requests answered",
                    ["model", "target", "arm", "status"])
 LATENCY = Histogram("tuneloop_request_duration_seconds", "Total request latency",
-                    ["model", "stream"], buckets=LATENCY_BUCKETS)
+                    ["model", "arm", "stream"], buckets=LATENCY_BUCKETS)
 TTFT = Histogram("tuneloop_time_to_first_token_seconds", "Time to the first streamed chunk",
                  ["model"], buckets=LATENCY_BUCKETS)
 TOKENS = Counter("tuneloop_tokens_total", "Tokens by kind", ["model", "kind"])
+COST = Counter("tuneloop_cost_usd_total", "Cost of answered requests in USD", ["model", "project"])
 RETRIES = Counter("tuneloop_retries_total", "Tries repeated on the same route after a failure",
                   ["model", "target"])
 FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the next route",
@@ -24,9 +25,10 @@ FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the n
 
 
 def observe(model: str, target: str | None, arm: str | None, status: int, stream: bool,
-            latency_s: float, ttft_s: float | None, usage: dict | None) -> None:
+            latency_s: float, ttft_s: float | None, usage: dict | None,
+            cost_usd: float | None = None, project: str | None = None) -> None:
     REQUESTS.labels(model, target or "", arm or "", str(status)).inc()
-    LATENCY.labels(model, "true" if stream else "false").observe(latency_s)
+    LATENCY.labels(model, arm or "", "true" if stream else "false").observe(latency_s)
     if ttft_s is not None:
         TTFT.labels(model).observe(ttft_s)
     if usage:
@@ -35,3 +37,5 @@ def observe(model: str, target: str | None, arm: str | None, status: int, stream
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached:
             TOKENS.labels(model, "cached").inc(cached)
+    if cost_usd:
+        COST.labels(model, project or "default").inc(cost_usd)

@@ -25,6 +25,7 @@ from gateway.log.record import InteractionRecord
 from gateway.providers.base import Reply
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
+from gateway.shadow import Shadower
 from gateway.validate import validate_chat_request
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
@@ -64,6 +65,7 @@ class ChatCompletions:
         self.router_ref = router_ref  # an object whose .router is the live Router (reloadable)
         self.log = log
         self.max_body = max_body
+        self.shadows = Shadower(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         router: Router = self.router_ref.router
@@ -126,7 +128,11 @@ class ChatCompletions:
         upstream_id = out.get("id")
         out["id"] = call.id
         payload = orjson.dumps(out)
-        await send_json(send, 200, payload, self._headers(call))
+        headers = self._headers(call)
+        cost = self._cost(call, out.get("usage"))
+        if cost is not None:
+            headers.append((b"x-tuneloop-cost-usd", f"{cost:.8f}".encode()))
+        await send_json(send, 200, payload, headers)
         self._finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url)
 
     def _headers(self, call: _Call) -> list[tuple[bytes, bytes]]:
@@ -214,6 +220,11 @@ class ChatCompletions:
         except OSError:
             pass
 
+    @staticmethod
+    def _cost(call: _Call, usage: dict[str, Any] | None) -> float | None:
+        a = call.attempt
+        return request_cost(a.provider.cfg.prices, usage) if a is not None else None
+
     def _finish(self, call: _Call, status: int, out: dict[str, Any] | None, *,
                 upstream_id: str | None = None, base_url: str | None = None,
                 error: GatewayError | None = None) -> None:
@@ -221,10 +232,12 @@ class ChatCompletions:
         a = call.attempt
         alias = a.alias if a else call.body.get("model", "")
         usage = out.get("usage") if out else None
-        cost = request_cost(a.provider.cfg.prices, usage) if a is not None else None
+        cost = self._cost(call, usage)
         metrics.observe(alias, a.target if a else None, a.arm if a else None, status,
-                        bool(call.body.get("stream")), latency, call.ttft, usage)
+                        bool(call.body.get("stream")), latency, call.ttft, usage, cost)
         router: Router = self.router_ref.router
+        if status == 200 and a is not None:
+            self.shadows.maybe(router, call.body["model"], call.body, call.id)
         policy = router.log_policy(call.body["model"]) if call.body.get("model") in router else "all"
         if policy == "none" or (policy == "store" and call.body.get("store") is not True):
             return

@@ -1,7 +1,8 @@
 """Liveness and readiness.
 
 Live: the process answers. Ready: not draining, and every vLLM target (the embedded engine
-included) has a replica whose /health answers; OpenAI targets need their key.
+included) has a replica whose /health answers. OpenAI targets are reported (is their key
+set?) but do not gate readiness: a pod without one can still serve every other model.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ async def ready(request: Request) -> JSONResponse:
     providers = state.routes.router.providers
     results = await asyncio.gather(*(p.ready() for p in providers.values()))
     targets: dict[str, Any] = dict(zip(providers, results, strict=True))
-    ok = all(targets.values()) and not state.draining
+    gating = [ok for name, ok in targets.items() if providers[name].kind == "vllm"]
+    ok = all(gating) and not state.draining
     body = {"status": "ready" if ok else "not_ready", "draining": state.draining, "targets": targets}
     return JSONResponse(body, status_code=200 if ok else 503)

@@ -81,3 +81,19 @@ def test_time_to_first_token_timeout(gateway):
 def test_retry_and_fallback_metrics(gateway):
     text = httpx.get(f"{gateway.root}/metrics").text
     assert "tuneloop_retries_total" in text and "tuneloop_fallbacks_total" in text
+
+
+def test_shadow_traffic_is_logged_beside_the_primary(gateway, fake_upstream, upstream_requests):
+    from gateway.log.db import create_engine
+    from gateway.log.store import LogStore
+
+    made = gateway.client().chat.completions.create(model="shadowed", messages=MSG)
+    assert made.model == "live-v1"  # the user's reply is the primary's
+    store = LogStore(create_engine(f"sqlite:///{gateway.home}/tuneloop.db"))
+    deadline = time.time() + 10
+    while (shadow := store.record(f"{made.id}-shadow-fake-vllm")) is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert shadow is not None, "the shadow record reached the log"
+    assert shadow["kind"] == "shadow" and shadow["parent_id"] == made.id
+    assert shadow["upstream_model"] == "candidate-v2" and shadow["response"]["choices"]
+    assert sorted(r["body"]["model"] for r in received(fake_upstream)) == ["candidate-v2", "live-v1"]
