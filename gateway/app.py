@@ -8,6 +8,7 @@ feedback, health, metrics) is ordinary FastAPI.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from gateway.api.chat import ChatCompletions
 from gateway.config import GatewayConfig
 from gateway.log import LogService
 from gateway.log.service import default_database_url
+from gateway.reload import watch_config
 from gateway.router import Router
 from gateway.settings import Settings
 
@@ -71,10 +73,15 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_ref.service = app.state.log = await LogService.open(
             database_url(settings, config), settings.resolved_home(), queue_size=settings.log_queue_size)
+        watcher = None
+        if settings.config is not None:
+            watcher = asyncio.create_task(watch_config(app.state.routes, settings.config))
         try:
             yield
         finally:
             app.state.draining = True
+            if watcher is not None:
+                watcher.cancel()
             await chat.shadows.drain()
             await app.state.routes.router.aclose()
             await app.state.log.close()

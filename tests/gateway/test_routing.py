@@ -97,3 +97,51 @@ def test_shadow_traffic_is_logged_beside_the_primary(gateway, fake_upstream, ups
     assert shadow["kind"] == "shadow" and shadow["parent_id"] == made.id
     assert shadow["upstream_model"] == "candidate-v2" and shadow["response"]["choices"]
     assert sorted(r["body"]["model"] for r in received(fake_upstream)) == ["candidate-v2", "live-v1"]
+
+
+def test_config_reloads_live_without_dropping_in_flight(fake_upstream, tmp_path):
+    import threading
+
+    import yaml
+
+    from tests.fixtures.gateway import GatewayProcess, fake_config
+
+    config = fake_config(fake_upstream)
+    gw = GatewayProcess(config, tmp_path)
+    try:
+        client = gw.client()
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="brand-new", messages=MSG)
+        slow: list = []
+        config["models"]["slow"] = {"routes": [{"target": "fake-vllm", "model": "fake-slow-2"}]}
+        gw.config_path.write_text(yaml.safe_dump(config))
+        deadline = time.time() + 10
+        while time.time() < deadline:  # wait for the watcher to pick up "slow"
+            try:
+                client.models.retrieve("slow")
+                break
+            except openai.NotFoundError:
+                time.sleep(0.2)
+        t = threading.Thread(target=lambda: slow.append(
+            client.chat.completions.create(model="slow", messages=MSG)))
+        t.start()
+        time.sleep(0.3)  # the slow request is in flight while the config changes again
+        config["models"]["brand-new"] = {"routes": [{"target": "fake-vllm", "model": "fresh"}]}
+        config["targets"]["fake-vllm"]["timeout_s"] = 5  # a changed target gets a new provider
+        gw.config_path.write_text(yaml.safe_dump(config))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                assert client.chat.completions.create(model="brand-new", messages=MSG).model == "fresh"
+                break
+            except openai.NotFoundError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the new model never appeared")
+        t.join(10)
+        assert slow and slow[0].choices[0].message.content.startswith("echo:")
+        gw.config_path.write_text("models: [not, a, mapping")  # a broken edit changes nothing
+        time.sleep(1.5)
+        assert client.chat.completions.create(model="brand-new", messages=MSG).model == "fresh"
+    finally:
+        gw.stop()
