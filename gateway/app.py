@@ -104,8 +104,20 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     return Gateway(api, chat)
 
 
+# Routers of parts built beside the core: included when their module exists.
+OPTIONAL_ROUTERS = ["gateway.api.files", "gateway.api.fine_tuning"]
+
+
 def _include_log_routers(api: FastAPI) -> None:
+    import importlib
+
     from gateway.api import feedback, stored
 
     api.include_router(stored.router)
     api.include_router(feedback.router)
+    for module in OPTIONAL_ROUTERS:
+        try:
+            api.include_router(importlib.import_module(module).router)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

@@ -67,17 +67,32 @@ SUBCOMMANDS = [
 ]
 
 
-def _add_subcommands() -> None:
+# Top-level commands owned by other packages: (module, function name, command name).
+COMMANDS = [
+    ("adapters.training.cli", "finetune", "finetune"),
+]
+
+
+def _optional(module: str) -> object | None:
     import importlib
 
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None  # that part is not built yet
+        raise
+
+
+def _add_subcommands() -> None:
     for module, name, help_ in SUBCOMMANDS:
-        try:
-            sub = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue  # that part is not built yet
-            raise
-        app.add_typer(sub.app, name=name, help=help_)
+        sub = _optional(module)
+        if sub is not None:
+            app.add_typer(sub.app, name=name, help=help_)  # type: ignore[attr-defined]
+    for module, func, name in COMMANDS:
+        sub = _optional(module)
+        if sub is not None:
+            app.command(name)(getattr(sub, func))
 
 
 _add_subcommands()
