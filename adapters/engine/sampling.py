@@ -53,6 +53,10 @@ def sample(logits: torch.Tensor, rows: list[tuple[SamplingParams, torch.Generato
     ``rows[i]`` is ``(params, generator, prompt_ids, output_ids)`` of row ``i``.
     """
     out = logits.argmax(dim=-1).tolist()
+    if all(p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty)
+           for p, *_ in rows):
+        return out
+    logits = logits.float().cpu()  # per-request CPU generators; a [batch, vocab] copy is cheap
     for i, (p, gen, prompt, output) in enumerate(rows):
         if p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty):
             continue
