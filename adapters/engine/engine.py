@@ -131,8 +131,12 @@ class Engine:
         return self.scheduler.dead is None and self.scheduler.thread.is_alive()
 
     # -- adapters --------------------------------------------------------------------
-    def add_adapter(self, name: str, path: Path) -> None:
-        self.adapters.add(name, Path(path), int(time.time()))
+    def add_adapter(self, name: str, path: Path, inplace: bool = False) -> None:
+        """Register an adapter; with ``inplace`` (vLLM's ``load_inplace``) replace one of the same name."""
+        if inplace and name in self.adapters:
+            self.adapters.replace(name, Path(path), int(time.time()))
+        else:
+            self.adapters.add(name, Path(path), int(time.time()))
         self._update_lora_gauges()
 
     def remove_adapter(self, name: str) -> None:
@@ -171,6 +175,8 @@ class Engine:
                  request_id: str | None = None) -> RequestStream:
         if not self.healthy:
             raise EngineError("The engine is not running.", 503, "service_unavailable", "engine_dead")
+        if params.n > self.scheduler.max_batch:
+            raise EngineError(f"n must be at most {self.scheduler.max_batch} (the engine's max batch).", param="n")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 

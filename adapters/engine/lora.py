@@ -162,6 +162,15 @@ class AdapterRegistry:
             self.loads += 1
             self._hold(weights)
 
+    def replace(self, name: str, path: Path, created: int) -> None:
+        """Swap in new weights for ``name`` (read and checked before the old ones go)."""
+        weights = self._read(name, Path(path))
+        with self._lock:
+            self.paths[name] = Path(path)
+            self.created[name] = created
+            self.loads += 1
+            self._hold(weights)
+
     def remove(self, name: str) -> None:
         with self._lock:
             if name not in self.paths:

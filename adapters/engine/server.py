@@ -93,7 +93,7 @@ def create_engine_app(engine: Engine) -> FastAPI:
         if not name or not path:
             return error_response("Both 'lora_name' and 'lora_path' must be provided.", 400)
         try:
-            await asyncio.to_thread(engine.add_adapter, str(name), Path(str(path)))
+            await asyncio.to_thread(engine.add_adapter, str(name), Path(str(path)), bool(body.get("load_inplace")))
         except AdapterError as exc:
             return error_response(str(exc), 400)
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")

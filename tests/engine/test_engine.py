@@ -115,6 +115,9 @@ def test_runtime_load_and_unload(client, engine_server, test_adapters):
     reply = ask(client, "rt", PROMPTS[0])
     assert reply and reply != ask(client, BASE_MODEL_NAME, PROMPTS[0])
     assert "rt" in {m.id for m in client.models.list().data}
+    swap = {"lora_name": "rt", "lora_path": str(engine_server.adapter_paths["t1"]), "load_inplace": True}
+    assert httpx.post(engine_server.base_url + "/load_lora_adapter", json=swap).status_code == 200
+    assert ask(client, "rt", PROMPTS[0]) == ask(client, "t1", PROMPTS[0]) != reply
     out = client.post("unload_lora_adapter", cast_to=str, body={"lora_name": "rt"})
     assert out == "Success: LoRA adapter 'rt' removed successfully."
     with pytest.raises(openai.NotFoundError):

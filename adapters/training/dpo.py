@@ -1,0 +1,82 @@
+"""Losses: SFT cross-entropy on labelled tokens, and DPO (Rafailov et al., 2023).
+
+DPO compares the policy (base + LoRA) with a frozen reference. The reference here is
+the base model itself, reached through peft's ``disable_adapter()`` context, so no
+second copy of the weights is held. For a pair (chosen ``w``, rejected ``l``):
+
+    logits = beta * ((log pi(w) - log ref(w)) - (log pi(l) - log ref(l)))
+    loss   = -log sigmoid(logits)
+
+``log pi(y)`` is the sum of the reply's token log-probabilities (prompt tokens are
+labelled ``-100`` and do not count). The batch holds the chosen rows first, then the
+rejected rows (``data.pad_dpo``), so both go through one forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from adapters.training.data import IGNORE
+
+
+def token_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labels (shifted) and the mask of tokens that count."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    mask = labels != IGNORE
+    safe = labels.masked_fill(~mask, 0)
+    logps = torch.gather(logits.log_softmax(-1), 2, safe.unsqueeze(-1)).squeeze(-1)
+    return logps * mask, mask
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean cross-entropy over assistant tokens, and the share predicted right (greedy)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    mask = labels != IGNORE
+    acc = ((logits.argmax(-1) == labels) & mask).sum() / mask.sum().clamp(min=1)
+    return loss, {"train_mean_token_accuracy": float(acc)}
+
+
+@dataclass
+class PairLogps:
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> PairLogps:
+    logps, _ = token_logps(model, batch)
+    seq = logps.sum(-1)
+    half = seq.size(0) // 2
+    return PairLogps(seq[:half], seq[half:])
+
+
+def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO loss, with the implicit rewards' margin and accuracy as metrics."""
+    policy = pair_logps(model, batch)
+    with torch.no_grad(), model.disable_adapter():
+        ref = pair_logps(model, batch)
+    chosen_reward = beta * (policy.chosen - ref.chosen)
+    rejected_reward = beta * (policy.rejected - ref.rejected)
+    margin = chosen_reward - rejected_reward
+    loss = -F.logsigmoid(margin).mean()
+    return loss, {
+        "reward_margin": float(margin.mean()),
+        "reward_accuracy": float((margin > 0).float().mean()),
+        "chosen_reward": float(chosen_reward.mean()),
+        "rejected_reward": float(rejected_reward.mean()),
+    }
+
+
+@torch.no_grad()
+def dpo_eval(model: Any, batch: dict[str, torch.Tensor], beta: float) -> dict[str, float]:
+    """Preference metrics of the current policy without a gradient (before/after checks)."""
+    _, metrics = dpo_loss(model, batch, beta)
+    return metrics
