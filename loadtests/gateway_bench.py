@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,10 @@ def _litellm_config(path: str, mock_port: int) -> None:
             "litellm_settings:\n"
             "  telemetry: false\n"
             "  drop_params: true\n"
+            # 1.106 refuses to start without a master key unless told; the other systems run
+            # without auth too
+            "general_settings:\n"
+            "  dangerously_permit_weak_or_unset_master_key: true\n"
         )
 
 
@@ -150,102 +155,116 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
     return out
 
 
-@dataclass
-class Row:
-    system: str
-    mode: str
-    conc: int
-    res: loadgen.Result | None
-    note: str = ""
+Key = tuple  # (system, mode, concurrency)
 
 
 def run_mode(sysm: System, mode: str, conc: int, duration: float, cpus: str | None,
-             use_wrk: bool) -> loadgen.Result:
+             use_wrk: bool, max_requests: int) -> loadgen.Result:
     url = sysm.base_url + "/v1/chat/completions"
     if mode == "stream":
         return loadgen.run_raw_subprocess(url, _body(sysm.model, True), conc, duration,
-                                          stream=True, max_requests=args_max_requests, cpus=cpus)
+                                          stream=True, max_requests=max_requests, cpus=cpus)
     body = _body(sysm.model, False)
     if use_wrk:
         return loadgen.run_wrk(url, body, conc, duration, cpus=cpus)
-    return loadgen.run_raw_subprocess(url, body, conc, duration, max_requests=args_max_requests,
+    return loadgen.run_raw_subprocess(url, body, conc, duration, max_requests=max_requests,
                                       cpus=cpus)
 
 
-args_max_requests = 2_000_000
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
-def fmt(x: float, digits: int = 2) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def _lat(r: loadgen.Result, mode: str) -> tuple[float, float]:
+    return (r.ttft_p50_ms, r.ttft_p99_ms) if mode == "stream" else (r.p50_ms, r.p99_ms)
 
 
-def render(rows: list[Row], meta: dict) -> str:
-    by = {(r.system, r.mode, r.conc): r for r in rows}
+def _med(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(results: dict[Key, list], key: Key) -> dict | None:
+    """Medians over rounds; "added" and ratios are taken within each round, then the median."""
+    system, mode, conc = key
+    rs = results.get(key)
+    if not rs:
+        return None
+    d = results.get(("direct", mode, conc)) or []
+    pt = results.get(("passthrough", mode, conc)) or []
+    out = {
+        "rps": _med([r.rps for r in rs]),
+        "p50": _med([_lat(r, mode)[0] for r in rs]),
+        "p99": _med([_lat(r, mode)[1] for r in rs]),
+        "errors": sum(r.errors for r in rs),
+        "error_detail": {k: v for r in rs for k, v in r.error_detail.items()},
+        "rounds": len(rs),
+        "add50": float("nan"), "add99": float("nan"), "ratio": float("nan"),
+    }
+    if system != "direct" and d:
+        pairs = list(zip(rs, d))
+        out["add50"] = _med([_lat(a, mode)[0] - _lat(b, mode)[0] for a, b in pairs])
+        out["add99"] = _med([_lat(a, mode)[1] - _lat(b, mode)[1] for a, b in pairs])
+    if system != "direct" and pt:
+        out["ratio"] = _med([a.rps / b.rps for a, b in zip(rs, pt) if b.rps > 0])
+    return out
+
+
+def render(results: dict[Key, list], names: list[str], modes: list, skipped: dict,
+           meta: dict) -> str:
     lines = [
         "| system | mode | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors "
         "| × passthrough req/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        label = f"stream c{r.conc} (TTFT)" if r.mode == "stream" else f"non-stream c{r.conc}"
-        if r.res is None:
-            lines.append(f"| {r.system} | {label} | skipped: {r.note} | | | | | | |")
-            continue
-        x = r.res
-        if r.mode == "stream":
-            p50, p99 = x.ttft_p50_ms, x.ttft_p99_ms
-        else:
-            p50, p99 = x.p50_ms, x.p99_ms
-        d = by.get(("direct", r.mode, r.conc))
-        if d is not None and d.res is not None and r.system != "direct":
-            dp50 = d.res.ttft_p50_ms if r.mode == "stream" else d.res.p50_ms
-            dp99 = d.res.ttft_p99_ms if r.mode == "stream" else d.res.p99_ms
-            add50, add99 = fmt(p50 - dp50), fmt(p99 - dp99)
-        else:
-            add50 = add99 = "—"
-        pt = by.get(("passthrough", r.mode, r.conc))
-        ratio = (f"{x.rps / pt.res.rps:.2f}" if pt is not None and pt.res is not None
-                 and pt.res.rps > 0 and r.system != "direct" else "—")
-        errs = str(x.errors) + (f" {x.error_detail}" if x.errors else "")
-        lines.append(f"| {r.system} | {label} | {x.rps:,.0f} | {fmt(p50)} | {fmt(p99)} | "
-                     f"{add50} | {add99} | {errs} | {ratio} |")
-    goals = goal_lines(by)
-    head = (f"Run {meta['when']} · {meta['host']} · {meta['cpus']} CPUs · load per mode "
-            f"{meta['duration']} s · {meta['placement']} · load generator: {meta['loadgen']} · "
-            f"mock: {meta['mock']} · commit {meta['commit']}")
+    for mode, conc in modes:
+        label = f"stream c{conc} (TTFT)" if mode == "stream" else f"non-stream c{conc}"
+        for name in names:
+            if name in skipped:
+                lines.append(f"| {name} | {label} | skipped: {skipped[name]} | | | | | | |")
+                continue
+            x = summarize(results, (name, mode, conc))
+            if x is None:
+                lines.append(f"| {name} | {label} | no result | | | | | | |")
+                continue
+            errs = str(x["errors"]) + (f" {x['error_detail']}" if x["errors"] else "")
+            lines.append(
+                f"| {name} | {label} | {fmt(x['rps'], 0)} | {fmt(x['p50'])} | {fmt(x['p99'])} | "
+                f"{fmt(x['add50'])} | {fmt(x['add99'])} | {errs} | {fmt(x['ratio'])} |")
+    goals = goal_lines(results, names)
+    head = (f"Run {meta['when']} · {meta['host']} · {meta['cpus']} CPUs · {meta['rounds']} "
+            f"interleaved round(s) × {meta['duration']} s per cell, medians (added latency and "
+            f"ratios taken within each round) · {meta['placement']} · load generator: "
+            f"{meta['loadgen']} · mock: {meta['mock']} · commit {meta['commit']}")
     return head + "\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(goals) if goals else "") + "\n"
 
 
-def goal_lines(by: dict) -> list[str]:
+def goal_lines(results: dict[Key, list], names: list[str]) -> list[str]:
     out = []
-
-    def get(s, m, c):
-        r = by.get((s, m, c))
-        return r.res if r is not None else None
-
-    pt16, pts16 = get("passthrough", "ns", 16), get("passthrough", "stream", 16)
-    d1, ds16 = get("direct", "ns", 1), get("direct", "stream", 16)
-    for s in ("tuneloop", "tuneloop-nolog", "litellm"):
-        ns16, st16, ns1 = get(s, "ns", 16), get(s, "stream", 16), get(s, "ns", 1)
-        if ns16 is None:
+    for s in names:
+        if s in ("direct", "passthrough"):
+            continue
+        ns16 = summarize(results, (s, "ns", 16))
+        st16 = summarize(results, (s, "stream", 16))
+        ns1 = summarize(results, (s, "ns", 1))
+        if not (ns16 or st16 or ns1):
             continue
         parts = []
-        if pt16:
-            ok = ns16.rps >= 2 * pt16.rps
-            parts.append(f"non-stream c16 {ns16.rps / pt16.rps:.2f}× passthrough "
+        if ns16 and not math.isnan(ns16["ratio"]):
+            ok = ns16["ratio"] >= 2
+            parts.append(f"non-stream c16 {ns16['ratio']:.2f}× passthrough "
                          f"({'meets' if ok else 'misses'} ≥ 2×)")
-        if st16 and pts16:
-            ok = st16.rps >= 2 * pts16.rps
-            parts.append(f"stream c16 {st16.rps / pts16.rps:.2f}× passthrough "
+        if st16 and not math.isnan(st16["ratio"]):
+            ok = st16["ratio"] >= 2
+            parts.append(f"stream c16 {st16['ratio']:.2f}× passthrough "
                          f"({'meets' if ok else 'misses'} ≥ 2×)")
-        if ns1 and d1:
-            add = ns1.p50_ms - d1.p50_ms
-            parts.append(f"added p50 c1 {add:.2f} ms ({'meets' if add < 1 else 'misses'} < 1 ms)")
-        if st16 and ds16:
-            add = st16.ttft_p50_ms - ds16.ttft_p50_ms
-            parts.append(f"added TTFT p50 c16 {add:.2f} ms "
-                         f"({'meets' if add < 2 else 'misses'} < 2 ms)")
-        errs = sum(x.errors for x in (ns16, st16, ns1, get(s, "ns", 64)) if x)
+        if ns1 and not math.isnan(ns1["add50"]):
+            a = ns1["add50"]
+            parts.append(f"added p50 c1 {a:.2f} ms ({'meets' if a < 1 else 'misses'} < 1 ms)")
+        if st16 and not math.isnan(st16["add50"]):
+            a = st16["add50"]
+            parts.append(f"added TTFT p50 c16 {a:.2f} ms ({'meets' if a < 2 else 'misses'} < 2 ms)")
+        errs = sum(r.errors for k, rs in results.items() if k[0] == s for r in rs)
         parts.append(f"errors {errs}")
         out.append(f"- **{s}**: " + "; ".join(parts))
     return out
@@ -260,14 +279,15 @@ def git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global args_max_requests
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per mode")
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds of load per cell")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="interleaved rounds (every system, every mode, each round)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load first")
-    ap.add_argument("--systems", default="direct,passthrough,tuneloop,tuneloop-nolog,litellm")
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     ap.add_argument("--modes", default="ns1,ns16,ns64,stream16")
     ap.add_argument("--max-requests", type=int, default=2_000_000,
-                    help="count bound for the raw client")
+                    help="count bound per cell for the raw client")
     ap.add_argument("--tuneloop", default=DEFAULT_TUNELOOP)
     ap.add_argument("--litellm", default=DEFAULT_LITELLM)
     ap.add_argument("--mock-chunks", type=int, default=8)
@@ -275,19 +295,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--no-wrk", action="store_true", help="use the raw asyncio client only")
     ap.add_argument("--out", default="", help="write the markdown table here too")
-    ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = ap.parse_args(argv)
-    args_max_requests = args.max_requests
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if "direct" not in names:
-        names.insert(0, "direct")  # the baseline is always measured
+    for base in ("passthrough", "direct"):
+        if base not in names:
+            names.insert(0, base)  # the baselines are always measured
+    names = sorted(names, key=lambda n: ALL_SYSTEMS.index(n) if n in ALL_SYSTEMS else 99)
     modes = []
     for m in args.modes.split(","):
         m = m.strip()
         kind = "stream" if m.startswith("stream") else "ns"
         modes.append((kind, int(m[len(kind):])))
-    pin = not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2
+    pin = bool(not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2)
     cpu_sut, cpu_gen = ("1", "0") if pin else (None, None)
     use_wrk = loadgen.have_wrk() and not args.no_wrk
 
@@ -297,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     tmp = tempfile.mkdtemp(prefix="gwbench-")
     started: list[subprocess.Popen] = []
-    rows: list[Row] = []
+    results: dict[Key, list] = {}
+    skipped: dict[str, str] = {}
     mock_port = loadgen.free_port()
+
+    def log(msg: str) -> None:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
     try:
         mock = loadgen.start(
             [PY, os.path.join(HERE, "mock_upstream.py"), "--port", str(mock_port),
@@ -308,69 +334,75 @@ def main(argv: list[str] | None = None) -> int:
         started.append(mock)
         loadgen.wait_ready(f"http://127.0.0.1:{mock_port}/health", mock)
         systems = make_systems(names, mock_port, tmp, args)
+        running: list[System] = []
+        # all systems up at once (idle ones cost nothing), so that rounds can interleave them
         for s in systems:
             if s.skip:
-                print(f"[bench] {s.name}: skipped: {s.skip}", file=sys.stderr, flush=True)
-                rows += [Row(s.name, m, c, None, s.skip) for m, c in modes]
+                log(f"{s.name}: skipped: {s.skip}")
+                skipped[s.name] = s.skip
                 continue
             if s.cmd:
-                print(f"[bench] starting {s.name}", file=sys.stderr, flush=True)
+                log(f"starting {s.name}")
                 s.proc = loadgen.start(s.cmd, cpus=cpu_sut, env=s.env, cwd=tmp,
                                        log_path=os.path.join(tmp, f"{s.name}.log"))
                 started.append(s.proc)
-                try:
-                    loadgen.wait_ready(s.base_url + s.ready_path, s.proc,
-                                       timeout=s.start_timeout, method="POST",
-                                       body=_body(s.model, False))
-                except RuntimeError as e:
-                    tail = _tail(os.path.join(tmp, f"{s.name}.log"))
-                    print(f"[bench] {s.name} did not start: {e}\n{tail}", file=sys.stderr)
-                    rows += [Row(s.name, m, c, None, "did not start") for m, c in modes]
-                    loadgen.stop(s.proc)
-                    continue
+            running.append(s)
+        for s in list(running):
+            if s.proc is None:
+                continue
             try:
-                if args.warmup > 0:
-                    run_mode(s, "ns", 16, args.warmup, cpu_gen, use_wrk)
-                for m, c in modes:
-                    r = run_mode(s, m, c, args.duration, cpu_gen, use_wrk)
-                    rows.append(Row(s.name, m, c, r))
-                    ttft = f" ttft p50 {r.ttft_p50_ms:.2f} ms" if m == "stream" else ""
-                    print(f"[bench] {s.name:15s} {m:6s} c{c:<3d} {r.rps:9,.0f} req/s "
-                          f"p50 {r.p50_ms:7.2f} ms p99 {r.p99_ms:7.2f} ms{ttft} "
-                          f"errors {r.errors}", file=sys.stderr, flush=True)
-            except Exception as e:  # noqa: BLE001 - a failing system must not stop the others
-                print(f"[bench] {s.name} failed: {e!r}", file=sys.stderr, flush=True)
-                done = {(r.mode, r.conc) for r in rows if r.system == s.name}
-                rows += [Row(s.name, m, c, None, f"failed: {type(e).__name__}")
-                         for m, c in modes if (m, c) not in done]
-            finally:
+                loadgen.wait_ready(s.base_url + s.ready_path, s.proc, timeout=s.start_timeout,
+                                   method="POST", body=_body(s.model, False))
+            except RuntimeError as e:
+                log(f"{s.name} did not start: {e}\n{_tail(os.path.join(tmp, f'{s.name}.log'))}")
+                skipped[s.name] = "did not start"
                 loadgen.stop(s.proc)
+                running.remove(s)
+        for s in running:
+            if args.warmup > 0:
+                run_mode(s, "ns", 16, args.warmup, cpu_gen, use_wrk, args.max_requests)
+                run_mode(s, "stream", 16, args.warmup / 2, cpu_gen, use_wrk, args.max_requests)
+        for rnd in range(args.rounds):
+            for m, c in modes:
+                k = rnd % max(1, len(running))  # rotate the order each round against drift
+                for s in running[k:] + running[:k]:
+                    if s.proc is not None and s.proc.poll() is not None:
+                        if s.name not in skipped:
+                            log(f"{s.name} exited with {s.proc.returncode}")
+                            skipped[s.name] = f"exited with {s.proc.returncode}"
+                        continue
+                    try:
+                        r = run_mode(s, m, c, args.duration, cpu_gen, use_wrk, args.max_requests)
+                    except Exception as e:  # noqa: BLE001 - one failing cell must not stop the run
+                        log(f"{s.name} {m} c{c} failed: {e!r}")
+                        continue
+                    results.setdefault((s.name, m, c), []).append(r)
+                    ttft = f" ttft p50 {r.ttft_p50_ms:.2f} ms" if m == "stream" else ""
+                    log(f"round {rnd} {s.name:15s} {m:6s} c{c:<3d} {r.rps:9,.0f} req/s "
+                        f"p50 {r.p50_ms:7.2f} ms p99 {r.p99_ms:7.2f} ms{ttft} errors {r.errors}")
     except KeyboardInterrupt:
-        print("[bench] interrupted", file=sys.stderr)
+        log("interrupted")
         return 130
     finally:
         for p in reversed(started):
             loadgen.stop(p)
-        if not args.keep_tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep_tmp:
+            log(f"configs and logs kept in {tmp}")
         else:
-            print(f"[bench] logs kept in {tmp}", file=sys.stderr)
+            shutil.rmtree(tmp, ignore_errors=True)
 
-    # stable order: systems as given, modes as given
-    order = {n: i for i, n in enumerate(names)}
-    morder = {m: i for i, m in enumerate(modes)}
-    rows.sort(key=lambda r: (morder[(r.mode, r.conc)], order[r.system]))
     meta = {
         "when": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "host": platform.node() or "?", "cpus": os.cpu_count(), "duration": args.duration,
-        "placement": ("system under test on CPU 1; mock + load generator on CPU 0"
+        "rounds": args.rounds,
+        "placement": ("system under test alone on CPU 1, mock + load generator on CPU 0"
                       if pin else "no CPU pinning"),
-        "loadgen": ("wrk (non-stream), raw asyncio client (stream)" if use_wrk
+        "loadgen": ("wrk -t1 (non-stream), raw asyncio client (stream)" if use_wrk
                     else "raw asyncio client"),
         "mock": f"{args.mock_chunks} chunks, {args.mock_chunk_delay_ms} ms apart",
         "commit": git_commit(),
     }
-    table = render(rows, meta)
+    table = render(results, names, modes, skipped, meta)
     print(table)
     if args.out:
         with open(args.out, "w") as f:
