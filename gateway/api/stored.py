@@ -11,7 +11,7 @@ Every read first waits on ``LogService.sync()`` so a completion created just bef
 visible (read-your-writes). Listed: logged primary records that returned 200; which
 requests are logged at all is the gateway's per-model log policy. The tenancy filter
 is ``request.state.project`` when auth has set it (None = every project).
-``model`` matches the alias the client sent or the upstream model/adapter. An empty
+``model`` matches the model name the client sent (the alias). An empty
 page has ``first_id``/``last_id`` null. An unknown ``after`` is a 400.
 """
 

@@ -59,7 +59,7 @@ class LogStore:
         if project is not None:
             q = q.where(t.c.project == project)
         if model is not None:
-            q = q.where(sa.or_(t.c.requested_model == model, t.c.upstream_model == model))
+            q = q.where(t.c.requested_model == model)  # the name the client sent
         for key, value in (metadata or {}).items():
             q = q.where(t.c["metadata"][key].as_string() == value)
         desc = order == "desc"

@@ -37,7 +37,8 @@ def test_add_and_read_back_newest_wins(gw: LoopbackGateway) -> None:
     time.sleep(0.01)
     second = _post(gw, {"completion_id": rec.id, "rating": 2, "rating_scale": "stars",
                         "correction": "Here is the replacement.", "comment": "too long"}).json()
-    assert second["rating"] == -0.5 and second["rating_raw"] == 2 and second["rating_scale"] == "stars"
+    assert second["rating"] == -0.5 and second["rating_raw"] == 2
+    assert second["rating_scale"] == "stars"
     assert second["correction"] == {"role": "assistant", "content": "Here is the replacement."}
     time.sleep(0.01)
     third = _post(gw, {"completion_id": rec.id, "correction": {"role": "assistant",

@@ -107,10 +107,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_interactions_created_id', 'interactions', ['created', 'id'], unique=False)
-    op.create_index('ix_interactions_parent_id', 'interactions', ['parent_id'], unique=False)
+    op.create_index('ix_interactions_parent_id', 'interactions', ['parent_id'], unique=False,
+                    sqlite_where=sa.text('parent_id IS NOT NULL'),
+                    postgresql_where=sa.text('parent_id IS NOT NULL'))
     op.create_index('ix_interactions_project_created', 'interactions', ['project', 'created'], unique=False)
     op.create_index('ix_interactions_requested_model', 'interactions', ['requested_model'], unique=False)
-    op.create_index('ix_interactions_upstream_model', 'interactions', ['upstream_model'], unique=False)
     op.create_table('jobs',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('backend', sa.String(length=32), nullable=False),
@@ -146,7 +147,6 @@ def downgrade() -> None:
     op.drop_index('ix_jobs_status', table_name='jobs')
     op.drop_index('ix_jobs_created', table_name='jobs')
     op.drop_table('jobs')
-    op.drop_index('ix_interactions_upstream_model', table_name='interactions')
     op.drop_index('ix_interactions_requested_model', table_name='interactions')
     op.drop_index('ix_interactions_project_created', table_name='interactions')
     op.drop_index('ix_interactions_parent_id', table_name='interactions')
