@@ -8,6 +8,7 @@ Model names choose the behaviour (like TensorZero's dummy provider):
   fake-error-NNN      -> answers HTTP NNN in OpenAI's error envelope (429 adds retry-after: 1)
   fake-drop           -> streams two chunks, then cuts the connection
   fake-midstream-error-> streams two chunks, then an SSE error event
+  fake-slowstream     -> streams with 0.1 s between chunks
 It records every request (body and headers) for assertions: GET /_requests, DELETE /_requests.
 It also answers GET /v1/models and GET /health like vLLM.
 """
@@ -144,7 +145,7 @@ async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str,
                 yield _sse({"error": {"message": "scripted mid-stream failure", "type": "server_error",
                                       "param": None, "code": None}})
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.1 if model == "fake-slowstream" else 0)
         yield chunk({}, "stop")
     if include_usage:
         yield _sse({**base, "choices": [], "usage": _usage(prompt, reply)})
