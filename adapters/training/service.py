@@ -1,0 +1,165 @@
+"""Jobs as the API and the CLI see them: store a file, create a job, start its worker, cancel.
+
+No torch here: the gateway imports this module. Training itself happens in the worker
+process (``python -m adapters.training.worker JOB_ID --database-url URL --home DIR``),
+started detached (its own session, output to ``<home>/jobs/<id>/worker.log``), so a
+gateway restart neither kills nor waits for it.
+
+Which backend a job goes to follows its ``model``: the engine's base model
+(``smollm2-135m-instruct``) trains a local LoRA; anything else is an OpenAI model and
+goes to OpenAI's fine-tuning API. The OpenAI connection is, in order: the job's
+``openai`` settings (from the gateway config's first target of kind ``openai``:
+its ``base_url`` and ``api_key_env``), then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.log.files import FileStore
+from gateway.log.jobs import TERMINAL, JobStore
+
+LOCAL_BASE = "smollm2-135m-instruct"  # adapters.engine.model.BASE_MODEL_NAME, without importing torch
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+METHODS = ("supervised", "dpo")
+
+
+class JobError(ValueError):
+    """The request cannot become a job (HTTP 400); ``param`` names the field."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class JobFinished(RuntimeError):
+    """The job already ended (HTTP 409 for a cancel)."""
+
+
+def backend_for(model: str) -> str:
+    return "local" if model == LOCAL_BASE else "openai"
+
+
+def adapter_name(model: str, suffix: str | None, job_id: str) -> str:
+    """``smollm2-135m-instruct-ft-<suffix>-<8 hex>``: a folder name and an engine ``lora_name``."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", (suffix or "").lower()).strip("-")[:40]
+    tail = job_id.rsplit("-", 1)[-1][-8:]
+    return "-".join(p for p in (model, "ft", clean, tail) if p)
+
+
+# --- files ---
+
+def store_file(engine: sa.Engine, home: Path, filename: str, content: bytes, purpose: str,
+               project: str | None = None) -> dict[str, Any]:
+    if purpose not in PURPOSES:
+        raise JobError(f"purpose must be one of {', '.join(PURPOSES)}", "purpose")
+    file_id = "file-" + secrets.token_hex(12)
+    folder = Path(home) / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file_id
+    tmp = folder / f".{file_id}.tmp"
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    row = {"id": file_id, "filename": filename or file_id, "purpose": purpose, "bytes": len(content),
+           "sha256": hashlib.sha256(content).hexdigest(), "path": str(path), "project": project}
+    return FileStore(engine).create(row)
+
+
+def delete_file(engine: sa.Engine, file_id: str) -> dict[str, Any] | None:
+    row = FileStore(engine).delete(file_id)
+    if row is not None:
+        Path(row["path"]).unlink(missing_ok=True)
+    return row
+
+
+# --- jobs ---
+
+def normalize_method(method: dict[str, Any] | None, hyperparameters: dict[str, Any] | None) -> dict[str, Any]:
+    """``method`` as OpenAI echoes it; the deprecated top-level ``hyperparameters`` fill in."""
+    method = dict(method or {"type": "supervised"})
+    kind = method.get("type", "supervised")
+    if kind not in METHODS:
+        raise JobError(f"method.type must be one of {', '.join(METHODS)} (got {kind!r})", "method.type")
+    body = dict(method.get(kind) or {})
+    hp = {**(hyperparameters or {}), **(body.get("hyperparameters") or {})}
+    body["hyperparameters"] = hp
+    return {"type": kind, kind: body}
+
+
+def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, training_file: str,
+               validation_file: str | None = None, method: dict[str, Any] | None = None,
+               hyperparameters: dict[str, Any] | None = None, suffix: str | None = None,
+               seed: int | None = None, metadata: dict[str, str] | None = None,
+               openai: dict[str, Any] | None = None, project: str | None = None,
+               start: bool = True) -> dict[str, Any]:
+    files = FileStore(engine)
+    for param, fid in (("training_file", training_file), ("validation_file", validation_file)):
+        if fid is None:
+            continue
+        row = files.get(fid)
+        if row is None:
+            raise JobError(f"Invalid file ID {fid!r}: no such file.", param, "invalid_file")
+        if row["purpose"] != "fine-tune":
+            raise JobError(f"File {fid!r} has purpose {row['purpose']!r}, not 'fine-tune'.", param)
+    if suffix is not None and len(suffix) > 64:
+        raise JobError("suffix must be at most 64 characters", "suffix")
+    store = JobStore(engine)
+    meta = dict(metadata or {})
+    job = store.create({"backend": backend_for(model), "model": model, "training_file": training_file,
+                        "validation_file": validation_file, "method": normalize_method(method, hyperparameters),
+                        "suffix": suffix, "seed": seed if seed is not None else secrets.randbelow(2**31),
+                        "metadata": meta or None, "project": project,
+                        "result_files": [], "external_id": None,
+                        "dataset_id": None, "error": None})
+    # connection settings for the OpenAI backend travel in a private key of the method row
+    if openai:
+        store.update(job["id"], method={**job["method"], "_openai": openai})
+    store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+    if start:
+        start_worker(engine, job["id"], database_url, home)
+    return store.get(job["id"]) or job
+
+
+def start_worker(engine: sa.Engine, job_id: str, database_url: str, home: Path) -> subprocess.Popen[bytes]:
+    work = Path(home) / "jobs" / job_id
+    work.mkdir(parents=True, exist_ok=True)
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUNELOOP_HOME": str(home),
+           "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open(work / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "adapters.training.worker", job_id, "--database-url", database_url,
+             "--home", str(home)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)  # detached: not in the gateway's process group
+    JobStore(engine).update(job_id, worker_pid=proc.pid)
+    return proc
+
+
+def cancel_job(engine: sa.Engine, job_id: str) -> dict[str, Any]:
+    """Mark the job cancelled now; its worker stops between two steps and publishes nothing."""
+    store = JobStore(engine)
+    job = store.get(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job["status"] in TERMINAL:
+        raise JobFinished(f"Job {job_id} has already {job['status']}; it cannot be cancelled.")
+    store.update(job_id, cancel_requested=True)
+    if store.finish(job_id, "cancelled"):
+        store.add_event(job_id, "Job cancelled", data={"at": time.time()})
+    return store.get(job_id) or job

@@ -1,0 +1,202 @@
+"""Fine-tuning jobs, their events and checkpoints, and the adapters they produce.
+
+    store = JobStore(engine)
+    store.create({...}); store.get(job_id); store.list(after=..., limit=...)
+    store.update(job_id, status="running"); store.finish(job_id, "succeeded", ...)
+    store.add_event(job_id, "Step 3/10: loss=1.2", type="metrics", data={...})
+    store.events(job_id, after=None, limit=20)        # newest first, as OpenAI lists them
+    store.add_checkpoint(job_id, step, model, path, metrics); store.checkpoints(job_id)
+    store.register_adapter(name, base_model, path, job_id, metrics)   # status "candidate"
+
+Status changes out of a terminal state (succeeded, failed, cancelled) are refused in
+SQL (``WHERE status NOT IN ...``), so a late worker update never revives a cancelled job.
+Columns added by migration ``0003_fine_tuning`` are declared here (``schema.py`` holds
+0001's shape), like ``datasets.py`` does for 0002.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from gateway.log.schema import adapters
+
+_md = sa.MetaData()
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+jobs = sa.Table(
+    "jobs", _md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("backend", sa.String(32), nullable=False),  # "local" | "openai"
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float),
+    sa.Column("project", sa.String(128)),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("training_file", sa.String(256)),
+    sa.Column("validation_file", sa.String(256)),
+    sa.Column("dataset_id", sa.String(64)),
+    sa.Column("fine_tuned_model", sa.String(256)),
+    sa.Column("external_id", sa.String(256)),
+    sa.Column("method", JSONType),
+    sa.Column("metadata", JSONType),
+    sa.Column("error", JSONType),
+    sa.Column("events", JSONType),  # unused: events have their own table since 0003
+    sa.Column("suffix", sa.String(64)),
+    sa.Column("seed", sa.Integer),
+    sa.Column("trained_tokens", sa.Integer),
+    sa.Column("finished", sa.Float),
+    sa.Column("result_files", JSONType),
+    sa.Column("worker_pid", sa.Integer),
+    sa.Column("cancel_requested", sa.Boolean),
+)
+
+job_events = sa.Table(
+    "job_events", _md,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", JSONType),
+)
+
+job_checkpoints = sa.Table(
+    "job_checkpoints", _md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("path", sa.String(1024)),
+    sa.Column("metrics", JSONType),
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+class JobStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # --- jobs ---
+    def create(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"created": time.time(), "status": "validating_files", **row}
+        row.setdefault("id", new_id("ftjob"))
+        row["updated"] = row["created"]
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert().values(**row))
+        return self.get(row["id"]) or row
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(jobs.select().where(jobs.c.id == job_id)).mappings().first()
+        return dict(found) if found else None
+
+    def list(self, after: str | None = None, limit: int = 20,
+             metadata: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; ``after`` is the id of the last job of the previous page."""
+        q = jobs.select().order_by(jobs.c.created.desc(), jobs.c.id.desc())
+        if after:
+            anchor = self.get(after)
+            if anchor is not None:
+                q = q.where(sa.or_(jobs.c.created < anchor["created"],
+                                   sa.and_(jobs.c.created == anchor["created"], jobs.c.id < after)))
+        if not metadata:  # the metadata filter runs in Python (JSON on two dialects)
+            q = q.limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        if metadata:
+            rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata.items())]
+        return rows[:limit], len(rows) > limit
+
+    def update(self, job_id: str, **fields: Any) -> bool:
+        """Set fields unless the job already ended; True if a row changed."""
+        stmt = (jobs.update().where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL))
+                .values(updated=time.time(), **fields))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
+    def finish(self, job_id: str, status: str, **fields: Any) -> bool:
+        assert status in TERMINAL
+        return self.update(job_id, status=status, finished=time.time(), **fields)
+
+    def request_cancel(self, job_id: str) -> bool:
+        return self.update(job_id, cancel_requested=True)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs.c.cancel_requested, jobs.c.status)
+                               .where(jobs.c.id == job_id)).first()
+        return row is None or bool(row[0]) or row[1] == "cancelled"
+
+    # --- events ---
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
+                  data: dict[str, Any] | None = None, created: float | None = None,
+                  event_id: str | None = None) -> str:
+        eid = event_id or new_id("ftevent")
+        with self.engine.begin() as conn:
+            conn.execute(job_events.insert().values(id=eid, job_id=job_id, created=created or time.time(),
+                                                    level=level, type=type, message=message, data=data or {}))
+        return eid
+
+    def has_event(self, event_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(job_events.c.seq).where(job_events.c.id == event_id)).first() is not None
+
+    def events(self, job_id: str, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first; ``after`` is the id of the last event of the previous page."""
+        q = job_events.select().where(job_events.c.job_id == job_id)
+        if after:
+            q = q.where(job_events.c.seq < sa.select(job_events.c.seq).where(job_events.c.id == after)
+                        .scalar_subquery())
+        q = q.order_by(job_events.c.seq.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        return rows[:limit], len(rows) > limit
+
+    # --- checkpoints ---
+    def add_checkpoint(self, job_id: str, step: int, model: str, path: str | None,
+                       metrics: dict[str, Any]) -> str:
+        cid = new_id("ftckpt")
+        with self.engine.begin() as conn:
+            conn.execute(job_checkpoints.insert().values(id=cid, job_id=job_id, created=time.time(), step=step,
+                                                         model=model, path=path, metrics=metrics))
+        return cid
+
+    def checkpoints(self, job_id: str, after: str | None = None,
+                    limit: int = 10) -> tuple[list[dict[str, Any]], bool]:
+        q = job_checkpoints.select().where(job_checkpoints.c.job_id == job_id)
+        if after:
+            q = q.where(job_checkpoints.c.step < sa.select(job_checkpoints.c.step)
+                        .where(job_checkpoints.c.id == after).scalar_subquery())
+        q = q.order_by(job_checkpoints.c.step.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        return rows[:limit], len(rows) > limit
+
+    # --- adapters ---
+    def register_adapter(self, name: str, base_model: str, path: str | None, job_id: str,
+                         metrics: dict[str, Any] | None) -> str:
+        """A new ``candidate`` version of ``name`` (evaluation and promotion come later)."""
+        aid = new_id("adapter")
+        with self.engine.begin() as conn:
+            version = conn.execute(sa.select(sa.func.coalesce(sa.func.max(adapters.c.version), 0))
+                                   .where(adapters.c.name == name)).scalar_one() + 1
+            conn.execute(adapters.insert().values(id=aid, name=name, version=version, base_model=base_model,
+                                                  path=path, job_id=job_id, status="candidate",
+                                                  created=time.time(), metrics=metrics))
+        return aid
+
+    def adapters_of(self, job_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(adapters.select().where(adapters.c.job_id == job_id)).mappings()]
