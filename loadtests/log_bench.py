@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 import tempfile
@@ -100,8 +101,10 @@ def main() -> int:
     RESULTS.write_text(
         "# Log writer throughput\n\n"
         f"`loadtests/log_bench.py --records {args.records}`, {time.strftime('%Y-%m-%d')}, "
-        "2 CPU cores, one process (submitting and writing share the GIL). Goal: ≥ 20,000 "
-        "records/s into each backend, 0 lost.\n\n" + out + "\n")
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end (the "
+        "machine is shared: figures drop when other work runs), one process (submitting and "
+        "writing share the GIL), PostgreSQL on the same cores. Goal: ≥ 20,000 records/s "
+        "into each backend, 0 lost.\n\n" + out + "\n")
     ok = all(r["lost"] == 0 and r["dropped"] == 0 for r in results.values())
     return 0 if ok else 1
 
