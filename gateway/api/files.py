@@ -1,0 +1,112 @@
+"""OpenAI's Files API, for fine-tuning files (thin router; storage in adapters.training.service).
+
+POST   /v1/files                 multipart {file, purpose} -> ``OpenAIFile``
+GET    /v1/files                 ?purpose, after, limit, order -> ``ListFilesResponse``
+GET    /v1/files/{file_id}       -> ``OpenAIFile``
+GET    /v1/files/{file_id}/content   the bytes as uploaded
+DELETE /v1/files/{file_id}       -> ``DeleteFileResponse``
+
+The multipart body is parsed with the standard library's ``email`` parser (a MIME
+multipart is what it reads), so the gateway needs no ``python-multipart``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from adapters.training.service import JobError, delete_file, store_file
+from adapters.training.wire import file_object
+from gateway.errors import InvalidRequest, NotFound
+from gateway.log.files import FileStore
+
+router = APIRouter(tags=["files"])
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.log.engine
+
+
+def _home(request: Request) -> Path:
+    return Path(request.app.state.settings.resolved_home()).resolve()
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """``{field: (filename, bytes)}`` from a ``multipart/form-data`` body."""
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidRequest("Expected a multipart/form-data body with 'file' and 'purpose'.")
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    msg = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not msg.is_multipart():
+        raise InvalidRequest("Could not parse the multipart body.")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
+
+
+def _not_found(file_id: str) -> NotFound:
+    return NotFound(f"No such File object: {file_id}", param="id")
+
+
+@router.post("/v1/files")
+async def create_file(request: Request) -> dict[str, Any]:
+    fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
+    if "file" not in fields:
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+    if "purpose" not in fields:
+        raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+    filename, content = fields["file"]
+    purpose = fields["purpose"][1].decode().strip()
+    try:
+        row = await asyncio.to_thread(store_file, _engine(request), _home(request), filename or "upload.jsonl",
+                                      content, purpose, getattr(request.state, "project", None))
+    except JobError as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from None
+    return file_object(row)
+
+
+@router.get("/v1/files")
+async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
+                     limit: int = 10000, order: str = "desc") -> dict[str, Any]:
+    if not 1 <= limit <= 10000:
+        raise InvalidRequest("limit must be between 1 and 10000", param="limit")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+    rows, more = await asyncio.to_thread(FileStore(_engine(request)).list, purpose, after, limit, order)
+    data = [file_object(r) for r in rows]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "", "has_more": more}
+
+
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
+    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id)
+    if row is None:
+        raise _not_found(file_id)
+    return file_object(row)
+
+
+@router.get("/v1/files/{file_id}/content")
+async def file_content(file_id: str, request: Request) -> Response:
+    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id)
+    if row is None or not Path(row["path"]).is_file():
+        raise _not_found(file_id)
+    content = await asyncio.to_thread(Path(row["path"]).read_bytes)
+    return Response(content, media_type="application/octet-stream")
+
+
+@router.delete("/v1/files/{file_id}")
+async def remove_file(file_id: str, request: Request) -> dict[str, Any]:
+    row = await asyncio.to_thread(delete_file, _engine(request), file_id)
+    if row is None:
+        raise _not_found(file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,120 @@
+"""OpenAI's fine-tuning jobs API (thin router; logic in adapters.training.service).
+
+POST /v1/fine_tuning/jobs                       ``CreateFineTuningJobRequest`` -> ``FineTuningJob``
+GET  /v1/fine_tuning/jobs                       ?after, limit, metadata[k]=v -> ``ListPaginatedFineTuningJobsResponse``
+GET  /v1/fine_tuning/jobs/{id}                  -> ``FineTuningJob``
+GET  /v1/fine_tuning/jobs/{id}/events           ?after, limit -> ``ListFineTuningJobEventsResponse``
+GET  /v1/fine_tuning/jobs/{id}/checkpoints      ?after, limit -> ``ListFineTuningJobCheckpointsResponse``
+POST /v1/fine_tuning/jobs/{id}/cancel           -> ``FineTuningJob`` (409 once it ended)
+
+``model: smollm2-135m-instruct`` trains a local LoRA adapter in a worker process; any
+other model goes to OpenAI through the config's first target of kind ``openai`` (its
+``base_url`` and ``api_key_env``), else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The
+request returns at once with ``validating_files``; the worker moves the job on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.training.service import JobError, JobFinished, JobNotFound, cancel_job, create_job
+from adapters.training.wire import checkpoint_object, event_object, job_object, page
+from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.log.jobs import JobStore
+
+router = APIRouter(tags=["fine-tuning"])
+
+
+class CreateJobRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=2147483647)
+    metadata: dict[str, str] | None = None
+    hyperparameters: dict[str, Any] | None = None  # deprecated by OpenAI: method.<type>.hyperparameters
+    method: dict[str, Any] | None = None
+    integrations: list[dict[str, Any]] | None = None  # accepted, not used (no wandb here)
+
+
+def _engine(request: Request) -> Any:
+    return request.app.state.log.engine
+
+
+def _openai_target(request: Request) -> dict[str, Any] | None:
+    config = request.app.state.routes.config
+    for target in config.targets.values():
+        if target.kind == "openai":
+            return {"base_url": target.base_urls[0], "api_key_env": target.api_key_env}
+    return None
+
+
+def _job(request: Request, job_id: str) -> dict[str, Any]:
+    row = JobStore(_engine(request)).get(job_id)
+    if row is None:
+        raise NotFound(f"Fine-tuning job {job_id} not found.", param="fine_tuning_job_id")
+    return row
+
+
+@router.post("/v1/fine_tuning/jobs")
+async def create(body: CreateJobRequest, request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    url = engine.url.render_as_string(hide_password=False)
+    home = Path(request.app.state.settings.resolved_home()).resolve()
+    try:
+        row = await asyncio.to_thread(
+            create_job, engine, home, url, model=body.model, training_file=body.training_file,
+            validation_file=body.validation_file, method=body.method, hyperparameters=body.hyperparameters,
+            suffix=body.suffix, seed=body.seed, metadata=body.metadata, openai=_openai_target(request),
+            project=getattr(request.state, "project", None))
+    except JobError as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code=exc.code) from None
+    return job_object(row)
+
+
+@router.get("/v1/fine_tuning/jobs")
+async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+    # metadata[key]=value, as the SDK sends ``metadata={"key": "value"}``
+    meta = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
+    rows, more = await asyncio.to_thread(JobStore(_engine(request)).list, after, limit, meta or None)
+    return page([job_object(r) for r in rows], more)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}")
+async def retrieve(job_id: str, request: Request) -> dict[str, Any]:
+    return job_object(await asyncio.to_thread(_job, request, job_id))
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+async def events(job_id: str, request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    await asyncio.to_thread(_job, request, job_id)
+    rows, more = await asyncio.to_thread(JobStore(_engine(request)).events, job_id, after, limit)
+    return page([event_object(r) for r in rows], more)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+async def checkpoints(job_id: str, request: Request, after: str | None = None,
+                      limit: int = 10) -> dict[str, Any]:
+    await asyncio.to_thread(_job, request, job_id)
+    rows, more = await asyncio.to_thread(JobStore(_engine(request)).checkpoints, job_id, after, limit)
+    return page([checkpoint_object(r) for r in rows], more, ids=True)
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+    try:
+        row = await asyncio.to_thread(cancel_job, _engine(request), job_id)
+    except JobNotFound:
+        raise NotFound(f"Fine-tuning job {job_id} not found.", param="fine_tuning_job_id") from None
+    except JobFinished as exc:
+        raise Conflict(str(exc)) from None
+    return job_object(row)
