@@ -2,7 +2,7 @@
 
 Two 64-bit keys per example: the *exact* key hashes the canonical JSON of the example;
 the *normalized* key hashes every message's role and text, lower-cased, with
-punctuation dropped and whitespace collapsed (so "Hello,  World!" == "hello world").
+ASCII (and common typographic) punctuation dropped and whitespace collapsed (so "Hello,  World!" == "hello world").
 The first example of a key is kept; later ones are dropped as ``exact_duplicate`` or
 ``near_duplicate``. Keys are Python ints in two sets: about 130 bytes per kept
 example (1M examples ≈ 130 MB), the only state of a build that grows with the log.
@@ -11,13 +11,12 @@ example (1M examples ≈ 130 MB), the only state of a build that grows with the 
 from __future__ import annotations
 
 import hashlib
-import re
+import string
 from typing import Any
 
 import orjson
 
-_PUNCT = re.compile(r"[^\w\s]+")
-_SPACE = re.compile(r"\s+")
+_DROP_PUNCT = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1")
 
 
 def _h64(data: bytes) -> int:
@@ -25,7 +24,7 @@ def _h64(data: bytes) -> int:
 
 
 def normalize_text(s: str) -> str:
-    return _SPACE.sub(" ", _PUNCT.sub("", s.lower())).strip()
+    return " ".join(s.lower().translate(_DROP_PUNCT).split())
 
 
 def message_text(msg: dict[str, Any]) -> str:

@@ -30,7 +30,11 @@ def clean_tool_call(call: dict[str, Any]) -> dict[str, Any]:
 def clean_message(msg: dict[str, Any]) -> dict[str, Any]:
     role = msg.get("role")
     keep = KEYS.get(role, tuple(msg))  # unknown roles pass through; the validator names them
-    out = {k: copy.deepcopy(msg[k]) for k in keep if k in msg and msg[k] is not None}
+    out = {}
+    for k in keep:
+        v = msg.get(k)
+        if v is not None:  # strings are immutable; lists/dicts are copied (scrubbing edits them)
+            out[k] = copy.deepcopy(v) if isinstance(v, (list, dict)) else v
     if role == "assistant":
         if out.get("tool_calls"):
             out["tool_calls"] = [clean_tool_call(c) for c in out["tool_calls"]]
