@@ -47,13 +47,14 @@ PY = sys.executable
 DEFAULT_TUNELOOP = os.path.join(ROOT, ".venv", "bin", "tuneloop")
 DEFAULT_LITELLM = "/tmp/litellm-venv/bin/litellm"
 ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-nolog", "litellm"]
-MODES = [("ns", 1), ("ns", 16), ("ns", 64), ("stream", 16)]
+MODE_KINDS = ("ns", "stream", "paced")  # paced: stream from an upstream that paces its chunks
 
 
 @dataclass
 class System:
     name: str
     model: str
+    paced_model: str = ""
     cmd: list[str] | None = None  # None: nothing to start (direct)
     env: dict = field(default_factory=dict)
     base_url: str = ""
@@ -80,7 +81,9 @@ def _tuneloop_config(path: str, mock_port: int, log_none: bool) -> None:
             f"  mock: {{kind: vllm, base_urls: [\"http://127.0.0.1:{mock_port}/v1\"], timeout_s: 30}}\n"
             "models:\n"
             "  bench-model:\n"
-            "    routes: [{target: mock, model: mock-model}]\n" + log_line
+            "    routes: [{target: mock, model: mock-model}]\n" + log_line +
+            "  bench-model-paced:\n"
+            "    routes: [{target: mock, model: mock-paced}]\n" + log_line
         )
 
 
@@ -91,6 +94,11 @@ def _litellm_config(path: str, mock_port: int) -> None:
             "  - model_name: bench-model\n"
             "    litellm_params:\n"
             "      model: openai/mock-model\n"
+            f"      api_base: http://127.0.0.1:{mock_port}/v1\n"
+            "      api_key: sk-bench\n"
+            "  - model_name: bench-model-paced\n"
+            "    litellm_params:\n"
+            "      model: openai/mock-paced\n"
             f"      api_base: http://127.0.0.1:{mock_port}/v1\n"
             "      api_key: sk-bench\n"
             "litellm_settings:\n"
@@ -122,9 +130,10 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
         port = loadgen.free_port()
         base = f"http://127.0.0.1:{port}"
         if name == "direct":
-            out.append(System(name, "mock-model", base_url=f"http://127.0.0.1:{mock_port}"))
+            out.append(System(name, "mock-model", "mock-paced",
+                              base_url=f"http://127.0.0.1:{mock_port}"))
         elif name == "passthrough":
-            out.append(System(name, "mock-model", base_url=base, cmd=[
+            out.append(System(name, "mock-model", "mock-paced", base_url=base, cmd=[
                 PY, "-m", "uvicorn", "passthrough:app", "--app-dir", HERE, "--host", "127.0.0.1",
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
                 "--no-access-log", "--log-level", "warning"],
@@ -135,7 +144,7 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
             os.makedirs(home, exist_ok=True)
             cfg = os.path.join(tmp, f"{name}.yaml")
             _tuneloop_config(cfg, mock_port, log_none=name == "tuneloop-nolog")
-            out.append(System(name, "bench-model", base_url=base, skip=why, cmd=[
+            out.append(System(name, "bench-model", "bench-model-paced", base_url=base, skip=why, cmd=[
                 args.tuneloop, "serve", "--config", cfg, "--host", "127.0.0.1",
                 "--port", str(port)], env={"TUNELOOP_HOME": home}))
         elif name == "litellm":
@@ -144,7 +153,7 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
                 "/tmp/litellm-venv/bin/pip install 'litellm[proxy]')")
             cfg = os.path.join(tmp, "litellm.yaml")
             _litellm_config(cfg, mock_port)
-            out.append(System(name, "bench-model", base_url=base, skip=why, cmd=[
+            out.append(System(name, "bench-model", "bench-model-paced", base_url=base, skip=why, cmd=[
                 args.litellm, "--config", cfg, "--host", "127.0.0.1", "--port", str(port),
                 "--num_workers", "1"],
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
@@ -161,8 +170,9 @@ Key = tuple  # (system, mode, concurrency)
 def run_mode(sysm: System, mode: str, conc: int, duration: float, cpus: str | None,
              use_wrk: bool, max_requests: int) -> loadgen.Result:
     url = sysm.base_url + "/v1/chat/completions"
-    if mode == "stream":
-        return loadgen.run_raw_subprocess(url, _body(sysm.model, True), conc, duration,
+    if mode in ("stream", "paced"):
+        model = sysm.paced_model if mode == "paced" else sysm.model
+        return loadgen.run_raw_subprocess(url, _body(model, True), conc, duration,
                                           stream=True, max_requests=max_requests, cpus=cpus)
     body = _body(sysm.model, False)
     if use_wrk:
@@ -176,7 +186,7 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 
 def _lat(r: loadgen.Result, mode: str) -> tuple[float, float]:
-    return (r.ttft_p50_ms, r.ttft_p99_ms) if mode == "stream" else (r.p50_ms, r.p99_ms)
+    return (r.ttft_p50_ms, r.ttft_p99_ms) if mode != "ns" else (r.p50_ms, r.p99_ms)
 
 
 def _med(xs: list[float]) -> float:
@@ -218,7 +228,8 @@ def render(results: dict[Key, list], names: list[str], modes: list, skipped: dic
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, conc in modes:
-        label = f"stream c{conc} (TTFT)" if mode == "stream" else f"non-stream c{conc}"
+        label = {"ns": f"non-stream c{conc}", "stream": f"stream c{conc} (TTFT)",
+                 "paced": f"paced stream c{conc} (TTFT)"}[mode]
         for name in names:
             if name in skipped:
                 lines.append(f"| {name} | {label} | skipped: {skipped[name]} | | | | | | |")
@@ -264,6 +275,11 @@ def goal_lines(results: dict[Key, list], names: list[str]) -> list[str]:
         if st16 and not math.isnan(st16["add50"]):
             a = st16["add50"]
             parts.append(f"added TTFT p50 c16 {a:.2f} ms ({'meets' if a < 2 else 'misses'} < 2 ms)")
+        pc16 = summarize(results, (s, "paced", 16))
+        if pc16 and not math.isnan(pc16["add50"]):
+            a = pc16["add50"]
+            parts.append(f"paced: added TTFT p50 c16 {a:.2f} ms "
+                         f"({'meets' if a < 2 else 'misses'} < 2 ms)")
         errs = sum(r.errors for k, rs in results.items() if k[0] == s for r in rs)
         parts.append(f"errors {errs}")
         out.append(f"- **{s}**: " + "; ".join(parts))
@@ -285,13 +301,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="interleaved rounds (every system, every mode, each round)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unrecorded load first")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS))
-    ap.add_argument("--modes", default="ns1,ns16,ns64,stream16")
+    ap.add_argument("--modes", default="ns1,ns16,ns64,stream16,paced16",
+                    help="ns<c>: non-stream; stream<c>: stream, chunks back to back; "
+                         "paced<c>: stream, the upstream paces its chunks (--paced-delay-ms)")
     ap.add_argument("--max-requests", type=int, default=2_000_000,
                     help="count bound per cell for the raw client")
     ap.add_argument("--tuneloop", default=DEFAULT_TUNELOOP)
     ap.add_argument("--litellm", default=DEFAULT_LITELLM)
     ap.add_argument("--mock-chunks", type=int, default=8)
     ap.add_argument("--mock-chunk-delay-ms", type=float, default=0.0)
+    ap.add_argument("--paced-delay-ms", type=float, default=5.0,
+                    help="chunk spacing of the paced upstream model (mock-paced)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--no-wrk", action="store_true", help="use the raw asyncio client only")
     ap.add_argument("--out", default="", help="write the markdown table here too")
@@ -306,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = []
     for m in args.modes.split(","):
         m = m.strip()
-        kind = "stream" if m.startswith("stream") else "ns"
+        kind = next((k for k in MODE_KINDS if m.startswith(k)), None)
+        if kind is None or not m[len(kind):].isdigit():
+            raise SystemExit(f"bad mode {m!r}: ns<c>, stream<c> or paced<c>")
         modes.append((kind, int(m[len(kind):])))
     pin = bool(not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2)
     cpu_sut, cpu_gen = ("1", "0") if pin else (None, None)
@@ -329,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         mock = loadgen.start(
             [PY, os.path.join(HERE, "mock_upstream.py"), "--port", str(mock_port),
              "--chunks", str(args.mock_chunks),
-             "--chunk-delay-ms", str(args.mock_chunk_delay_ms)],
+             "--chunk-delay-ms", str(args.mock_chunk_delay_ms),
+             "--paced-delay-ms", str(args.paced_delay_ms)],
             cpus=cpu_gen, log_path=os.path.join(tmp, "mock.log"))
         started.append(mock)
         loadgen.wait_ready(f"http://127.0.0.1:{mock_port}/health", mock)
@@ -377,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"{s.name} {m} c{c} failed: {e!r}")
                         continue
                     results.setdefault((s.name, m, c), []).append(r)
-                    ttft = f" ttft p50 {r.ttft_p50_ms:.2f} ms" if m == "stream" else ""
+                    ttft = f" ttft p50 {r.ttft_p50_ms:.2f} ms" if m != "ns" else ""
                     log(f"round {rnd} {s.name:15s} {m:6s} c{c:<3d} {r.rps:9,.0f} req/s "
                         f"p50 {r.p50_ms:7.2f} ms p99 {r.p99_ms:7.2f} ms{ttft} errors {r.errors}")
     except KeyboardInterrupt:
@@ -399,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                       if pin else "no CPU pinning"),
         "loadgen": ("wrk -t1 (non-stream), raw asyncio client (stream)" if use_wrk
                     else "raw asyncio client"),
-        "mock": f"{args.mock_chunks} chunks, {args.mock_chunk_delay_ms} ms apart",
+        "mock": (f"{args.mock_chunks} chunks, {args.mock_chunk_delay_ms} ms apart "
+                 f"(paced: {args.paced_delay_ms} ms apart)"),
         "commit": git_commit(),
     }
     table = render(results, names, modes, skipped, meta)

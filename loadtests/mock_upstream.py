@@ -8,7 +8,9 @@ Routes:
   POST /v1/chat/completions   non-stream: a ``chat.completion`` with usage;
                               stream: ``--chunks`` ``chat.completion.chunk`` SSE events,
                               a usage chunk (empty ``choices``), then ``data: [DONE]``,
-                              with an optional ``--chunk-delay-ms`` between chunks.
+                              with an optional ``--chunk-delay-ms`` between chunks;
+                              a model named ``mock-paced*`` always streams with
+                              ``--paced-delay-ms`` (default 5) between chunks.
   GET  /v1/models             one model list
   GET  /health                200
 
@@ -53,9 +55,11 @@ def _status(code: int, reason: str, ctype: bytes, body: bytes, keep_alive: bool 
 class Mock:
     """Pre-computes as much of every reply as it can."""
 
-    def __init__(self, chunks: int, chunk_delay_s: float, content_words: int) -> None:
+    def __init__(self, chunks: int, chunk_delay_s: float, content_words: int,
+                 paced_delay_s: float = 0.005) -> None:
         self.chunks = max(1, chunks)
         self.chunk_delay_s = chunk_delay_s
+        self.paced_delay_s = paced_delay_s  # for models named mock-paced*
         words = ["hello"] + ["world"] * (max(1, content_words) - 1)
         self.content = " ".join(words)
         self.models_body = orjson.dumps(
@@ -228,7 +232,7 @@ class HttpProtocol(asyncio.Protocol):
                     self.transport.write(b"".join(out))
                     out = []
                 self.busy = True
-                asyncio.ensure_future(self._stream(reply, keep_alive))
+                asyncio.ensure_future(self._stream(reply[1], reply[0], keep_alive))
                 return
         if out:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -258,9 +262,10 @@ class HttpProtocol(asyncio.Protocol):
                 return _status(200, "OK", b"application/json", mock.completion(model), keep_alive)
             events = mock.stream_events(model)
             head = STREAM_HEAD if keep_alive else STREAM_HEAD[:-2] + b"connection: close\r\n\r\n"
-            if mock.chunk_delay_s <= 0:
+            delay = mock.paced_delay_s if model.startswith("mock-paced") else mock.chunk_delay_s
+            if delay <= 0:
                 return head + b"".join(events)
-            return [head] + events
+            return (delay, [head] + events)
         if method == "GET" and path == "/v1/models":
             return _status(200, "OK", b"application/json", mock.models_body, keep_alive)
         if method == "GET" and path in ("/health", "/v1/health"):
@@ -268,8 +273,7 @@ class HttpProtocol(asyncio.Protocol):
         body = orjson.dumps({"error": {"message": "not found", "type": "invalid_request_error"}})
         return _status(404, "Not Found", b"application/json", body, keep_alive)
 
-    async def _stream(self, parts: list[bytes], keep_alive: bool) -> None:
-        delay = self.mock.chunk_delay_s
+    async def _stream(self, parts: list[bytes], delay: float, keep_alive: bool) -> None:
         t = self.transport
         t.write(parts[0] + parts[1])  # headers + first event at once
         for p in parts[2:]:
@@ -317,12 +321,13 @@ def _make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def serve(host: str, port: int, chunks: int, delay_ms: float, words: int, reuse_port: bool, sock=None):
+def serve(host: str, port: int, chunks: int, delay_ms: float, words: int, paced_ms: float,
+          reuse_port: bool, sock=None):
     global _pid
     _pid = os.getpid()
     if uvloop is not None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    mock = Mock(chunks, delay_ms / 1000.0, words)
+    mock = Mock(chunks, delay_ms / 1000.0, words, paced_ms / 1000.0)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -345,10 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunks", type=int, default=8, help="content chunks per streamed reply")
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0)
     ap.add_argument("--words", type=int, default=8, help="words in the non-stream reply")
+    ap.add_argument("--paced-delay-ms", type=float, default=5.0,
+                    help="delay between chunks for models named mock-paced*")
     a = ap.parse_args(argv)
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("mock_upstream binds loopback only")
-    args = (a.host, a.port, a.chunks, a.chunk_delay_ms, a.words)
+    args = (a.host, a.port, a.chunks, a.chunk_delay_ms, a.words, a.paced_delay_ms)
     if a.workers <= 1:
         serve(*args, reuse_port=False)
         return
