@@ -80,6 +80,20 @@ def _approx(messages: list[dict[str, Any]], tools: Any) -> int:
     return n
 
 
+def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SmolLM2's chat template knows neither ``tool_calls`` nor null content: a tool call
+    is counted as its JSON in the content, which is how a local trainer renders it."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if m.get("tool_calls"):
+            content = (content or "") + orjson.dumps(m["tool_calls"]).decode()
+        out.append({"role": m.get("role"), "content": content or ""})
+    return out
+
+
 class TokenCounter:
     """Tokens of one example's conversation (messages + tools) for a base model."""
 
@@ -90,8 +104,8 @@ class TokenCounter:
     def count(self, messages: list[dict[str, Any]], tools: Any = None) -> int:
         if self._tok is None:
             return _approx(messages, tools)
-        ids = self._tok.apply_chat_template(messages, tools=tools or None, tokenize=True,
-                                            return_dict=False)
+        ids = self._tok.apply_chat_template(_plain(messages), tools=tools or None,
+                                            tokenize=True, return_dict=False)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return len(ids)
