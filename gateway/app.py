@@ -9,20 +9,25 @@ feedback, health, metrics) is ordinary FastAPI.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.api import errors, health, models
+from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
+from gateway.api.deps import authenticated
+from gateway.auth import Authenticator, auth_required
 from gateway.config import GatewayConfig
 from gateway.log import LogService
+from gateway.log.keys import KeyStore
 from gateway.log.service import default_database_url
+from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.reload import watch_config
 from gateway.router import Router
 from gateway.settings import Settings
@@ -73,6 +78,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_ref.service = app.state.log = await LogService.open(
             database_url(settings, config), settings.resolved_home(), queue_size=settings.log_queue_size)
+        auth.keys = KeyStore(app.state.log.engine)
         watcher = None
         if settings.config is not None:
             watcher = asyncio.create_task(watch_config(app.state.routes, settings.config))
@@ -84,23 +90,32 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
                 watcher.cancel()
             await chat.shadows.drain()
             await app.state.routes.router.aclose()
+            if isinstance(limiter, RedisLimiter):
+                await limiter.aclose()
             await app.state.log.close()
 
     api = FastAPI(title="TuneLoop", version="0.1.0", lifespan=lifespan)
+    mode = os.environ.get("TUNELOOP_AUTH") or config.auth or settings.auth
+    auth = api.state.auth = Authenticator(auth_required(mode, settings.host), None)
+    redis_url = settings.redis_url or config.redis_url
+    limiter = RedisLimiter(redis_url) if redis_url else MemoryLimiter()
     api.state.settings = settings
     api.state.routes = Routes(config)
     api.state.started = int(time.time())
     api.state.draining = False
     errors.install(api)
     api.include_router(health.router)
-    api.include_router(models.router)
-    _include_log_routers(api)
+    caller = [Depends(authenticated)]
+    api.include_router(models.router, dependencies=caller)
+    api.include_router(admin.router)
+    _include_log_routers(api, caller)
 
     @api.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes)
+    chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
+                           settings.max_messages)
     return Gateway(api, chat)
 
 
@@ -108,16 +123,16 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 OPTIONAL_ROUTERS = ["gateway.api.files", "gateway.api.fine_tuning"]
 
 
-def _include_log_routers(api: FastAPI) -> None:
+def _include_log_routers(api: FastAPI, dependencies: list[Any]) -> None:
     import importlib
 
     from gateway.api import feedback, stored
 
-    api.include_router(stored.router)
-    api.include_router(feedback.router)
+    api.include_router(stored.router, dependencies=dependencies)
+    api.include_router(feedback.router, dependencies=dependencies)
     for module in OPTIONAL_ROUTERS:
         try:
-            api.include_router(importlib.import_module(module).router)
+            api.include_router(importlib.import_module(module).router, dependencies=dependencies)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise

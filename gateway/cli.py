@@ -61,6 +61,7 @@ def engine(
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer
 # `app` and keeps heavy imports (torch, transformers) inside its commands.
 SUBCOMMANDS = [
+    ("gateway.keys_cli", "keys", "API keys per project: create, list, revoke."),
     ("gateway.log.cli", "log", "The interaction log: prune."),
     ("adapters.datasets.cli", "dataset", "Build and validate training sets from the log."),
     ("adapters.training.cli", "jobs", "Fine-tuning jobs: list, show, cancel."),

@@ -86,6 +86,7 @@ class ModelConfig(_Strict):
 class GatewayConfig(_Strict):
     database_url: str | None = None
     redis_url: str | None = None
+    auth: Literal["auto", "required", "off"] | None = None  # TUNELOOP_AUTH wins when set
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
 

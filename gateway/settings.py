@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     engine_port: int = 8001  # where `serve` starts the embedded engine
     max_body_bytes: int = 8 * 1024 * 1024
     log_queue_size: int = 100_000
+    max_messages: int = 2048
+    auth: str = "auto"  # auto (on unless bound to loopback) | required | off
+    redis_url: str | None = None  # shared rate limits across replicas (overrides the config's)
     drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests and streams may finish
 
     def resolved_home(self) -> Path:

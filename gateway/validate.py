@@ -72,7 +72,21 @@ def _check_metadata(metadata: Any) -> None:
                        "strings of at most 512.", "metadata")
 
 
-def validate_chat_request(body: Any) -> None:
+def apply_key_limits(principal: Any, body: dict[str, Any]) -> None:
+    """A key's ``max_tokens`` caps every request: absent -> set, above -> 400."""
+    cap = principal.limits.get("max_tokens")
+    if not cap:
+        return
+    for name in ("max_completion_tokens", "max_tokens"):
+        asked = body.get(name)
+        if asked is not None and asked > cap:
+            raise _bad(f"Invalid '{name}': {asked} is above this key's limit of {int(cap)}.", name,
+                       "invalid_value")
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+        body["max_tokens"] = int(cap)
+
+
+def validate_chat_request(body: Any, max_messages: int = 2048) -> None:
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.", None)
     model = body.get("model")
@@ -83,6 +97,9 @@ def validate_chat_request(body: Any) -> None:
     if "messages" not in body:
         raise _bad("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     _check_messages(body["messages"])
+    if len(body["messages"]) > max_messages:
+        raise _bad(f"Invalid 'messages': at most {max_messages} messages are allowed.", "messages",
+                   "array_above_max_length")
     for name in RANGES.keys() & body.keys():
         if body[name] is not None:
             _check_number(name, body[name])

@@ -19,14 +19,16 @@ import orjson
 from gateway import metrics
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
 from gateway.assemble import StreamAssembler
+from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.cost import request_cost
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.log.record import InteractionRecord
 from gateway.providers.base import Reply
+from gateway.ratelimit import Limiter
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 from gateway.shadow import Shadower
-from gateway.validate import validate_chat_request
+from gateway.validate import apply_key_limits, validate_chat_request
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -48,9 +50,12 @@ def retryable(exc: GatewayError) -> bool:
 class _Call:
     """Per-request state shared by the plain and the streamed path."""
 
-    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft")
+    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft", "principal",
+                 "limit_headers")
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], principal: Principal, limit_headers: Any) -> None:
+        self.principal = principal
+        self.limit_headers = limit_headers
         self.id = new_completion_id()
         self.started = time.perf_counter()
         self.created = int(time.time())
@@ -61,23 +66,33 @@ class _Call:
 
 
 class ChatCompletions:
-    def __init__(self, router_ref: Any, log: Any, max_body: int) -> None:
+    def __init__(self, router_ref: Any, log: Any, max_body: int, auth: Authenticator,
+                 limiter: Limiter, max_messages: int = 2048) -> None:
         self.router_ref = router_ref  # an object whose .router is the live Router (reloadable)
         self.log = log
         self.max_body = max_body
+        self.auth = auth
+        self.limiter = limiter
+        self.max_messages = max_messages
         self.shadows = Shadower(log)
+        self._spending: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         router: Router = self.router_ref.router
         try:
+            principal = (await self.auth.principal(header(scope, b"authorization"))
+                         if self.auth.required else ANONYMOUS)
             body = parse_json(await read_body(scope, receive, self.max_body))
-            validate_chat_request(body)
+            validate_chat_request(body, self.max_messages)
+            if principal.limits:
+                apply_key_limits(principal, body)
+            limit_headers = await self.limiter.admit(principal) if principal.limits else None
             user = body.get("user") or (header(scope, b"x-tuneloop-user") or b"").decode() or None
             plan = router.plan(body["model"], user)
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        call = _Call(body)
+        call = _Call(body, principal, limit_headers)
         if body.get("stream"):
             await self._stream(call, plan, scope, receive, send)
         else:
@@ -138,6 +153,8 @@ class ChatCompletions:
     def _headers(self, call: _Call) -> list[tuple[bytes, bytes]]:
         a = call.attempt
         headers = [(b"x-request-id", call.id.encode())]
+        if call.limit_headers:
+            headers += call.limit_headers
         if a is not None:
             headers.append((b"x-tuneloop-target", a.target.encode()))
             if a.arm:
@@ -220,6 +237,11 @@ class ChatCompletions:
         except OSError:
             pass
 
+    def _spend(self, principal: Principal, tokens: int, usd: float) -> None:
+        task = asyncio.get_running_loop().create_task(self.limiter.spend(principal, tokens, usd))
+        self._spending.add(task)
+        task.add_done_callback(self._spending.discard)
+
     @staticmethod
     def _cost(call: _Call, usage: dict[str, Any] | None) -> float | None:
         a = call.attempt
@@ -238,12 +260,15 @@ class ChatCompletions:
         router: Router = self.router_ref.router
         if status == 200 and a is not None:
             self.shadows.maybe(router, call.body["model"], call.body, call.id)
+        if call.principal.limits and usage:
+            self._spend(call.principal, usage.get("total_tokens") or 0, cost or 0.0)
         policy = router.log_policy(call.body["model"]) if call.body.get("model") in router else "all"
         if policy == "none" or (policy == "store" and call.body.get("store") is not True):
             return
         choices = out.get("choices") if out else None
         self.log.submit(InteractionRecord(
             id=call.id, created=call.created, requested_model=call.body.get("model", ""),
+            project=call.principal.project, api_key_id=call.principal.key_id,
             target=a.target if a else None, upstream_model=a.model if a else None,
             upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
             attempts=call.attempts, stream=bool(call.body.get("stream")),

@@ -1,0 +1,63 @@
+"""``tuneloop keys``: create, list and revoke API keys (stored hashed; shown once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config")]
+
+
+def _store(config: Path | None):  # noqa: ANN202 - KeyStore, imported lazily
+    from gateway.app import database_url
+    from gateway.cli import load_settings
+    from gateway.log import db
+    from gateway.log.keys import KeyStore
+
+    settings, cfg = load_settings(config)
+    engine = db.create_engine(database_url(settings, cfg))
+    db.upgrade(engine)
+    return KeyStore(engine)
+
+
+@app.command()
+def create(
+    project: Annotated[str, typer.Option(help="the project the key's traffic and data belong to")],
+    admin: Annotated[bool, typer.Option("--admin", help="may reach admin endpoints")] = False,
+    name: Annotated[str | None, typer.Option(help="a label")] = None,
+    rpm: Annotated[float | None, typer.Option(help="requests per minute")] = None,
+    tpm: Annotated[float | None, typer.Option(help="tokens per minute")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
+    usd_per_day: Annotated[float | None, typer.Option(help="daily budget in USD")] = None,
+    usd_per_month: Annotated[float | None, typer.Option(help="monthly budget in USD")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key. The last line printed is the key itself; it is not stored anywhere."""
+    limits = {k: v for k, v in dict(rpm=rpm, tpm=tpm, max_tokens=max_tokens, usd_per_day=usd_per_day,
+                                    usd_per_month=usd_per_month).items() if v is not None}
+    key, secret = _store(config).create(project, name=name, admin=admin, limits=limits)
+    typer.echo(f"created {key['id']} for project {project!r}{' (admin)' if admin else ''}; "
+               "copy the key now, it is shown only once:", err=True)
+    typer.echo(secret)
+
+
+@app.command("list")
+def list_(project: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
+    """List keys (never their secrets)."""
+    for k in _store(config).list(project):
+        state = "revoked" if k["revoked"] else "live"
+        typer.echo(f"{k['id']}  {k['prefix']}…  {k['project']:<20} {state:<8}"
+                   f"{' admin' if k['admin'] else ''}  {k['limits'] or ''}")
+
+
+@app.command()
+def revoke(key_id: str, config: ConfigOpt = None) -> None:
+    """Revoke a key (every replica stops accepting it within a few seconds)."""
+    if not _store(config).revoke(key_id):
+        typer.echo(f"no live key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")

@@ -1,0 +1,76 @@
+"""API keys: stored as SHA-256 hashes (keys are 240-bit random, so a fast hash is enough).
+
+The ``limits`` JSON column holds the key's policy: ``admin`` (bool) and its limits
+(``rpm``, ``tpm``, ``max_tokens``, ``usd_per_day``, ``usd_per_month``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.log.schema import api_keys as t
+
+KEY_PREFIX = "tl-"
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _row(row: Any) -> dict[str, Any]:
+    policy = dict(row.limits or {})
+    return {"id": row.id, "object": "api_key", "project": row.project, "name": row.name,
+            "prefix": row.prefix, "created": int(row.created), "revoked": row.revoked is not None,
+            "admin": bool(policy.pop("admin", False)), "limits": policy}
+
+
+class KeyStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def create(self, project: str, *, name: str | None = None, admin: bool = False,
+               limits: dict[str, float] | None = None) -> tuple[dict[str, Any], str]:
+        """A new key; the secret is returned once and never stored."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(30)
+        row = {"id": "key_" + secrets.token_hex(8), "project": project, "name": name,
+               "key_hash": hash_key(secret), "prefix": secret[:8], "created": time.time(),
+               "revoked": None, "limits": {**(limits or {}), "admin": admin}}
+        with self.engine.begin() as conn:
+            conn.execute(t.insert().values(**row))
+        return _row(_Obj(row)), secret
+
+    def lookup(self, secret: str) -> dict[str, Any] | None:
+        """The live key for ``secret``, or None (unknown or revoked)."""
+        q = sa.select(t).where(t.c.key_hash == hash_key(secret), t.c.revoked.is_(None))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else _row(row)
+
+    def revoke(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(t.update().where(t.c.id == key_id, t.c.revoked.is_(None))
+                               .values(revoked=time.time()))
+        return res.rowcount > 0
+
+    def list(self, project: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(t).order_by(t.c.created)
+        if project is not None:
+            q = q.where(t.c.project == project)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+
+
+class _Obj:
+    """Attribute access over a dict, so a freshly inserted row renders like a fetched one."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)

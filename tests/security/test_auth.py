@@ -1,0 +1,155 @@
+"""API keys per project, tenancy of the log, admin routes, limits: against real gateways."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import openai
+import pytest
+
+from tests.fixtures.gateway import FAKE_KEY, GatewayProcess, fake_config, received
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def make_key(gw: GatewayProcess, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", "create", *args, "--config", str(gw.config_path)],
+        env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]  # the last line is the key
+
+
+@pytest.fixture(scope="module")
+def secured(fake_upstream, tmp_path_factory):
+    config = fake_config(fake_upstream)
+    config["redis_url"] = "redis://127.0.0.1:6379/0"
+    gw = GatewayProcess(config, tmp_path_factory.mktemp("secured"), env={"TUNELOOP_AUTH": "required"})
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(secured):
+    return {"a": make_key(secured, "--project", "alpha"), "b": make_key(secured, "--project", "beta"),
+            "admin": make_key(secured, "--project", "ops", "--admin")}
+
+
+def test_no_key_and_bad_key_are_401(secured):
+    none = httpx.post(f"{secured.base_url}/chat/completions", json={"model": "lora-bot", "messages": MSG})
+    assert none.status_code == 401 and none.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        secured.client(api_key="tl-not-a-key").chat.completions.create(model="lora-bot", messages=MSG)
+    with pytest.raises(openai.AuthenticationError):
+        secured.client(api_key="tl-not-a-key").models.list()
+    assert httpx.get(f"{secured.root}/health/live").status_code == 200  # probes stay open
+
+
+def test_the_upstream_never_sees_a_callers_key(secured, keys, fake_upstream, upstream_requests):
+    secured.client(api_key=keys["a"]).chat.completions.create(model="ft-bot", messages=MSG)
+    (req,) = received(fake_upstream)
+    assert req["headers"]["authorization"] == f"Bearer {FAKE_KEY}"
+    assert keys["a"] not in secured.log_path.read_text()
+
+
+def test_revoked_key_is_401(secured):
+    key = make_key(secured, "--project", "gamma")
+    client = secured.client(api_key=key)
+    assert client.chat.completions.create(model="lora-bot", messages=MSG).choices
+    key_id = httpx.get(f"{secured.base_url}/admin/keys", params={"project": "gamma"},
+                       headers={"authorization": f"Bearer {make_key(secured, '--project', 'x', '--admin')}"}
+                       ).json()["data"][0]["id"]
+    subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "revoke", key_id, "--config",
+                    str(secured.config_path)], env={**os.environ, "TUNELOOP_HOME": str(secured.home)},
+                   check=True, capture_output=True)
+    deadline = time.time() + 8  # verified keys are cached for a few seconds
+    while time.time() < deadline:
+        try:
+            client.chat.completions.create(model="lora-bot", messages=MSG)
+            time.sleep(0.5)
+        except openai.AuthenticationError:
+            return
+    pytest.fail("the revoked key still works")
+
+
+def test_app_key_on_admin_route_is_403(secured, keys):
+    resp = httpx.get(f"{secured.base_url}/admin/routes", headers={"authorization": f"Bearer {keys['a']}"})
+    assert resp.status_code == 403 and resp.json()["error"]["code"] == "permission_denied"
+    ok = httpx.get(f"{secured.base_url}/admin/routes", headers={"authorization": f"Bearer {keys['admin']}"})
+    assert ok.status_code == 200 and "lora-bot" in ok.json()["models"]
+
+
+def test_projects_see_only_their_own_records(secured, keys):
+    a, b = secured.client(api_key=keys["a"]), secured.client(api_key=keys["b"])
+    mine = a.chat.completions.create(model="lora-bot", messages=MSG, store=True, metadata={"t": "iso"})
+    theirs = b.chat.completions.create(model="lora-bot", messages=MSG, store=True, metadata={"t": "iso"})
+    assert a.chat.completions.retrieve(mine.id).id == mine.id
+    for call in (lambda: b.chat.completions.retrieve(mine.id),
+                 lambda: b.chat.completions.messages.list(mine.id),
+                 lambda: b.chat.completions.update(mine.id, metadata={"x": "y"}),
+                 lambda: b.chat.completions.delete(mine.id)):
+        with pytest.raises(openai.NotFoundError):  # exactly as if it did not exist
+            call()
+    assert [c.id for c in b.chat.completions.list(metadata={"t": "iso"})] == [theirs.id]
+    fb = httpx.post(f"{secured.base_url}/feedback", json={"completion_id": mine.id, "rating": 1},
+                    headers={"authorization": f"Bearer {keys['b']}"})
+    assert fb.status_code == 404
+    admin = secured.client(api_key=keys["admin"])
+    assert {c.id for c in admin.chat.completions.list(metadata={"t": "iso"})} == {mine.id, theirs.id}
+
+
+def _fresh_minute() -> None:
+    """Start limit tests early in a minute so the window does not roll over mid-test."""
+    if time.time() % 60 > 54:  # the test itself takes a second or two
+        time.sleep(61 - time.time() % 60)
+
+
+def test_requests_per_minute_hold_across_two_gateways_sharing_redis(secured, keys, fake_upstream, tmp_path):
+    key = make_key(secured, "--project", f"rl-{uuid.uuid4().hex[:6]}", "--rpm", "4")
+    config = fake_config(fake_upstream)
+    config["redis_url"] = "redis://127.0.0.1:6379/0"
+    config["database_url"] = f"sqlite:///{secured.home}/tuneloop.db"  # the same keys
+    other = GatewayProcess(config, tmp_path, env={"TUNELOOP_AUTH": "required"})
+    _fresh_minute()
+    try:
+        one, two = secured.client(api_key=key), other.client(api_key=key)
+        for client in (one, two, one, two):
+            raw = client.chat.completions.with_raw_response.create(model="lora-bot", messages=MSG)
+        assert raw.headers["x-ratelimit-limit-requests"] == "4"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+        for client in (one, two):
+            with pytest.raises(openai.RateLimitError) as err:
+                client.chat.completions.create(model="lora-bot", messages=MSG)
+            headers = err.value.response.headers
+            assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-remaining-requests"] == "0"
+    finally:
+        other.stop()
+
+
+def test_key_max_tokens_caps_requests(secured, fake_upstream, upstream_requests):
+    key = make_key(secured, "--project", "capped", "--max-tokens", "5")
+    client = secured.client(api_key=key)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="lora-bot", messages=MSG, max_tokens=50)
+    assert err.value.param == "max_tokens"
+    client.chat.completions.create(model="lora-bot", messages=MSG)
+    assert received(fake_upstream)[-1]["body"]["max_tokens"] == 5
+
+
+def test_daily_budget(secured):
+    key = make_key(secured, "--project", f"budget-{uuid.uuid4().hex[:6]}", "--usd-per-day", "0.0000001")
+    client = secured.client(api_key=key)
+    client.chat.completions.create(model="ft-bot", messages=MSG)  # priced: spends the budget
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            client.chat.completions.create(model="ft-bot", messages=MSG)
+            time.sleep(0.2)
+        except openai.RateLimitError as err:
+            assert err.code == "insufficient_quota"
+            return
+    pytest.fail("the budget was not enforced")
