@@ -42,7 +42,7 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
     mask = labels != IGNORE
     acc = ((logits.argmax(-1) == labels) & mask).sum() / mask.sum().clamp(min=1)
-    return loss, {"train_mean_token_accuracy": float(acc)}
+    return loss, {"train_mean_token_accuracy": acc.item()}
 
 
 @dataclass
@@ -67,11 +67,12 @@ def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float) -> tuple[t
     rejected_reward = beta * (policy.rejected - ref.rejected)
     margin = chosen_reward - rejected_reward
     loss = -F.logsigmoid(margin).mean()
+    margin, chosen_reward, rejected_reward = margin.detach(), chosen_reward.detach(), rejected_reward.detach()
     return loss, {
-        "reward_margin": float(margin.mean()),
-        "reward_accuracy": float((margin > 0).float().mean()),
-        "chosen_reward": float(chosen_reward.mean()),
-        "rejected_reward": float(rejected_reward.mean()),
+        "reward_margin": margin.mean().item(),
+        "reward_accuracy": (margin > 0).float().mean().item(),
+        "chosen_reward": chosen_reward.mean().item(),
+        "rejected_reward": rejected_reward.mean().item(),
     }
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     device: str | None = None  # None: cuda when present
+    threads: int | None = None  # CPU threads; None: TUNELOOP_TRAIN_THREADS or half the cores
 
 
 class Hooks(Protocol):
@@ -82,6 +83,8 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
           hooks: Hooks, validation_file: Path | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or default_threads())
     model, tok, base_info = _load_model(cfg, home, device)
     examples, val = _tokenize(cfg, tok, train_file), _tokenize(cfg, tok, validation_file)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
@@ -129,6 +132,13 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
             "metrics": final, "trained_tokens": trained, "steps": step}
     _publish(model, out_dir, work_dir, meta)
     return TrainResult(out_dir, step, trained, final["tokens_per_s"], final)
+
+
+def default_threads() -> int:
+    """Half the logical cores (matmuls gain nothing from SMT siblings): on a shared 2-core box,
+    two OpenMP threads that lose their cores spin at barriers and run ~5x slower than one."""
+    env = os.environ.get("TUNELOOP_TRAIN_THREADS")
+    return max(1, int(env)) if env else max(1, (os.cpu_count() or 2) // 2)
 
 
 def _load_model(cfg: TrainConfig, home: Path | None, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
