@@ -23,6 +23,7 @@ FRAMEWORK = os.environ.get("HP_FRAMEWORK", "raw")
 CLIENT = os.environ.get("HP_CLIENT", "aiohttp")
 UPSTREAM = os.environ.get("HP_UPSTREAM", "http://127.0.0.1:18001")
 PATH = "/v1/chat/completions"
+STREAM_WORK = os.environ.get("HP_STREAM_WORK") == "1"
 _u = urllib.parse.urlsplit(UPSTREAM)
 
 _client = None
@@ -78,9 +79,10 @@ async def forward_stream(body: bytes):
         async with c.stream("POST", PATH, content=body, headers=HDRS) as r:
             async for piece in r.aiter_raw():
                 yield piece
-    else:  # the raw pool buffers; good enough for the non-stream study
-        r = await c.request("POST", PATH, body, RAW_HDRS)
-        yield r.body
+    else:
+        async with c.stream("POST", PATH, body, RAW_HDRS) as r:
+            async for piece in r:
+                yield piece
 
 
 async def hot_path(body: bytes) -> tuple[int, bytes]:
@@ -121,9 +123,37 @@ async def raw_app(scope, receive, send):
     if b'"stream":true' in body.replace(b" ", b""):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
+        if not STREAM_WORK:
+            async for piece in forward_stream(body):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        # what a gateway must do: parse the request, rewrite the id in every chunk, keep the
+        # pieces, and assemble the record after the last byte went out
+        orjson.loads(body)
+        ours = b"chatcmpl-" + uuid.uuid4().hex.encode()
+        theirs = None
+        kept = []
         async for piece in forward_stream(body):
+            if theirs is None:
+                i = piece.find(b'"id":"')
+                if i >= 0:
+                    theirs = piece[i + 6:piece.index(b'"', i + 6)]
+            if theirs is not None:
+                piece = piece.replace(theirs, ours)
+            kept.append(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        text, usage = [], None
+        for line in b"".join(kept).split(b"\n"):
+            if line.startswith(b"data: {"):
+                ev = orjson.loads(line[6:])
+                for ch in ev.get("choices") or ():
+                    c = ch.get("delta", {}).get("content")
+                    if c:
+                        text.append(c)
+                usage = ev.get("usage") or usage
+        _record = ("".join(text), usage)
         return
     status, out = await hot_path(body)
     await send({"type": "http.response.start", "status": status,
@@ -178,7 +208,7 @@ else:
 # ------------------------------------------------------------------ driver
 
 def run_study(duration: float, rounds: int, out: str, granian: str | None,
-              pin: bool, concurrency: int) -> str:
+              pin: bool, concurrency: int, stream: bool = False) -> str:
     import statistics
     import tempfile
     import time
@@ -188,19 +218,30 @@ def run_study(duration: float, rounds: int, out: str, granian: str | None,
 
     here = os.path.dirname(os.path.abspath(__file__))
     venv_py = sys.executable
-    body = orjson.dumps({"model": "mock-model",
-                         "messages": [{"role": "user", "content": "Say hello in one word."}],
-                         "max_tokens": 16, "temperature": 0})
+    req = {"model": "mock-model",
+           "messages": [{"role": "user", "content": "Say hello in one word."}],
+           "max_tokens": 16, "temperature": 0}
+    body = orjson.dumps(req)
+    sbody = orjson.dumps({**req, "stream": True})
+
+    def load(url: str):
+        if stream:
+            return loadgen.run_raw_subprocess(url, sbody, concurrency, duration, stream=True,
+                                              cpus=cpu_gen)
+        return loadgen.run_wrk(url, body, concurrency, duration, cpus=cpu_gen)
+
     cpu_sut, cpu_gen = ("1", "0") if pin else (None, None)
     logdir = tempfile.mkdtemp(prefix="hotpath-")
     mport = loadgen.free_port()
     mock = loadgen.start([venv_py, os.path.join(here, "mock_upstream.py"), "--port", str(mport)],
                          cpus=cpu_gen, log_path=os.path.join(logdir, "mock.log"))
     variants = []
-    for client in ("aiohttp", "httpx", "raw"):
+    for client in ("aiohttp", "raw") if stream else ("aiohttp", "httpx", "raw"):
         variants.append(("uvicorn", "raw", client))
         variants.append(("uvicorn", "fastapi", client))
-    if granian:
+        if stream:
+            variants.append(("uvicorn", "raw+work", client))
+    if granian and not stream:
         for client in ("aiohttp", "raw"):
             variants.append(("granian", "raw", client))
             variants.append(("granian", "rsgi", client))
@@ -210,13 +251,13 @@ def run_study(duration: float, rounds: int, out: str, granian: str | None,
     try:
         loadgen.wait_ready(f"http://127.0.0.1:{mport}/health", mock)
         for rnd in range(rounds):
-            direct.append(loadgen.run_wrk(f"http://127.0.0.1:{mport}{PATH}", body, concurrency,
-                                          duration, cpus=cpu_gen))
+            direct.append(load(f"http://127.0.0.1:{mport}{PATH}"))
             k = rnd % len(variants)  # rotate the order each round against drift
             for v in variants[k:] + variants[:k]:
                 server, fw, client = v
                 port = loadgen.free_port()
-                env = {"HP_FRAMEWORK": fw, "HP_CLIENT": client,
+                env = {"HP_FRAMEWORK": fw.split("+")[0], "HP_CLIENT": client,
+                       "HP_STREAM_WORK": "1" if fw.endswith("+work") else "0",
                        "HP_UPSTREAM": f"http://127.0.0.1:{mport}", "PYTHONPATH": here}
                 if server == "uvicorn":
                     cmd = [venv_py, "-m", "uvicorn", "hotpath_study:app", "--host", "127.0.0.1",
@@ -232,11 +273,11 @@ def run_study(duration: float, rounds: int, out: str, granian: str | None,
                 try:
                     loadgen.wait_ready(f"http://127.0.0.1:{port}{PATH}", p, method="POST",
                                        body=body)
-                    r = loadgen.run_wrk(f"http://127.0.0.1:{port}{PATH}", body, concurrency,
-                                        duration, cpus=cpu_gen)
+                    r = load(f"http://127.0.0.1:{port}{PATH}")
                     results[v].append(r)
                     print(f"round {rnd} {server:8s} {fw:8s} {client:8s} {r.rps:8.0f} req/s "
-                          f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms errors {r.errors}",
+                          f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
+                          f"ttft p50 {r.ttft_p50_ms:.2f} ms errors {r.errors}",
                           file=sys.stderr, flush=True)
                 except Exception as e:  # noqa: BLE001 - record and go on
                     print(f"{v} failed: {e}", file=sys.stderr, flush=True)
@@ -249,7 +290,8 @@ def run_study(duration: float, rounds: int, out: str, granian: str | None,
     base = [r for r in results[("uvicorn", "fastapi", "aiohttp")]]
     base_rps = statistics.median([r.rps for r in base]) if base else float("nan")
     lines = [
-        f"| server | app | upstream client | req/s c{concurrency} (median of {rounds}) "
+        f"| server | app | upstream client | {'stream ' if stream else ''}req/s c{concurrency} "
+        f"(median of {rounds}) "
         f"| per round | p50 ms | p99 ms | errors | × FastAPI+aiohttp |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -290,13 +332,14 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--granian", default="/tmp/granian-venv/bin/granian")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--stream", action="store_true", help="study the streaming relay instead")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     if not a.run:
         ap.print_help()
         return
     granian = a.granian if a.granian and os.path.exists(a.granian) else None
-    print(run_study(a.duration, a.rounds, a.out, granian, not a.no_pin, a.concurrency))
+    print(run_study(a.duration, a.rounds, a.out, granian, not a.no_pin, a.concurrency, a.stream))
 
 
 if __name__ == "__main__":

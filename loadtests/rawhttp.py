@@ -32,6 +32,45 @@ class Response:
         self.t_done = t_done
 
 
+class StreamResponse:
+    """Body pieces of a streamed response, as they arrive: ``async for piece in resp``."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.pieces: deque[bytes] = deque()
+        self.done = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future | None = None
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _push(self, piece: bytes) -> None:
+        self.pieces.append(piece)
+        self._wake()
+
+    def _end(self, error: Exception | None = None) -> None:
+        self.done = True
+        self.error = error
+        self._wake()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.pieces:
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                raise StopAsyncIteration
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return self.pieces.popleft()
+
+
 class HttpConn(asyncio.Protocol):
     """One keep-alive connection. ``await conn.request(raw_request_bytes)``."""
 
@@ -42,6 +81,7 @@ class HttpConn(asyncio.Protocol):
         self.closed = False
         self.reusable = True
         self.on_data = None  # optional callback(bytes) for streamed body pieces
+        self.sr: StreamResponse | None = None  # set while a streamed response is in flight
         self._reset()
 
     def _reset(self) -> None:
@@ -65,12 +105,15 @@ class HttpConn(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.reusable = False
+        if self.state == 3:
+            self._finish()
+            return
+        if self.sr is not None and not self.sr.done:
+            self.sr._end(HttpError(f"connection lost: {exc!r}"))
+            self.sr = None
         fut = self.fut
         if fut is not None and not fut.done():
-            if self.state == 3:
-                self._finish()
-            else:
-                fut.set_exception(HttpError(f"connection lost: {exc!r}"))
+            fut.set_exception(HttpError(f"connection lost: {exc!r}"))
 
     def request(self, raw: bytes) -> asyncio.Future:
         if self.closed:
@@ -80,7 +123,16 @@ class HttpConn(asyncio.Protocol):
         self.transport.write(raw)
         return self.fut
 
+    def request_stream(self, raw: bytes) -> asyncio.Future:
+        """Resolves to a StreamResponse once the headers are in; the body follows through it."""
+        fut = self.request(raw)
+        self.sr = StreamResponse()
+        return fut
+
     def _body(self, piece: bytes) -> None:
+        if self.sr is not None:
+            self.sr._push(piece)
+            return
         if self.t_first is None:
             self.head += piece
             if b"\n\n" in self.head:  # the first complete SSE event
@@ -90,6 +142,12 @@ class HttpConn(asyncio.Protocol):
             self.on_data(piece)
 
     def _finish(self) -> None:
+        sr = self.sr
+        if sr is not None:
+            self.sr = None
+            self.fut = None
+            sr._end()
+            return
         fut = self.fut
         self.fut = None
         if fut is not None and not fut.done():
@@ -124,6 +182,12 @@ class HttpConn(asyncio.Protocol):
                         self.reusable = False
                 if parts[0] == "HTTP/1.0":
                     self.reusable = False
+                sr = self.sr
+                if sr is not None:
+                    sr.status = self.status
+                    sr.headers = self.headers
+                    if self.fut is not None and not self.fut.done():
+                        self.fut.set_result(sr)
                 if chunked:
                     self.state = 2
                     self.remaining = -1
@@ -236,6 +300,55 @@ class RawPool:
                 conn.transport.close()
             return resp
 
+    def stream(self, method: str, path: str, body: bytes = b"",
+               headers: list[tuple[str, str]] | None = None) -> "_Stream":
+        """``async with pool.stream(...) as resp: async for piece in resp: ...``"""
+        return _Stream(self, self.build(method, path, body, headers))
+
     async def close(self) -> None:
         while self.idle:
             self.idle.pop().transport.close()
+
+
+class _Stream:
+    def __init__(self, pool: RawPool, raw: bytes) -> None:
+        self.pool = pool
+        self.raw = raw
+        self.conn: HttpConn | None = None
+        self.resp: StreamResponse | None = None
+
+    async def __aenter__(self) -> StreamResponse:
+        pool = self.pool
+        await pool.sem.acquire()
+        try:
+            conn = None
+            while pool.idle:
+                c = pool.idle.pop()
+                if not c.closed:
+                    conn = c
+                    break
+            retry = conn is not None
+            if conn is None:
+                conn = await connect(pool.host, pool.port)
+            try:
+                self.resp = await conn.request_stream(self.raw)
+            except HttpError:
+                if not retry:
+                    raise
+                conn = await connect(pool.host, pool.port)
+                self.resp = await conn.request_stream(self.raw)
+            self.conn = conn
+            return self.resp
+        except BaseException:
+            pool.sem.release()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        conn, resp = self.conn, self.resp
+        self.pool.sem.release()
+        if resp is not None and resp.done and resp.error is None and conn.reusable \
+                and not conn.closed:
+            self.pool.idle.append(conn)
+        else:  # not read to the end (client went away): the connection cannot be reused
+            conn.sr = None
+            conn.transport.close()
