@@ -145,7 +145,7 @@ def test_cancel_stops_the_job_and_publishes_nothing(client: openai.OpenAI, gw: G
         time.sleep(0.2)
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     assert store.adapters_of(job.id) == []
-    assert not [p for p in (gw.home / "adapters").iterdir() if "-gone-" in p.name]
+    assert not _published(gw, "-gone-")
 
 
 def test_cancel_while_running_stops_between_steps(client: openai.OpenAI, gw: GatewayProcess,
@@ -169,7 +169,12 @@ def test_cancel_while_running_stops_between_steps(client: openai.OpenAI, gw: Gat
     assert "Training stopped: the job was cancelled" in messages
     assert sum(1 for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics") < 10
     assert store.adapters_of(job.id) == [] and store.get(job.id)["fine_tuned_model"] is None
-    assert not [p for p in (gw.home / "adapters").iterdir() if "-midway-" in p.name]
+    assert not _published(gw, "-midway-")
+
+
+def _published(gw: GatewayProcess, marker: str) -> list[Path]:
+    root = gw.home / "adapters"
+    return [p for p in root.iterdir() if marker in p.name] if root.is_dir() else []
 
 
 def _alive(pid: int) -> bool:
@@ -194,7 +199,7 @@ def test_a_malformed_file_fails_the_job_naming_the_line(client: openai.OpenAI, g
     latest = client.fine_tuning.jobs.list_events(job.id, limit=1).data[0]
     assert latest.level == "error" and "line 2" in latest.message
     assert _store(gw).adapters_of(job.id) == []
-    assert not [p for p in (gw.home / "adapters").iterdir() if "-broken-" in p.name]
+    assert not _published(gw, "-broken-")
 
 
 def test_an_openai_model_is_fine_tuned_at_openai(client: openai.OpenAI, tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""``tuneloop finetune`` and ``tuneloop jobs list|show|cancel`` as users run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.training.data import malformed, sft_rows, write_jsonl
+
+
+def tuneloop(home: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TUNELOOP_HOME": str(home), "HF_HUB_OFFLINE": "1", "TUNELOOP_TRAIN_THREADS": "1"}
+    env.pop("TUNELOOP_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_finetune_wait_trains_an_adapter_and_jobs_show_it(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    run = tuneloop(tmp_path, "finetune", "--model", "smollm2-135m-instruct", "--training-file", str(data),
+                   "--suffix", "cli", "--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--wait")
+    assert run.returncode == 0, run.stdout + run.stderr
+    job_id, status, name = run.stdout.strip().splitlines()[-1].split()
+    assert status == "succeeded" and name.startswith("smollm2-135m-instruct-ft-cli-")
+    assert "New fine-tuned model created" in run.stdout + run.stderr
+    assert (tmp_path / "adapters" / name / "adapter_model.safetensors").is_file()
+
+    listed = tuneloop(tmp_path, "jobs", "list")
+    assert job_id in listed.stdout and "succeeded" in listed.stdout
+    shown = tuneloop(tmp_path, "jobs", "show", job_id)
+    body = json.loads(shown.stdout[: shown.stdout.rindex("}") + 1])
+    assert body["fine_tuned_model"] == name and body["object"] == "fine_tuning.job"
+    cancel = tuneloop(tmp_path, "jobs", "cancel", job_id)
+    assert cancel.returncode == 1 and "already succeeded" in cancel.stderr
+
+
+def test_finetune_wait_on_a_malformed_file_fails_naming_the_line(tmp_path: Path) -> None:
+    run = tuneloop(tmp_path, "finetune", "--model", "smollm2-135m-instruct", "--training-file",
+                   str(malformed(tmp_path / "bad.jsonl")), "--wait", timeout=120)
+    assert run.returncode == 1
+    assert "line 2" in run.stdout and "failed" in run.stdout.strip().splitlines()[-1]
+    assert not (tmp_path / "adapters").exists()
