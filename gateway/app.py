@@ -28,16 +28,19 @@ from gateway.log import LogService
 from gateway.log.keys import KeyStore
 from gateway.log.service import default_database_url
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
-from gateway.reload import watch_config
+from gateway.log.routes import RouteStore
+from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings
 
 
 class Routes:
-    """The live routing table; replaced as a whole when the config changes."""
+    """The live routing table; replaced as a whole when the config or the DB's routes change."""
 
     def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
+        self.file_config = config  # the YAML's
+        self.db_models: dict[str, Any] = {}  # models stored in the database (promotion)
+        self.config = config  # the effective one
         self.router = Router(config)
 
 
@@ -79,14 +82,14 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
         log_ref.service = app.state.log = await LogService.open(
             database_url(settings, config), settings.resolved_home(), queue_size=settings.log_queue_size)
         auth.keys = KeyStore(app.state.log.engine)
-        watcher = None
+        watchers = [asyncio.create_task(watch_db_routes(app.state.routes, RouteStore(app.state.log.engine)))]
         if settings.config is not None:
-            watcher = asyncio.create_task(watch_config(app.state.routes, settings.config))
+            watchers.append(asyncio.create_task(watch_config(app.state.routes, settings.config)))
         try:
             yield
         finally:
             app.state.draining = True
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
             await chat.shadows.drain()
             await app.state.routes.router.aclose()

@@ -1,4 +1,8 @@
-"""Live route changes: the config file is watched and the routing table swapped in place.
+"""Live route changes: the config file and the database's routes are watched, and the
+routing table is swapped in place.
+
+The effective config is the YAML's, with each model stored in the database (written by
+promotion) replacing or adding that model.
 
 In-flight requests keep the router they started with; new requests see the new one. A
 target whose settings did not change keeps its provider (connection pools, breakers); a
@@ -14,10 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig
+from gateway.log.routes import RouteStore
 from gateway.providers import Provider, make_provider
 from gateway.router import Router
 
 log = logging.getLogger(__name__)
+
+
+def effective(file_config: GatewayConfig, db_models: dict[str, dict[str, Any]]) -> GatewayConfig:
+    """The YAML config with the database's models laid over it (validated as a whole)."""
+    if not db_models:
+        return file_config
+    data = file_config.model_dump()
+    data["models"] = {**data["models"], **db_models}
+    return GatewayConfig.model_validate(data)
 
 
 def rebuild(routes: Any, config: GatewayConfig) -> list[Provider]:
@@ -35,6 +49,23 @@ def rebuild(routes: Any, config: GatewayConfig) -> list[Provider]:
     return retired
 
 
+def apply(routes: Any, file_config: GatewayConfig, db_models: dict[str, dict[str, Any]],
+          source: str) -> bool:
+    """Rebuild from both sources; a config that fails validation is logged and ignored."""
+    try:
+        config = effective(file_config, db_models)
+    except Exception as exc:  # a bad edit must not take routing down
+        log.error("routes from %s are invalid, keeping the current ones: %s", source, exc)
+        return False
+    routes.file_config, routes.db_models = file_config, db_models
+    retired = rebuild(routes, config)
+    log.info("routes reloaded from %s (%d models)", source, len(config.models))
+    for provider in retired:
+        asyncio.get_running_loop().call_later(
+            provider.cfg.timeout_s + 1, lambda p=provider: asyncio.ensure_future(p.aclose()))
+    return True
+
+
 async def watch_config(routes: Any, path: Path, interval_s: float = 1.0) -> None:
     """Poll ``path``'s modification time; reload on change. Runs until cancelled."""
     last = path.stat().st_mtime_ns if path.exists() else 0
@@ -48,12 +79,23 @@ async def watch_config(routes: Any, path: Path, interval_s: float = 1.0) -> None
             continue
         last = mtime
         try:
-            config = GatewayConfig.load(path)
-        except Exception as exc:  # a bad edit must not take routing down
+            file_config = GatewayConfig.load(path)
+        except Exception as exc:
             log.error("config %s is invalid, keeping the current routes: %s", path, exc)
             continue
-        retired = rebuild(routes, config)
-        log.info("routes reloaded from %s (%d models)", path, len(config.models))
-        for provider in retired:
-            asyncio.get_running_loop().call_later(
-                provider.cfg.timeout_s + 1, lambda p=provider: asyncio.ensure_future(p.aclose()))
+        apply(routes, file_config, routes.db_models, str(path))
+
+
+async def watch_db_routes(routes: Any, store: RouteStore, interval_s: float = 2.0) -> None:
+    """Poll the routes table's fingerprint; reload on change. Runs until cancelled."""
+    last: tuple[Any, ...] | None = None
+    while True:
+        try:
+            fingerprint = await asyncio.to_thread(store.fingerprint)
+            if fingerprint != last:
+                db_models = await asyncio.to_thread(store.all)
+                if apply(routes, routes.file_config, db_models, "the database"):
+                    last = fingerprint
+        except Exception as exc:  # the database may be away: keep routing with what we have
+            log.warning("cannot read routes from the database: %s", exc)
+        await asyncio.sleep(interval_s)

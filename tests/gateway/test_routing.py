@@ -145,3 +145,27 @@ def test_config_reloads_live_without_dropping_in_flight(fake_upstream, tmp_path)
         assert client.chat.completions.create(model="brand-new", messages=MSG).model == "fresh"
     finally:
         gw.stop()
+
+
+def test_routes_written_to_the_database_reach_every_replica(fake_upstream, tmp_path):
+    from gateway.log.db import create_engine
+    from gateway.log.routes import RouteStore
+    from tests.fixtures.gateway import GatewayProcess, fake_config
+
+    config = fake_config(fake_upstream)
+    config["database_url"] = f"sqlite:///{tmp_path}/shared.db"
+    replicas = [GatewayProcess(config, tmp_path / f"r{i}") for i in range(2)]
+    try:
+        store = RouteStore(create_engine(config["database_url"]))
+        store.put("lora-bot", {"routes": [{"target": "fake-vllm", "model": "support-v4"}]})
+        for gw in replicas:
+            deadline = time.time() + 10
+            while gw.client().chat.completions.create(model="lora-bot", messages=MSG).model != "support-v4":
+                assert time.time() < deadline, "the replica never followed the database"
+                time.sleep(0.2)
+        store.put("lora-bot", {"routes": [{"target": "nowhere", "model": "x"}]})  # invalid: ignored
+        time.sleep(3)
+        assert replicas[0].client().chat.completions.create(model="lora-bot", messages=MSG).model == "support-v4"
+    finally:
+        for gw in replicas:
+            gw.stop()
