@@ -65,12 +65,20 @@ SUBCOMMANDS = [
     ("gateway.log.cli", "log", "The interaction log: prune."),
     ("adapters.datasets.cli", "dataset", "Build and validate training sets from the log."),
     ("adapters.training.cli", "jobs", "Fine-tuning jobs: list, show, cancel."),
+    ("adapters.registry.cli", "adapters", "Adapter versions and their lineage: list, show."),
 ]
 
 
 # Top-level commands owned by other packages: (module, function name, command name).
 COMMANDS = [
     ("adapters.training.cli", "finetune", "finetune"),
+    ("adapters.evaluation.cli", "eval_", "eval"),
+    ("adapters.registry.cli", "promote", "promote"),
+    ("adapters.registry.cli", "rollback", "rollback"),
+    ("adapters.loop.cli", "loop", "loop"),
+    ("adapters.loop.cli", "migrate", "migrate"),
+    ("adapters.loop.demo", "demo", "demo"),
+    ("gateway.costs_cli", "costs", "costs"),
 ]
 
 
