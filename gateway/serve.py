@@ -65,7 +65,7 @@ def run(settings: Settings, config: GatewayConfig) -> None:
         server = _Server(uvicorn.Config(
             app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
             access_log=False, lifespan="on", timeout_graceful_shutdown=settings.drain_timeout_s,
-            log_level="info"), app.state)
+            log_config=None), app.state)  # our JSON logging, secrets redacted
         server.run()
     finally:
         for child in children:

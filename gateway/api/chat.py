@@ -9,6 +9,7 @@ the client. The interaction record is handed to the log without waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,7 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
+logger = logging.getLogger("tuneloop.chat")
 
 
 def new_completion_id() -> str:
@@ -75,6 +77,7 @@ class ChatCompletions:
         self.limiter = limiter
         self.max_messages = max_messages
         self.shadows = Shadower(log)
+        self.access_log = os.environ.get("TUNELOOP_ACCESS_LOG", "0") == "1"
         self._spending: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -252,6 +255,13 @@ class ChatCompletions:
                 error: GatewayError | None = None) -> None:
         latency = time.perf_counter() - call.started
         a = call.attempt
+        if status >= 500 or self.access_log:
+            logger.log(logging.WARNING if status >= 500 else logging.INFO, "chat completion",
+                    extra={"request_id": call.id, "model": call.body.get("model"),
+                           "target": a.target if a else None, "status": status,
+                           "latency_ms": round(latency * 1000, 2), "attempts": call.attempts,
+                           "project": call.principal.project,
+                           "error": error.message if error else None})
         alias = a.alias if a else call.body.get("model", "")
         usage = out.get("usage") if out else None
         cost = self._cost(call, usage)
