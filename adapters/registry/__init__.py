@@ -1,0 +1,1 @@
+"""Adapter versions, promotion (canary, then full), rollback and hot-loading into engines."""
