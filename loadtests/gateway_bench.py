@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     tmp = tempfile.mkdtemp(prefix="gwbench-")
     started: list[subprocess.Popen] = []
     results: dict[Key, list] = {}

@@ -338,6 +338,13 @@ def main() -> None:
     if not a.run:
         ap.print_help()
         return
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # the finally blocks stop every child
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     granian = a.granian if a.granian and os.path.exists(a.granian) else None
     print(run_study(a.duration, a.rounds, a.out, granian, not a.no_pin, a.concurrency, a.stream))
 
