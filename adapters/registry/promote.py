@@ -38,19 +38,21 @@ def _resolve(ws: Workspace, ref: str) -> dict[str, Any]:
 
 
 def promote(ws: Workspace, ref: str, alias: str, canary: float | None = None, reason: str | None = None,
-            wait: bool = True) -> dict[str, Any]:
-    """Route ``canary`` percent (``None``/100: all) of ``alias`` to adapter ``ref``."""
+            wait: bool = True, target: str | None = None) -> dict[str, Any]:
+    """Route ``canary`` percent (``None``/100: all) of ``alias`` to adapter ``ref``, served by
+    ``target`` (default: the target of the alias's live route)."""
     adapter, reg, hist = _resolve(ws, ref), AdapterRegistry(ws.engine), RouteHistory(ws.engine)
     entry = current_entry(ws, alias)
     live = live_route(entry, exclude=adapter["name"])
-    loaded = load_into_target(ws.config, live["target"], adapter["name"], adapter["path"])
+    target = target or live["target"]
+    loaded = load_into_target(ws.config, target, adapter["name"], adapter["path"])
     full = canary is None or canary >= 100
     if full:
-        routes = [adapter_route(adapter, live["target"], 100)]
+        routes = [adapter_route(adapter, target, 100)]
     elif canary <= 0:
         raise PromotionError("--canary must be between 0 and 100 (exclusive of 0)")
     else:
-        routes = [{**live, "weight": 100 - canary}, adapter_route(adapter, live["target"], canary)]
+        routes = [{**live, "weight": 100 - canary}, adapter_route(adapter, target, canary)]
     after = {**entry, "routes": routes}
     ongoing = hist.current(alias)
     restore = (ongoing["restore"] if ongoing and ongoing["adapter_id"] == adapter["id"]
@@ -97,12 +99,12 @@ def rollback(ws: Workspace, alias: str, reason: str | None = None, wait: bool = 
             "gateway_applied": applied}
 
 
-def register_eval_alias(ws: Workspace, adapter: dict[str, Any], like: str) -> str:
+def register_eval_alias(ws: Workspace, adapter: dict[str, Any], like: str, target: str | None = None) -> str:
     """Make the adapter callable through the gateway under its own name (for evaluation and
-    shadowing), on the same target as ``like``'s live route. Returns the name."""
-    live = live_route(current_entry(ws, like))
-    load_into_target(ws.config, live["target"], adapter["name"], adapter["path"])
-    entry = {"routes": [adapter_route(adapter, live["target"], 1)]}
+    shadowing), on ``target`` (default: that of ``like``'s live route). Returns the name."""
+    target = target or live_route(current_entry(ws, like))["target"]
+    load_into_target(ws.config, target, adapter["name"], adapter["path"])
+    entry = {"routes": [adapter_route(adapter, target, 1)]}
     if stored_entry(ws, adapter["name"]) != entry:
         write(ws, adapter["name"], entry)
         wait_applied(ws, adapter["name"], entry)

@@ -30,14 +30,15 @@ class Workspace:
 
 
 def open_workspace(config: Path | None = None, database_url: str | None = None, home: Path | None = None,
-                   gateway_url: str | None = None, api_key: str | None = None) -> Workspace:
+                   gateway_url: str | None = None, api_key: str | None = None,
+                   engine_port: int | None = None) -> Workspace:
     import os
 
     from gateway.app import database_url as resolve_url
     from gateway.cli import load_settings
     from gateway.log import db
 
-    overrides: dict[str, Any] = {"home": home} if home else {}
+    overrides: dict[str, Any] = {"home": home, "engine_port": engine_port}
     settings, cfg = load_settings(config, **overrides)
     url = database_url or resolve_url(settings, cfg)
     engine = db.create_engine(url)

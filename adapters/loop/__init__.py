@@ -1,0 +1,1 @@
+"""The loop controller: feedback -> dataset -> LoRA -> eval -> gate -> canary -> promote."""

@@ -1,0 +1,79 @@
+"""The whole cycle on a small scale, against a real embedded gateway (engine + SQLite):
+traffic -> feedback -> dataset -> local LoRA -> eval -> gate -> promote -> rollback,
+a crash between stages, a worse candidate held back by the gate."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from adapters.loop.controller import due, run_cycle
+from adapters.registry.promote import rollback
+from adapters.registry.routes import current_entry
+from gateway.log.cycles import CycleStore
+from gateway.log.datasets import DatasetStore
+from gateway.log.jobs import JobStore
+from gateway.log.registry import AdapterRegistry
+from tests.loop.conftest import ALIAS, GREETING, QUESTIONS, ask, settings
+
+pytestmark = pytest.mark.slow
+
+
+class Crash(Exception):
+    pass
+
+
+def _wait_feedback(env, n: int) -> None:
+    deadline = time.time() + 30
+    while not due(env.ws, ALIAS, settings())[0] and time.time() < deadline:
+        time.sleep(0.3)
+    assert due(env.ws, ALIAS, settings()) == (True, n)
+
+
+def test_cycle_resumes_after_a_crash_then_promotes_and_rolls_back(loop_env):
+    env = loop_env
+    _wait_feedback(env, len(QUESTIONS))
+
+    def crash_after_train(stage, state):
+        if stage == "train":
+            raise Crash("killed between train and eval")
+
+    with pytest.raises(Crash):
+        run_cycle(env.ws, ALIAS, settings(), after_stage=crash_after_train, progress=False)
+    cycle = CycleStore(env.ws.engine).open_cycle(ALIAS)
+    assert cycle is not None and cycle["stage"] == "train" and cycle["status"] == "running"
+    job_id, dataset_id = cycle["state"]["job_id"], cycle["state"]["dataset_id"]
+
+    done = run_cycle(env.ws, ALIAS, settings(), progress=False)  # resumes at eval
+    assert done["id"] == cycle["id"] and done["status"] == "done", done
+    assert done["state"]["job_id"] == job_id and done["state"]["dataset_id"] == dataset_id
+    assert len(JobStore(env.ws.engine).list(limit=10)[0]) == 1  # trained once
+    assert len(DatasetStore(env.ws.engine).list()) == 1  # built once
+    ev = done["state"]["eval"]
+    assert ev["candidate"]["score"] > ev["live"]["score"]
+
+    adapter = AdapterRegistry(env.ws.engine).get(done["state"]["adapter_id"])
+    assert adapter["status"] == "live" and adapter["metrics"]["eval"]["metric"] == "task"
+    lineage = AdapterRegistry(env.ws.engine).lineage(adapter["id"])
+    assert lineage["dataset"]["id"] == dataset_id and lineage["job"]["id"] == job_id
+    # the alias now answers from the new adapter, in the house style
+    q = QUESTIONS[0]
+    reply = ask(env.gw, q)
+    assert reply.choices[0].message.content.startswith(GREETING), reply.choices[0].message.content
+    assert reply.choices[0].message.content != env.replies[q]
+
+    # a worse candidate (a diverged run) is not promoted: the gate holds it back
+    bad = run_cycle(env.ws, ALIAS, settings(learning_rate=2.0, max_steps=2, n_epochs=1),
+                    force=True, progress=False)
+    assert bad["status"] == "rejected", bad
+    assert bad["state"]["gate"]["candidate"] < bad["state"]["gate"]["live"]
+    assert AdapterRegistry(env.ws.engine).get(bad["state"]["adapter_id"])["status"] == "candidate"
+    assert [r["model"] for r in current_entry(env.ws, ALIAS)["routes"]] == [adapter["name"]]
+    assert ask(env.gw, q).choices[0].message.content == reply.choices[0].message.content
+
+    # rollback restores the old answers in one step
+    out = rollback(env.ws, ALIAS)
+    assert out["gateway_applied"]
+    assert ask(env.gw, q).choices[0].message.content == env.replies[q]
+    assert AdapterRegistry(env.ws.engine).get(adapter["id"])["status"] == "retired"
