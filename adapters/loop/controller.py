@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters.loop import release, stages
 from adapters.loop.config import LoopSettings
-from adapters.loop.stages import Ctx, Rejected
+from adapters.loop.stages import Ctx, NotYet, Rejected
 from adapters.registry.workspace import Workspace
 from gateway.log.cycles import CycleStore, feedback_count
 
@@ -37,22 +37,30 @@ def due(ws: Workspace, alias: str, cfg: LoopSettings) -> tuple[bool, int]:
 
 
 def run_cycle(ws: Workspace, alias: str, cfg: LoopSettings, *, force: bool = False, progress: bool = True,
-              after_stage: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+              after_stage: Callable[[str, dict[str, Any]], None] | None = None,
+              stages_: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] | None = None,
+              kind: str = "loop") -> dict[str, Any] | None:
+    """Run (or resume) one cycle; ``stages_``/``kind`` let ``migrate`` reuse the machinery."""
+    plan = stages_ or STAGES
+    names = [name for name, _ in plan]
     store = CycleStore(ws.engine)
-    cycle = store.open_cycle(alias)
+    cycle = store.open_cycle(alias, kind)
     if cycle is None:
         ready, n = due(ws, alias, cfg)
         if not (ready or force):
             return None
-        cycle = store.create(alias, state={"feedback": n})
+        cycle = store.create(alias, kind, state={"feedback": n})
     ctx = Ctx(ws, alias, cfg, cycle["id"], dict(cycle["state"] or {}), progress)
-    done = NAMES.index(cycle["stage"]) + 1 if cycle["stage"] else 0
+    done = names.index(cycle["stage"]) + 1 if cycle["stage"] else 0
     if done:
         ctx.say(f"resuming {cycle['id']} after stage {cycle['stage']!r}")
-    for name, func in STAGES[done:]:
+    for name, func in plan[done:]:
         t0 = time.time()
         try:
             produced = func(ctx)
+        except NotYet as exc:
+            ctx.say(f"cycle {cycle['id']} waits in stage {name!r}: {exc}")
+            return store.get(cycle["id"])
         except Rejected as exc:
             store.end(cycle["id"], exc.status, str(exc))
             ctx.say(f"cycle {cycle['id']} {exc.status}: {exc}")

@@ -27,6 +27,10 @@ class Rejected(Exception):
         self.status = status
 
 
+class NotYet(Exception):
+    """The stage cannot finish yet (e.g. too little shadow traffic): the cycle stays open."""
+
+
 @dataclass
 class Ctx:
     ws: Workspace
@@ -129,9 +133,9 @@ def _follow(ctx: Ctx, store: Any, job_id: str) -> dict[str, Any]:
             if bar is None and "steps" in data:
                 bar = tqdm(total=int(data["steps"]), desc="train", unit="step", disable=not ctx.progress)
             if bar is not None and ev["type"] == "metrics":
-                bar.n = int(data.get("step", bar.n))
-                bar.set_postfix(loss=f"{data.get('train_loss', 0):.3f}")
-                bar.refresh()
+                if int(data.get("step", bar.n)) != bar.n:
+                    bar.n = int(data.get("step", bar.n))
+                    bar.set_postfix(loss=f"{data.get('train_loss', 0):.3f}")
                 break
         if job.get("status") in TERMINAL:
             if bar is not None:

@@ -77,3 +77,69 @@ def test_cycle_resumes_after_a_crash_then_promotes_and_rolls_back(loop_env):
     assert out["gateway_applied"]
     assert ask(env.gw, q).choices[0].message.content == env.replies[q]
     assert AdapterRegistry(env.ws.engine).get(adapter["id"])["status"] == "retired"
+
+
+def _canary(env, adapter_id: str, users: int, rate) -> tuple[object, dict]:
+    """Run the loop's canary stage in a thread while simulated users send and rate traffic."""
+    import threading
+
+    from adapters.loop import release
+    from adapters.loop.stages import Ctx, Rejected
+    from tests.loop.conftest import feedback
+
+    cfg = settings()
+    cfg.canary = cfg.canary.model_copy(update={"percent": 50, "min_requests": 4, "min_ratings": 4,
+                                               "poll_s": 0.5, "timeout_s": 120, "max_latency_ratio": 10})
+    adapter = AdapterRegistry(env.ws.engine).get(adapter_id)
+    cycle = CycleStore(env.ws.engine).create(ALIAS, "test-canary")
+    ctx = Ctx(env.ws, ALIAS, cfg, cycle["id"], {"adapter_id": adapter_id, "adapter": adapter["name"]}, False)
+    out: dict = {}
+
+    def stage() -> None:
+        try:
+            out["result"] = release.canary(ctx)
+        except Rejected as exc:
+            out["rejected"] = exc
+
+    t = threading.Thread(target=stage)
+    t.start()
+    deadline = time.time() + 30
+    while len(current_entry(env.ws, ALIAS)["routes"]) != 2 and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.5)  # the gateway's route poll
+    for i in range(users):
+        reply = ask(env.gw, QUESTIONS[i % len(QUESTIONS)], user=f"user-{i}")
+        feedback(env.gw, reply.id, rating=rate(reply.choices[0].message.content))
+    t.join(timeout=150)
+    assert not t.is_alive()
+    return adapter, out
+
+
+def test_canary_analysis_decides_from_logged_arms(loop_env):
+    env = loop_env
+    reg = AdapterRegistry(env.ws.engine)
+    good = [a for a in reg.list() if a["metrics"].get("eval", {}).get("candidate", {}).get("score", 0) > 0.5][0]
+    bad = [a for a in reg.list() if a["id"] != good["id"]][0]
+
+    def by_greeting(text: str) -> int:
+        return 1 if text.startswith(GREETING) else -1
+
+    # the house-style adapter against the base model: users prefer it -> promote
+    adapter, out = _canary(env, good["id"], 24, by_greeting)
+    assert "result" in out, out
+    assert out["result"]["canary"]["decision"] == "promote"
+    stats = out["result"]["canary"]["stats"]
+    assert stats["candidate"]["rating_mean"] > stats["live"]["rating_mean"]
+    from adapters.loop.release import promote_stage
+    from adapters.loop.stages import Ctx
+
+    promote_stage(Ctx(env.ws, ALIAS, settings(), "c", {"adapter_id": good["id"]}, False))
+    assert reg.get(good["id"])["status"] == "live"
+
+    # the diverged adapter against it: rated down -> automatic rollback to the live one
+    adapter, out = _canary(env, bad["id"], 24, by_greeting)
+    assert "rejected" in out and out["rejected"].status == "rolled_back", out
+    assert "rating" in str(out["rejected"])
+    assert [r["model"] for r in current_entry(env.ws, ALIAS)["routes"]] == [good["name"]]
+    assert reg.get(bad["id"])["status"] == "retired"
+    assert reg.get(good["id"])["status"] == "live"
