@@ -43,6 +43,8 @@ def finetune(
     beta: Annotated[float | None, typer.Option(help="DPO beta")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (local only)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="cap on steps (local only)")] = None,
+    max_length: Annotated[int | None, typer.Option(help="tokens per example (local only)")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (local)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
     database_url: DbOpt = None,
 ) -> None:
@@ -51,7 +53,8 @@ def finetune(
 
     engine, url, home = _open(database_url)
     hp = {k: v for k, v in {"n_epochs": epochs, "learning_rate_multiplier": lr, "batch_size": batch_size,
-                            "beta": beta, "lora_r": lora_r, "max_steps": max_steps}.items() if v is not None}
+                            "beta": beta, "lora_r": lora_r, "max_steps": max_steps, "max_length": max_length,
+                            "checkpoint_every": checkpoint_every}.items() if v is not None}
     kind = {"sft": "supervised", "supervised": "supervised", "dpo": "dpo"}.get(method)
     if kind is None:
         raise typer.BadParameter("--method must be sft or dpo")
@@ -145,3 +148,29 @@ def cancel(job_id: str, database_url: DbOpt = None) -> None:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"{job_id} {job['status']}")
+
+
+@app.command()
+def resume(job_id: str, database_url: DbOpt = None) -> None:
+    """Start a new worker for a job whose worker died; training continues from its newest checkpoint."""
+    from adapters.training.service import start_worker
+    from gateway.log.jobs import TERMINAL, JobStore
+
+    engine, url, home = _open(database_url)
+    row = JobStore(engine).get(job_id)
+    if row is None or row["status"] in TERMINAL:
+        typer.echo(f"no unfinished job {job_id}", err=True)
+        raise typer.Exit(1)
+    if row.get("worker_pid") and _alive(int(row["worker_pid"])):
+        typer.echo(f"worker {row['worker_pid']} is still running", err=True)
+        raise typer.Exit(1)
+    proc = start_worker(engine, job_id, url, home)
+    typer.echo(f"{job_id} resumed by worker {proc.pid}")
+
+
+def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -23,25 +23,36 @@ import torch.nn.functional as F
 from adapters.training.data import IGNORE
 
 
-def token_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the labels (shifted) and the mask of tokens that count."""
+def _shifted(labels: torch.Tensor) -> torch.Tensor:
+    """Labels moved one left (position t predicts token t+1), padded with IGNORE.
+
+    Shifting the labels instead of slicing the logits keeps the [batch, time, vocab]
+    logits contiguous, so no copy of the largest tensor of the step is made."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+
+def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    mask = labels != IGNORE
-    safe = labels.masked_fill(~mask, 0)
-    logps = torch.gather(logits.log_softmax(-1), 2, safe.unsqueeze(-1)).squeeze(-1)
-    return logps * mask, mask
+    return logits.float()  # a no-op in fp32; bf16 logits are upcast for a stable softmax
+
+
+def token_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the next tokens (0 where ignored) and the mask of those that count."""
+    logits = _logits(model, batch)
+    labels = _shifted(batch["labels"])
+    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+                          reduction="none")  # fused log-softmax + gather
+    return -nll.view(labels.shape), labels != IGNORE
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean cross-entropy over assistant tokens, and the share predicted right (greedy)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
-    mask = labels != IGNORE
-    acc = ((logits.argmax(-1) == labels) & mask).sum() / mask.sum().clamp(min=1)
+    logits = _logits(model, batch)
+    labels = _shifted(batch["labels"])
+    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    with torch.no_grad():
+        mask = labels != IGNORE
+        acc = (logits[mask].argmax(-1) == labels[mask]).float().mean() if mask.any() else torch.zeros(())
     return loss, {"train_mean_token_accuracy": acc.item()}
 
 

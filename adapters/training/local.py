@@ -73,8 +73,9 @@ class DbHooks:
         self.store.add_event(self.job_id, message, level=level, data=data)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "step")
-        self.store.add_event(self.job_id, f"Step {step}: {shown}", type="metrics", data=metrics)
+        total = int(metrics.get("total_steps", step))
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("step", "total_steps"))
+        self.store.add_event(self.job_id, f"Step {step}/{total}: {shown}", type="metrics", data=metrics)
 
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
         self.store.add_checkpoint(self.job_id, step, f"{self.name}:ckpt-step-{step}", str(path), metrics)

@@ -20,6 +20,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,8 @@ def start_worker(engine: sa.Engine, job_id: str, database_url: str, home: Path) 
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)  # detached: not in the gateway's process group
     JobStore(engine).update(job_id, worker_pid=proc.pid)
+    # reap it when it exits, so a long-lived gateway collects no zombies
+    threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
     return proc
 
 

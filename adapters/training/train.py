@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
         loss_v = loss.item()
         seen_tokens += int(batch["attention_mask"].sum())
         tps = seen_tokens / max(time.perf_counter() - t0, 1e-9)
-        metrics = {"step": step, "train_loss": loss_v, **extra, "tokens_per_s": tps}
+        metrics = {"step": step, "total_steps": total, "train_loss": loss_v, **extra, "tokens_per_s": tps}
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}", tok_s=f"{tps:.0f}")
         if step % cfg.log_every == 0 or step == total:
@@ -144,7 +144,7 @@ def default_threads() -> int:
 def _load_model(cfg: TrainConfig, home: Path | None, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
     from peft import LoraConfig, get_peft_model
 
-    from adapters.engine.model import BASE_MODEL_NAME, cache_dir, load_base_model, strip_quantizer
+    from adapters.engine.model import BASE_MODEL_NAME, cache_dir, default_home, load_base_model, strip_quantizer
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     base, tok = load_base_model(home, dtype=dtype, device=device)
@@ -153,7 +153,7 @@ def _load_model(cfg: TrainConfig, home: Path | None, device: torch.device) -> tu
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
-    folder = cache_dir(home or Path(os.environ.get("TUNELOOP_HOME", ".tuneloop")))
+    folder = cache_dir(home or default_home())
     info = {"name": BASE_MODEL_NAME, "sha256": base_hash(folder), "dtype": str(dtype).removeprefix("torch.")}
     return model, tok, info
 

@@ -43,3 +43,36 @@ def test_finetune_wait_on_a_malformed_file_fails_naming_the_line(tmp_path: Path)
     assert run.returncode == 1
     assert "line 2" in run.stdout and "failed" in run.stdout.strip().splitlines()[-1]
     assert not (tmp_path / "adapters").exists()
+
+
+def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from gateway.log import db
+    from gateway.log.jobs import JobStore
+
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    run = tuneloop(tmp_path, "finetune", "--model", "smollm2-135m-instruct", "--training-file", str(data),
+                   "--suffix", "crash", "--epochs", "4", "--batch-size", "2", "--max-steps", "5",
+                   "--checkpoint-every", "2", "--max-length", "32")
+    job_id = run.stdout.split()[0]
+    store = JobStore(db.create_engine(db.default_database_url(tmp_path)))
+    deadline = time.time() + 120
+    while not store.checkpoints(job_id)[0]:
+        assert time.time() < deadline and store.get(job_id)["status"] != "succeeded", store.events(job_id)
+        time.sleep(0.2)
+    os.kill(store.get(job_id)["worker_pid"], signal.SIGKILL)
+    time.sleep(0.5)
+    assert store.get(job_id)["status"] == "running"
+    resumed = tuneloop(tmp_path, "jobs", "resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    while store.get(job_id)["status"] not in ("succeeded", "failed"):
+        assert time.time() < deadline + 60
+        time.sleep(0.3)
+    job = store.get(job_id)
+    messages = [e["message"] for e in store.events(job_id, limit=200)[0]]
+    assert job["status"] == "succeeded", messages
+    assert any(m.startswith("Resumed from checkpoint at step ") for m in messages)
+    steps = [e["data"]["step"] for e in store.events(job_id, limit=200)[0] if e["type"] == "metrics"]
+    assert max(steps) == 5 and len(steps) < 5 + 5  # not restarted from zero
