@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
 from gateway.api.deps import authenticated
+from gateway.api.openapi import with_chat_completions
 from gateway.auth import Authenticator, auth_required
 from gateway.config import GatewayConfig
 from gateway.log import LogService
@@ -117,6 +118,15 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     async def _metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    original_openapi = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            api.openapi_schema = with_chat_completions(
+                original_openapi(), list(api.state.routes.config.models))
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
                            settings.max_messages)
     return Gateway(api, chat)

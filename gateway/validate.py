@@ -33,7 +33,8 @@ def _bad(message: str, param: str | None, code: str | None = None) -> InvalidReq
 
 def _check_number(name: str, value: Any) -> None:
     low, high, integer = RANGES[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            integer and not (isinstance(value, int) or value.is_integer())):
         kind = "an integer" if integer else "a number"
         raise _bad(f"Invalid type for '{name}': expected {kind}, but got {type(value).__name__}.",
                    name, "invalid_type")

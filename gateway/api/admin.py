@@ -17,11 +17,11 @@ router = APIRouter(prefix="/v1/admin")
 
 class KeyLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rpm: float | None = Field(default=None, gt=0)
-    tpm: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    usd_per_day: float | None = Field(default=None, gt=0)
-    usd_per_month: float | None = Field(default=None, gt=0)
+    rpm: float | None = Field(default=None, gt=0, le=1e9)
+    tpm: float | None = Field(default=None, gt=0, le=1e12)
+    max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)
+    usd_per_day: float | None = Field(default=None, gt=0, le=1e9)
+    usd_per_month: float | None = Field(default=None, gt=0, le=1e9)
 
 
 class NewKey(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -59,6 +60,16 @@ def install(app: FastAPI) -> None:
                                                            else "invalid_request_error"))
         return Response(body, status_code=status, media_type="application/json",
                         headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(UnicodeEncodeError)
+    @app.exception_handler(orjson.JSONEncodeError)
+    async def _surrogates(_: Request, exc: Exception) -> Response:
+        if isinstance(exc, orjson.JSONEncodeError) and "surrogates" not in str(exc):
+            return await _unexpected(_, exc)
+        # JSON may escape lone UTF-16 surrogates ("\udaa4"), which are not Unicode text:
+        # they surface when the value is stored or encoded. The client's input, so a 400.
+        return error_response(InvalidRequest(
+            "The request contains invalid Unicode (a lone surrogate escape)."))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:  # a bug: still an envelope

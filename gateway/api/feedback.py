@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from gateway.api.openapi import METADATA_SCHEMA, json_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.feedback import feedback_object, parse_feedback, summary
 from gateway.log.service import LogService
@@ -33,7 +34,28 @@ def _not_found(completion_id: str) -> NotFound:
     return NotFound(f"No chat completion found with id '{completion_id}'.", param="completion_id")
 
 
-@router.post("/v1/feedback")
+_TEXT = {"type": "string", "minLength": 1}
+FEEDBACK_BODY = json_body({
+    "type": "object", "required": ["completion_id"], "additionalProperties": False,
+    "properties": {
+        "completion_id": _TEXT,
+        "rating": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
+                   "description": "-1..1 (thumbs); with rating_scale 'stars', 1..5"},
+        "rating_scale": {"enum": ["signed", None]},
+        "correction": {"anyOf": [{"type": "null"}, {"type": "string"}, {
+            "type": "object", "required": ["content"],
+            "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}]},
+        "comment": {"type": ["string", "null"], "maxLength": 100_000},
+        "tags": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 32, "items": {
+            "type": "string", "minLength": 1, "maxLength": 64}}]},
+        "metadata": METADATA_SCHEMA,
+    },
+    "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
+              for k in ("rating", "correction", "comment", "tags")],
+})
+
+
+@router.post("/v1/feedback", openapi_extra=FEEDBACK_BODY)
 async def add_feedback(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body() or b"null")

@@ -16,12 +16,12 @@ import asyncio
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Query, APIRouter, Request
 from fastapi.responses import Response
 
-from adapters.training.service import JobError, delete_file, store_file
+from adapters.training.service import PURPOSES, JobError, delete_file, store_file
 from adapters.training.wire import file_object
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.files import FileStore
@@ -57,7 +57,13 @@ def _not_found(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="id")
 
 
-@router.post("/v1/files")
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "purpose"],
+    "properties": {"file": {"type": "string", "format": "binary"},
+                   "purpose": {"type": "string", "enum": list(PURPOSES)}}}}}}}
+
+
+@router.post("/v1/files", openapi_extra=UPLOAD_BODY)
 async def create_file(request: Request) -> dict[str, Any]:
     fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
     if "file" not in fields:
@@ -76,11 +82,8 @@ async def create_file(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/files")
 async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
-                     limit: int = 10000, order: str = "desc") -> dict[str, Any]:
-    if not 1 <= limit <= 10000:
-        raise InvalidRequest("limit must be between 1 and 10000", param="limit")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+                     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+                     order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
     rows, more = await asyncio.to_thread(FileStore(_engine(request)).list, purpose, after, limit, order)
     data = [file_object(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.training.service import JobError, JobFinished, JobNotFound, cancel_job, create_job
@@ -80,9 +80,8 @@ async def create(body: CreateJobRequest, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/fine_tuning/jobs")
-async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100", param="limit")
+async def list_jobs(request: Request, after: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     # metadata[key]=value, as the SDK sends ``metadata={"key": "value"}``
     meta = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
     rows, more = await asyncio.to_thread(JobStore(_engine(request)).list, after, limit, meta or None)
@@ -95,7 +94,8 @@ async def retrieve(job_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-async def events(job_id: str, request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+async def events(job_id: str, request: Request, after: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     await asyncio.to_thread(_job, request, job_id)
     rows, more = await asyncio.to_thread(JobStore(_engine(request)).events, job_id, after, limit)
     return page([event_object(r) for r in rows], more)

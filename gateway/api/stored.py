@@ -23,6 +23,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from gateway.api.openapi import METADATA_SCHEMA, json_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.feedback import validate_metadata
 from gateway.log.service import LogService
@@ -98,7 +99,11 @@ async def get_completion(completion_id: str, request: Request) -> dict[str, Any]
     return found
 
 
-@router.post("/{completion_id}")
+UPDATE_BODY = json_body({"type": "object", "required": ["metadata"], "additionalProperties": False,
+                         "properties": {"metadata": METADATA_SCHEMA}})
+
+
+@router.post("/{completion_id}", openapi_extra=UPDATE_BODY)
 async def update_completion(completion_id: str, request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body() or b"null")

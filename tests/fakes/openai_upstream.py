@@ -82,6 +82,12 @@ def make_app() -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         body = await request.json()
+        try:
+            return await _chat(body, request)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # like a real API: 400
+            return _error(400, f"bad request: {exc}")
+
+    async def _chat(body: Any, request: Request) -> Any:
         app.state.requests.append({"body": body, "headers": dict(request.headers)})
         model = body.get("model", "")
         if model.startswith("fake-error-"):
@@ -98,7 +104,7 @@ def make_app() -> FastAPI:
         if body.get("stream"):
             return StreamingResponse(_stream(cid, model, prompt, reply, body),
                                      media_type="text/event-stream")
-        n = body.get("n") or 1
+        n = int(body.get("n") or 1)
         tools = model == "fake-tools"
         choices = [{"index": i, "message": {"role": "assistant", "content": None if tools else reply,
                                             "refusal": None, "annotations": [],
