@@ -22,9 +22,11 @@ class Reply:
 
 
 class ChunkStream(Protocol):
+    """Parsed ``chat.completion.chunk`` objects, in the batches they arrived in."""
+
     base_url: str
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]: ...
 
     async def aclose(self) -> None: ...
 

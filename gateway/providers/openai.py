@@ -125,9 +125,11 @@ class _SDKStream:
         self.cm = cm
         self.resp = resp
         self.base_url = provider.base_url
+        self.done = False  # the SDK gives lines one by one: [DONE] is seen after the last batch
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Parsed chunks in batches of one (the SDK hands us lines)."""
         try:
             async for line in self.resp.iter_lines():
                 if not line.startswith("data:"):
@@ -141,7 +143,7 @@ class _SDKStream:
                     err = chunk["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
                     raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
-                yield chunk
+                yield [chunk]
         except GatewayError:
             self.provider.replicas.failed(self.base_url)
             raise

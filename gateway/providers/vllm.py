@@ -208,32 +208,41 @@ class _SSEStream:
         self.ex = ex
         self.base_url = url
         self._closed = False
-        self._done = False
+        self.done = False
         self._timer = asyncio.get_running_loop().call_later(provider.cfg.timeout_s, self._expire)
 
     def _expire(self) -> None:
         self.ex.error = TimeoutError()
         self.ex._wake()
 
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Parsed chunks, in batches: every event that arrived in one network read at once,
+        so the relay writes them to the client in one go (nothing is held back)."""
         buf = b""
         try:
             async for piece in self.ex.iter_body():
                 lines = (buf + piece).split(b"\n")
                 buf = lines.pop()
+                batch = []
                 for line in lines:
                     if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
-                        self._done = True
-                        return
+                        self.done = True
+                        break
                     chunk = orjson.loads(data)
                     if "error" in chunk and "choices" not in chunk:
                         err = chunk["error"]
                         msg = err.get("message") if isinstance(err, dict) else str(err)
+                        if batch:
+                            yield batch
                         raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
-                    yield chunk
+                    batch.append(chunk)
+                if batch:
+                    yield batch
+                if self.done:
+                    return
             raise ProtocolError("the stream ended without [DONE]")
         except GatewayError:
             self.provider.replicas.failed(self.base_url)
@@ -247,7 +256,7 @@ class _SSEStream:
         if not self._closed:
             self._closed = True
             self._timer.cancel()
-            if self._done:
+            if self.done:
                 self.provider.replicas.succeeded(self.base_url)
                 await self._drain()
             else:
