@@ -23,11 +23,11 @@ from typing import IO, Any
 import orjson
 import sqlalchemy as sa
 
-from adapters.datasets.dedupe import Deduper
+from adapters.datasets.dedupe import Deduper, digest8, normalized_digest
 from adapters.datasets.dpo import RatedPairs, correction_pair
 from adapters.datasets.scrub import Scrubber
-from adapters.datasets.sft import sft_example
-from adapters.datasets.split import split_of
+from adapters.datasets.sft import sft_line
+from adapters.datasets.split import BUCKETS
 from gateway.log import export
 from gateway.log.datasets import DatasetRow, DatasetStore, new_dataset_id
 
@@ -44,7 +44,7 @@ class BuildOptions:
     name: str | None = None
     progress: bool = True
     count_first: bool = True  # a COUNT(*) first, for the progress bar's total
-    batch: int = 2000
+    batch: int = 5000  # rows per fetch, lines per scrub/dedupe/write step
 
 
 def default_val_path(out: Path) -> Path:
@@ -60,15 +60,21 @@ class _Output:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         self.tmp = Path(tmp)
-        self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.f: IO[bytes] = os.fdopen(fd, "wb", buffering=0)
         self.sha = hashlib.sha256()
         self.rows = 0
 
-    def write(self, line: dict[str, Any]) -> None:
-        data = orjson.dumps(line) + b"\n"
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Lines already ending in ``\\n``: one write and one hash update per batch."""
+        if not lines:
+            return
+        data = b"".join(lines)
         self.f.write(data)
         self.sha.update(data)
-        self.rows += 1
+        self.rows += len(lines)
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.write_lines([orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)])
 
     def commit(self) -> None:
         self.f.close()
@@ -80,6 +86,8 @@ class _Output:
 
 
 class _Pipeline:
+    """Lines in, in order: scrub → dedupe → split → write, a batch at a time."""
+
     def __init__(self, opts: BuildOptions, ids_file: IO[str]) -> None:
         self.opts = opts
         self.scrubber = Scrubber()
@@ -90,67 +98,109 @@ class _Pipeline:
                      "val": _Output(opts.val_out or default_val_path(opts.out))}
         self.ids_file = ids_file
         self.linked: set[str] = set()  # DPO only: a record may back two pairs
+        self._pending: list[tuple[dict[str, Any], list[str], str]] = []
+        self._val_buckets = round(opts.val_fraction * BUCKETS)
 
     def emit(self, line: dict[str, Any], ids: list[str], how: str) -> None:
-        if self.opts.scrub:
-            if "messages" in line:
-                self.scrubber.messages(line["messages"])
-            else:
-                self.scrubber.messages(line["input"]["messages"])
-                self.scrubber.messages(line["preferred_output"])
-                self.scrubber.messages(line["non_preferred_output"])
-        if self.opts.dedupe:
-            msgs = line.get("messages") or [*line["input"]["messages"],
-                                            *line["preferred_output"],
-                                            *line["non_preferred_output"]]
-            dup = self.deduper.check(line, msgs)
-            if dup:
-                self.dropped[dup] += 1
-                return
-        split = split_of("|".join(ids), self.opts.val_fraction)
-        self.outs[split].write(line)
-        self.kept[how] += 1
-        for iid in ids:
-            if self.opts.fmt == "dpo":
-                if iid in self.linked:
-                    continue
-                self.linked.add(iid)
-            self.ids_file.write(f"{iid}\t{split}\n")
+        self._pending.append((line, ids, how))
+        if len(self._pending) >= self.opts.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        scrub = self.scrubber.messages if self.opts.scrub else None
+        dumps, sort_keys, nl = orjson.dumps, orjson.OPT_SORT_KEYS, orjson.OPT_APPEND_NEWLINE
+        data: list[bytes] = []
+        exact: list[bytes] = []
+        near: list[bytes] = []
+        for line, _ids, _how in pending:
+            msgs = line.get("messages")
+            if msgs is None:
+                msgs = [*line["input"]["messages"], *line["preferred_output"],
+                        *line["non_preferred_output"]]
+            if scrub is not None:
+                scrub(msgs)  # in place: the messages are the line's own dicts
+            data.append(dumps(line, option=nl))
+            if self.opts.dedupe:
+                exact.append(digest8(dumps(line, option=sort_keys)))
+                near.append(normalized_digest(msgs))
+        dups = self.deduper.check_batch(exact, near) if self.opts.dedupe else None
+        by_split: dict[str, list[bytes]] = {"train": [], "val": []}
+        id_lines: list[str] = []
+        dpo = self.opts.fmt == "dpo"
+        val_buckets, blake = self._val_buckets, hashlib.blake2b
+        for i, (_line, ids, how) in enumerate(pending):
+            if dups is not None and dups[i] is not None:
+                self.dropped[dups[i]] += 1
+                continue
+            key = ids[0] if len(ids) == 1 else "|".join(ids)
+            b = int.from_bytes(blake(key.encode(), digest_size=8).digest(), "little") % BUCKETS
+            split = "val" if b < val_buckets else "train"
+            by_split[split].append(data[i])
+            self.kept[how] += 1
+            for iid in ids:
+                if dpo:
+                    if iid in self.linked:
+                        continue
+                    self.linked.add(iid)
+                id_lines.append(f"{iid}\t{split}\n")
+        for split, lines in by_split.items():
+            self.outs[split].write_lines(lines)
+        self.ids_file.write("".join(id_lines))
 
 
-def _rows(engine: sa.Engine, opts: BuildOptions) -> Iterator[dict[str, Any]]:
-    rows = export.stream(engine, opts.filters, batch=opts.batch)
+def _batches(engine: sa.Engine, opts: BuildOptions) -> Iterator[list[tuple[Any, ...]]]:
+    batches = export.stream_batches(engine, opts.filters, batch=opts.batch)
     if not opts.progress:
-        return rows
+        yield from batches
+        return
     from tqdm import tqdm
 
     total = export.count(engine, opts.filters) if opts.count_first else None
-    return iter(tqdm(rows, total=total, unit="rec", desc=f"dataset {opts.fmt}", mininterval=0.5))
+    with tqdm(total=total, unit="rec", desc=f"dataset {opts.fmt}", mininterval=0.5) as bar:
+        for rows in batches:
+            yield rows
+            bar.update(len(rows))
 
 
 def _run(engine: sa.Engine, opts: BuildOptions, p: _Pipeline) -> int:
     read = 0
-    rated = RatedPairs() if opts.fmt == "dpo" else None
-    for row in _rows(engine, opts):
-        read += 1
-        if rated is None:
-            line, how = sft_example(row)
-            if line is None:
-                p.dropped[how] += 1
-            else:
-                p.emit(line, [row["id"]], how)
-            continue
-        if row.get("correction") is not None:
-            line, how = correction_pair(row)
-            if line is not None:
-                p.emit(line, [row["id"]], how)
-            elif how != "no_correction":
-                p.dropped[how] += 1
-        if not rated.add(row) and row.get("correction") is None:
-            p.dropped["no_preference"] += 1
-    if rated is not None:
-        for line, ids in rated.pairs():
-            p.emit(line, ids, "rating_pair")
+    loads = orjson.loads
+    if opts.fmt == "sft":
+        emit, dropped = p.emit, p.dropped
+        for rows in _batches(engine, opts):
+            read += len(rows)
+            for iid, status, finish, req, resp, _rating, corr in rows:
+                if status != 200 or resp is None:
+                    dropped["failed"] += 1
+                    continue
+                line, how = sft_line(status, loads(req) if req is not None else None,
+                                     loads(resp), loads(corr) if corr is not None else None,
+                                     finish)
+                if line is None:
+                    dropped[how] += 1
+                else:
+                    emit(line, [iid], how)
+        p.flush()
+        return read
+    rated = RatedPairs()
+    for rows in _batches(engine, opts):
+        read += len(rows)
+        for raw in rows:
+            row = export.decode(raw)
+            if row.get("correction") is not None:
+                line, how = correction_pair(row)
+                if line is not None:
+                    p.emit(line, [row["id"]], how)
+                elif how != "no_correction":
+                    p.dropped[how] += 1
+            if not rated.add(row) and row.get("correction") is None:
+                p.dropped["no_preference"] += 1
+    for line, ids in rated.pairs():
+        p.emit(line, ids, "rating_pair")
+    p.flush()
     return read
 
 

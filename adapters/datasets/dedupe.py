@@ -4,27 +4,54 @@ Two 64-bit keys per example: the *exact* key hashes the canonical JSON of the ex
 the *normalized* key hashes every message's role and text, lower-cased, with
 ASCII (and common typographic) punctuation dropped and whitespace collapsed (so "Hello,  World!" == "hello world").
 The first example of a key is kept; later ones are dropped as ``exact_duplicate`` or
-``near_duplicate``. Keys are Python ints in two sets: about 130 bytes per kept
-example (1M examples ≈ 130 MB), the only state of a build that grows with the log.
+``near_duplicate``.
+
+Keys are fixed-size: 8-byte blake2b digests kept as ``uint64`` in a sorted numpy array
+(plus a small Python set of the newest keys, merged into the array every
+``KeySet.MERGE_AT`` keys), so a build holds 16 bytes per kept example (two keys):
+1M examples ≈ 16 MB, 10M ≈ 160 MB. ``Deduper.check_batch`` takes a batch's keys and
+probes the array once, vectorized (``searchsorted``); per example only a set lookup
+remains.
 """
 
 from __future__ import annotations
 
 import hashlib
 import string
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
-_DROP_PUNCT = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1")
+_PUNCT = string.punctuation + "\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1"
+_DROP_PUNCT = str.maketrans("", "", _PUNCT)
+# ASCII fast path: bytes.translate maps \x1c-\x1f (whitespace to str.split, not to
+# bytes.split) to spaces and deletes ASCII punctuation, then bytes.lower/split/join:
+# byte-for-byte the UTF-8 of the str path's result for every ASCII string.
+_ASCII_WS = bytes(range(256)).translate(bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    "))
+_ASCII_PUNCT = string.punctuation.encode()
+_blake2b = hashlib.blake2b
 
 
 def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return int.from_bytes(_blake2b(data, digest_size=8).digest(), "little")
+
+
+def digest8(data: bytes) -> bytes:
+    """The 8-byte key of ``data`` (``_h64`` as little-endian bytes)."""
+    return _blake2b(data, digest_size=8).digest()
 
 
 def normalize_text(s: str) -> str:
     return " ".join(s.lower().translate(_DROP_PUNCT).split())
+
+
+def normalize_bytes(s: str) -> bytes:
+    """``normalize_text(s).encode()``, without leaving bytes for ASCII text."""
+    if s.isascii():
+        return b" ".join(s.encode().translate(_ASCII_WS, _ASCII_PUNCT).lower().split())
+    return normalize_text(s).encode()
 
 
 def message_text(msg: dict[str, Any]) -> str:
@@ -38,23 +65,88 @@ def message_text(msg: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _message_norm(msg: dict[str, Any]) -> bytes:
+    content = msg.get("content")
+    if isinstance(content, str) and "tool_calls" not in msg:
+        role = msg.get("role", "")
+        return normalize_bytes(f"{role if isinstance(role, str) else str(role)} {content}")
+    return normalize_bytes(message_text(msg))
+
+
+def normalized_digest(messages: list[dict[str, Any]]) -> bytes:
+    return digest8(b"\x1f".join([_message_norm(m) for m in messages]))
+
+
 def normalized_key(messages: list[dict[str, Any]]) -> int:
-    return _h64("\x1f".join(normalize_text(message_text(m)) for m in messages).encode())
+    return int.from_bytes(normalized_digest(messages), "little")
+
+
+def exact_digest(example: dict[str, Any]) -> bytes:
+    return digest8(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
+
+
+class KeySet:
+    """A set of uint64 keys at 8 bytes each: a sorted array plus a small set of new ones."""
+
+    MERGE_AT = 1 << 16
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._new: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._new)
+
+    def in_sorted(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` are in the sorted part (vectorized)."""
+        arr = self._sorted
+        if not len(arr):
+            return np.zeros(len(keys), dtype=bool)
+        idx = np.searchsorted(arr, keys)
+        np.minimum(idx, len(arr) - 1, out=idx)
+        return arr[idx] == keys
+
+    def add(self, key: int) -> None:
+        self._new.add(key)
+
+    def merge(self, force: bool = False) -> None:
+        if len(self._new) < (1 if force else self.MERGE_AT):
+            return
+        fresh = np.fromiter(self._new, dtype=np.uint64, count=len(self._new))
+        fresh.sort()
+        merged = np.concatenate((self._sorted, fresh))
+        merged.sort(kind="stable")  # two sorted runs: one linear merge
+        self._sorted = merged
+        self._new = set()
 
 
 class Deduper:
     def __init__(self) -> None:
-        self._exact: set[int] = set()
-        self._near: set[int] = set()
+        self._exact = KeySet()
+        self._near = KeySet()
 
     def check(self, example: dict[str, Any], messages: list[dict[str, Any]]) -> str | None:
         """None if new (and remember it), else the reason it is a duplicate."""
-        exact = _h64(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
-        if exact in self._exact:
-            return "exact_duplicate"
-        near = normalized_key(messages)
-        if near in self._near:
-            return "near_duplicate"
-        self._exact.add(exact)
-        self._near.add(near)
-        return None
+        return self.check_batch([exact_digest(example)], [normalized_digest(messages)])[0]
+
+    def check_batch(self, exact: Sequence[bytes], near: Sequence[bytes]) -> list[str | None]:
+        """``check`` for a batch of examples in order, given their 8-byte digests."""
+        if not exact:
+            return []
+        ek = np.frombuffer(b"".join(exact), dtype="<u8")
+        nk = np.frombuffer(b"".join(near), dtype="<u8")
+        e_old, n_old = self._exact.in_sorted(ek), self._near.in_sorted(nk)
+        e_new, n_new = self._exact._new, self._near._new
+        out: list[str | None] = []
+        for e, n, eo, no in zip(ek.tolist(), nk.tolist(), e_old.tolist(), n_old.tolist()):
+            if eo or e in e_new:
+                out.append("exact_duplicate")
+            elif no or n in n_new:
+                out.append("near_duplicate")
+            else:
+                e_new.add(e)
+                n_new.add(n)
+                out.append(None)
+        self._exact.merge()
+        self._near.merge()
+        return out

@@ -24,18 +24,25 @@ from adapters.datasets.messages import (
 
 def sft_example(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """``(line, "ok"|"corrected")`` or ``(None, reason)``."""
-    if row.get("status") != 200 or not row.get("response"):
+    return sft_line(row.get("status"), row.get("request"), row.get("response"),
+                    row.get("correction"), row.get("finish_reason"))
+
+
+def sft_line(status: Any, request: Any, response: Any, correction: Any,
+             finish_reason: Any) -> tuple[dict[str, Any] | None, str]:
+    """``sft_example`` on a record's decoded columns."""
+    if status != 200 or not response:
         return None, "failed"
-    prompt = prompt_messages(row.get("request"))
+    prompt = prompt_messages(request)
     if prompt is None:
         return None, "no_messages"
-    fixed = correction_message(row.get("correction"))
-    if has_content(fixed):
+    fixed = correction_message(correction) if correction is not None else None
+    if fixed is not None and has_content(fixed):
         answer, how = fixed, "corrected"
     else:
-        answer, how = reply_message(row["response"]), "ok"
+        answer, how = reply_message(response), "ok"
         if not has_content(answer):
             return None, "empty_reply"
-        if row.get("finish_reason") == "length":
+        if finish_reason == "length":
             return None, "truncated"
-    return {"messages": [*prompt, answer], **request_extras(row.get("request"))}, how
+    return {"messages": [*prompt, answer], **request_extras(request)}, how

@@ -11,6 +11,7 @@ Columns added to ``datasets`` by migration ``0002_dataset_lineage`` are declared
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Iterable
@@ -83,19 +84,39 @@ class DatasetStore:
 
     def add_sources(self, dataset_id: str, pairs: Iterable[tuple[str, str]],
                     batch: int = 5000) -> int:
-        """Link ``(interaction_id, split)`` pairs to the dataset, ``batch`` per statement."""
+        """Link ``(interaction_id, split)`` pairs to the dataset, in one transaction:
+        ``COPY`` on PostgreSQL, DB-API ``executemany`` of ``batch`` rows elsewhere."""
         n = 0
-        buf: list[dict[str, str]] = []
         with self.engine.begin() as conn:
+            raw = conn.connection.driver_connection
+            if self.engine.dialect.name == "postgresql":
+                with raw.cursor() as cur, cur.copy(
+                        "COPY dataset_records (dataset_id, interaction_id, split) "
+                        "FROM STDIN") as cp:
+                    for iid, split in pairs:
+                        cp.write_row((dataset_id, iid, split))
+                        n += 1
+                return n
+            if self.engine.dialect.name != "sqlite":
+                rows = ({"dataset_id": dataset_id, "interaction_id": iid, "split": split}
+                        for iid, split in pairs)
+                while chunk := list(itertools.islice(rows, batch)):
+                    conn.execute(dataset_records.insert(), chunk)
+                    n += len(chunk)
+                return n
+            sql = "INSERT INTO dataset_records (dataset_id, interaction_id, split) VALUES (?, ?, ?)"
+            cur = raw.cursor()
+            buf: list[tuple[str, str, str]] = []
             for iid, split in pairs:
-                buf.append({"dataset_id": dataset_id, "interaction_id": iid, "split": split})
+                buf.append((dataset_id, iid, split))
                 if len(buf) >= batch:
-                    conn.execute(dataset_records.insert(), buf)
+                    cur.executemany(sql, buf)
                     n += len(buf)
                     buf = []
             if buf:
-                conn.execute(dataset_records.insert(), buf)
+                cur.executemany(sql, buf)
                 n += len(buf)
+            cur.close()
         return n
 
     def get(self, dataset_id: str) -> dict[str, Any] | None:

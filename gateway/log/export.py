@@ -4,10 +4,16 @@
         row["request"], row["response"], row["rating"], row["correction"], ...
 
 Rows come in ``(created, id)`` order (the ``ix_interactions_created_id`` index) through
-a server-side cursor on PostgreSQL and SQLite's own stepping cursor, ``yield_per``
-rows at a time, so memory stays flat whatever the log size. The newest rating and the
-newest correction of each completion are correlated sub-queries on
+a server-side cursor on PostgreSQL and SQLite's own stepping cursor, ``batch`` rows at
+a time, so memory stays flat whatever the log size. The newest rating and the newest
+correction of each completion are correlated sub-queries on
 ``ix_feedback_completion_created`` (one index probe per row, no big join to sort).
+
+``stream_batches`` is the fast path the dataset builder uses: SQLAlchemy compiles the
+query, the DB-API cursor runs it, and rows come back as plain tuples (``RAW_COLUMNS``)
+with the JSON columns as *text* (``CAST(... AS TEXT)``), so nothing is decoded per row
+by SQLAlchemy or the driver; the caller decodes them once (orjson). ``stream`` yields
+the decoded dicts on top of it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from gateway.log.schema import feedback, interactions
@@ -24,6 +31,9 @@ t = interactions
 # Only what a dataset line needs: every JSON column read costs a decode per row.
 EXPORT_COLUMNS = ("id", "created", "requested_model", "upstream_model", "request", "response",
                   "finish_reason", "status")
+# ``stream_batches``' tuples: JSON columns (request, response, correction) as text.
+RAW_COLUMNS = ("id", "status", "finish_reason", "request", "response", "rating", "correction")
+_JSON_COLUMNS = frozenset(("request", "response", "correction"))
 
 
 @dataclass
@@ -55,17 +65,26 @@ def _newest(column: sa.ColumnElement[Any], *extra: sa.ColumnElement[bool]) -> An
 
 def _metadata_match(dialect: str, key: str, value: str) -> sa.ColumnElement[bool]:
     if dialect == "postgresql":
-        return t.c.metadata.op("@>")(sa.cast(sa.literal({key: value}, t.c.metadata.type),
-                                             t.c.metadata.type))
+        # a text literal cast to JSONB: a plain string parameter, no bind processor
+        doc = orjson.dumps({key: value}).decode()
+        return t.c.metadata.op("@>")(sa.cast(sa.literal(doc, sa.Text), t.c.metadata.type))
     return sa.func.json_extract(t.c.metadata, f'$."{key}"') == value
 
 
-def export_query(filters: ExportFilters, dialect: str) -> sa.Select[Any]:
+def export_query(filters: ExportFilters, dialect: str, raw: bool = False) -> sa.Select[Any]:
+    """The export query; ``raw``: only ``RAW_COLUMNS``, JSON columns cast to text."""
     rating = _newest(feedback.c.rating)
     # A feedback row without a correction stores JSON null, not SQL NULL.
     correction = _newest(feedback.c.correction, sa.cast(feedback.c.correction, sa.Text) != "null")
-    q = sa.select(*(t.c[name] for name in EXPORT_COLUMNS), rating.label("rating"),
-                  correction.label("correction"))
+    if raw:
+        cols = {name: sa.cast(t.c[name], sa.Text).label(name) if name in _JSON_COLUMNS
+                else t.c[name] for name in RAW_COLUMNS if name in t.c}
+        cols["rating"] = rating.label("rating")
+        cols["correction"] = sa.cast(correction, sa.Text).label("correction")
+        q = sa.select(*(cols[name] for name in RAW_COLUMNS))
+    else:
+        q = sa.select(*(t.c[name] for name in EXPORT_COLUMNS), rating.label("rating"),
+                      correction.label("correction"))
     conds: list[sa.ColumnElement[bool]] = []
     f = filters
     if f.model is not None:
@@ -98,12 +117,44 @@ def count(engine: sa.Engine, filters: ExportFilters) -> int:
         return int(conn.execute(q).scalar_one())
 
 
-def stream(engine: sa.Engine, filters: ExportFilters,
-           batch: int = 2000) -> Iterator[dict[str, Any]]:
-    """Yield matching interactions as dicts (``EXPORT_COLUMNS`` + rating, correction)."""
-    q = export_query(filters, engine.dialect.name)
+def stream_batches(engine: sa.Engine, filters: ExportFilters,
+                   batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+    """Lists of up to ``batch`` tuples (``RAW_COLUMNS``; request, response and correction
+    as JSON text or None), straight from the DB-API cursor (server-side on PostgreSQL)."""
+    dialect = engine.dialect
+    compiled = export_query(filters, dialect.name, raw=True).compile(dialect=dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup or ())
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        for partition in result.mappings().partitions():
-            for row in partition:
-                yield dict(row)
+        dbapi_conn = conn.connection.driver_connection
+        if dialect.name == "postgresql":
+            cur = dbapi_conn.cursor(name=f"tuneloop_export_{id(conn):x}")
+            cur.itersize = batch
+        else:
+            cur = dbapi_conn.cursor()
+        try:
+            cur.execute(str(compiled), params)
+            while rows := cur.fetchmany(batch):
+                yield rows
+        finally:
+            cur.close()
+            conn.rollback()
+
+
+def decode(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A ``stream_batches`` tuple as the dict ``stream`` yields (JSON decoded)."""
+    iid, status, finish, req, resp, rating, corr = row
+    loads = orjson.loads
+    return {"id": iid, "status": status, "finish_reason": finish,
+            "request": loads(req) if req is not None else None,
+            "response": loads(resp) if resp is not None else None,
+            "rating": rating, "correction": loads(corr) if corr is not None else None}
+
+
+def stream(engine: sa.Engine, filters: ExportFilters,
+           batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Yield matching interactions as dicts (``RAW_COLUMNS``, JSON decoded)."""
+    for rows in stream_batches(engine, filters, batch):
+        for row in rows:
+            yield decode(row)
