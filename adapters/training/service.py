@@ -142,10 +142,12 @@ def start_worker(engine: sa.Engine, job_id: str, database_url: str, home: Path) 
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TUNELOOP_HOME": str(home),
            "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    url_args = ["--database-url", database_url]
+    if sa.make_url(database_url).password:  # keep secrets off the command line (ps shows it)
+        env["TUNELOOP_DATABASE_URL"], url_args = database_url, []
     with open(work / "worker.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "adapters.training.worker", job_id, "--database-url", database_url,
-             "--home", str(home)],
+            [sys.executable, "-m", "adapters.training.worker", job_id, *url_args, "--home", str(home)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True)  # detached: not in the gateway's process group
     JobStore(engine).update(job_id, worker_pid=proc.pid)

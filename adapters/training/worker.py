@@ -1,4 +1,4 @@
-"""The training worker: ``python -m adapters.training.worker JOB_ID --database-url URL --home DIR``.
+"""The training worker: ``python -m adapters.training.worker JOB_ID [--database-url URL] --home DIR``.
 
 One process per job, started by the API or the CLI (``service.start_worker``); it
 updates the job's row and events as it goes and exits when the job ends. Local jobs
@@ -54,9 +54,12 @@ def run(job_id: str, database_url: str, home: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m adapters.training.worker")
     parser.add_argument("job_id")
-    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--database-url", default=os.environ.get("TUNELOOP_DATABASE_URL"),
+                        help="default: $TUNELOOP_DATABASE_URL (how URLs with a password are passed)")
     parser.add_argument("--home", type=Path, required=True)
     args = parser.parse_args()
+    if not args.database_url:
+        parser.error("--database-url (or TUNELOOP_DATABASE_URL) is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     raise SystemExit(run(args.job_id, args.database_url, args.home))
