@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -79,7 +80,21 @@ def test_files_create_list_retrieve_content_delete(client: openai.OpenAI, tmp_pa
         client.files.retrieve(created.id)
 
 
-def test_local_sft_and_dpo_jobs_train_adapters(client: openai.OpenAI, gw: GatewayProcess, tmp_path: Path) -> None:
+def _serve_once(engine: Any, name: str, path: Path) -> None:
+    """The job's adapter name and folder are what the engine loads (``lora_name``, ``lora_path``)."""
+    r = httpx.post(f"{engine.root_url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    try:
+        chat = openai.OpenAI(base_url=engine.base_url, api_key="x", max_retries=0).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Refund window?"}], max_tokens=4, temperature=0)
+        assert chat.model == name and chat.choices[0].message.content
+    finally:
+        httpx.post(f"{engine.root_url}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30)
+
+
+def test_local_sft_and_dpo_jobs_train_adapters(client: openai.OpenAI, gw: GatewayProcess, tmp_path: Path,
+                                               engine_server: Any) -> None:
     sft_file = _upload(client, write_jsonl(tmp_path / "sft.jsonl", sft_rows()))
     dpo_file = _upload(client, write_jsonl(tmp_path / "dpo.jsonl", dpo_rows()))
     hp = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 5, "checkpoint_every": 1, "max_length": 48}
@@ -101,6 +116,7 @@ def test_local_sft_and_dpo_jobs_train_adapters(client: openai.OpenAI, gw: Gatewa
         assert row["status"] == "candidate" and row["path"] == str(folder.resolve())
     done_sft = client.fine_tuning.jobs.retrieve(sft.id)
     assert done_sft.fine_tuned_model.startswith("smollm2-135m-instruct-ft-support-bot-")
+    _serve_once(engine_server, done_sft.fine_tuned_model, gw.home / "adapters" / done_sft.fine_tuned_model)
     assert done_sft.method.supervised.hyperparameters.n_epochs == 2
 
     page = client.fine_tuning.jobs.with_raw_response.list(limit=1).http_response.json()
