@@ -1,7 +1,10 @@
 """Prometheus metrics of the log writer (default registry, one set per process).
 
 Gauges are computed at scrape time from every live writer in the process, so tests
-that open several services, or an app that reopens one, stay correct.
+that open several services, or an app that reopens one, stay correct. The writer
+child process (child.py) counts into a ``Tally`` instead; its deltas travel back with
+every acknowledgement and ``apply`` adds them here, so the gateway's ``/metrics``
+shows them under the same names.
 """
 
 from __future__ import annotations
@@ -32,8 +35,63 @@ REJECTED = Counter(
 )
 
 QUEUE_DEPTH.set_function(lambda: float(sum(w.queue_depth() for w in list(_writers))))
-SPOOL_RECORDS.set_function(lambda: float(sum(w.spool.records for w in list(_writers))))
+SPOOL_RECORDS.set_function(lambda: float(max(0, sum(_spooled(w) for w in list(_writers)))))
+
+
+def _spooled(writer: Any) -> int:
+    fn = getattr(writer, "spool_records", None)
+    return fn() if fn is not None else writer.spool.records
 
 
 def register(writer: Any) -> None:
     _writers.add(writer)
+
+
+class Tally:
+    """Stands in for the counters and the histogram in the writer child."""
+
+    def __init__(self) -> None:
+        self.counts = {"written": 0, "spooled": 0, "rejected": 0, "dropped": 0}
+        self.seconds: list[float] = []
+
+    def take(self) -> dict[str, Any]:
+        out = {**self.counts, "seconds": self.seconds}
+        self.counts = dict.fromkeys(self.counts, 0)
+        self.seconds = []
+        return out
+
+
+class _Count:
+    def __init__(self, tally: Tally, name: str) -> None:
+        self.tally, self.name = tally, name
+
+    def inc(self, n: float = 1) -> None:
+        self.tally.counts[self.name] += int(n)
+
+
+class _Seconds:
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+    def observe(self, v: float) -> None:
+        self.tally.seconds.append(v)
+
+
+def relay() -> Tally:
+    """In the writer child: count into a Tally (sent to the gateway) instead of a registry."""
+    global WRITTEN, SPOOLED, REJECTED, DROPPED, WRITE_SECONDS
+    tally = Tally()
+    WRITTEN, SPOOLED = _Count(tally, "written"), _Count(tally, "spooled")  # type: ignore[assignment]
+    REJECTED, DROPPED = _Count(tally, "rejected"), _Count(tally, "dropped")  # type: ignore[assignment]
+    WRITE_SECONDS = _Seconds(tally)  # type: ignore[assignment]
+    return tally
+
+
+def apply(status: dict[str, Any]) -> None:
+    """In the gateway: add a child's deltas (from ``Tally.take``) to the real metrics."""
+    for name, metric in (("written", WRITTEN), ("spooled", SPOOLED),
+                         ("rejected", REJECTED), ("dropped", DROPPED)):
+        if status.get(name):
+            metric.inc(status[name])
+    for v in status.get("seconds", ()):
+        WRITE_SECONDS.observe(v)

@@ -1,12 +1,14 @@
 """``LogService``: the one object the app holds for the interaction log.
 
-    service = await LogService.open(database_url, home)   # migrate, replay spool, start writer
+    service = await LogService.open(database_url, home)   # migrate, start the writer child
     service.submit(record)                                 # request path: O(1), never raises
     await service.sync()                                   # read-your-writes barrier
     service.store.get(...)                                 # reads (sync: run them in a thread)
     await service.close()                                  # flush to DB (or spool), stop
 
 The app keeps it on ``app.state.log``; routers reach it through ``request.app.state.log``.
+Every insert, fsync and replay runs in a separate writer process (child.py, relayed by
+relay.py), so logging costs the serving process only an append and a few µs of encoding.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 
 from gateway.log import db
 from gateway.log.record import InteractionRecord
-from gateway.log.sink import Sink, is_transient
+from gateway.log.relay import Relay
+from gateway.log.sink import is_transient
 from gateway.log.spool import Spool
 from gateway.log.store import LogStore
-from gateway.log.writer import Writer, spool_folder
+from gateway.log.writer import spool_folder
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ SYNC_TIMEOUT_S = 5.0  # while the DB is down a barrier cannot complete; reads go
 
 
 class LogService:
-    def __init__(self, engine: db.sa.Engine, writer: Writer, store: LogStore) -> None:
+    def __init__(self, engine: db.sa.Engine, writer: Relay, store: LogStore) -> None:
         self.engine = engine
         self.writer = writer
         self.store = store
@@ -49,20 +52,18 @@ class LogService:
                   batch_size: int = 2000, probe_interval: float = 1.0) -> LogService:
         """Blocking variant of ``open`` for scripts and the CLI."""
         engine = db.create_engine(database_url)
-        spool = Spool(spool_folder(home))
-        sink = Sink(engine, prepare=lambda: db.upgrade(engine))
-        writer = Writer(sink, spool, queue_size=queue_size, batch_size=batch_size,
-                        probe_interval=probe_interval)
+        db_up = True
         try:
             db.upgrade(engine)
-            sink.prepare = None
         except Exception as exc:
             if not is_transient(exc):
                 raise  # a broken migration must fail loudly, not look like an outage
             # The gateway must serve even when its log database is away: spool until it is back.
             log.error("log database unavailable at startup (%s); spooling", exc)
-            writer.db_up = False
-        writer.start()  # its first pass replays any spool a previous process left
+            db_up = False  # the child migrates once the database answers
+        writer = Relay(database_url, home, Spool(spool_folder(home)), queue_size=queue_size,
+                       batch_size=batch_size, probe_interval=probe_interval, db_up=db_up)
+        writer.start()  # the child's first pass replays any spool a previous process left
         return cls(engine, writer, LogStore(engine))
 
     def submit(self, record: InteractionRecord) -> None:

@@ -127,7 +127,7 @@ class Spool:
             except FileNotFoundError:
                 pass
         with self._lock:
-            self.records = max(0, self.records - n)
+            self.records -= n  # may go below 0 for a foreign file; the gauge clamps the sum
         return n
 
     @staticmethod

@@ -85,6 +85,20 @@ class Writer(threading.Thread):
         self._stopping = True
         self._wake.set()
 
+    # ---- driven directly (the writer child process runs no thread) ----
+    def write_batch(self, records: Sequence[Any]) -> None:
+        """Commit ``records`` or spool them durably; raises if neither worked."""
+        self._queue.extend(records)
+        self._drain()
+        self.spool.flush()
+
+    def tick(self) -> None:
+        """One writer pass: fsync the spool, probe the DB if down, replay the spool if up."""
+        self._pass()
+
+    def finish(self) -> None:
+        self._finish()
+
     # ---- the writer thread ----
     def run(self) -> None:
         try:
