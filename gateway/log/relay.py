@@ -90,7 +90,7 @@ class Relay:
         self._barriers: dict[int, Barrier] = {}
         self._unsent: list[int] = []  # barrier ids the feeder has not sent yet
         self._status: dict[str, Any] = {"db_up": db_up, "spool": 0}
-        self._hello = threading.Event()
+        self._hello = threading.Event()  # the first child is up
         self._stopping = self._stopped = False
         self.restarts = 0
         self._proc = self._spawn()
@@ -256,10 +256,14 @@ class Relay:
             self._spool_unacked()
             if self._stopping:
                 return False
-            time.sleep(min(1.0, 0.1 * self.restarts))  # a child that cannot start: no busy loop
-            self.restarts += 1
-            self._hello.clear()
-            self._proc = self._spawn()
+            while True:
+                time.sleep(min(1.0, 0.1 * self.restarts))  # one that cannot start: no busy loop
+                self.restarts += 1
+                try:
+                    self._proc = self._spawn()
+                    break
+                except OSError:
+                    log.exception("cannot start the log writer child; retrying")
             sent = [b for b in self._barriers if b not in self._unsent]
             if sent:
                 self._send_locked(orjson.dumps(["s", sent]))
