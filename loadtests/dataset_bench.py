@@ -140,14 +140,19 @@ def fill_postgres(n: int) -> str:
         if have == n:
             return url
         conn.execute("TRUNCATE interactions, feedback, datasets, dataset_records")
+        # One COPY at a time per connection (two open at once wait on each other forever):
+        # the feedback rows (~10%) wait in a list for the second COPY.
+        fbs = []
         with conn.cursor() as cur:
-            with cur.copy(f"COPY interactions ({','.join(COLS)}) FROM STDIN") as cp, \
-                    conn.cursor().copy("COPY feedback (id, completion_id, created, project, "
-                                       "rating, correction) FROM STDIN") as fcp:
+            with cur.copy(f"COPY interactions ({','.join(COLS)}) FROM STDIN") as cp:
                 for row, fb in gen_rows(n):
                     cp.write_row(row)
                     if fb:
-                        fcp.write_row(fb)
+                        fbs.append(fb)
+            with cur.copy("COPY feedback (id, completion_id, created, project, rating, "
+                          "correction) FROM STDIN") as fcp:
+                for fb in fbs:
+                    fcp.write_row(fb)
         conn.execute("ANALYZE interactions")
         conn.execute("ANALYZE feedback")
     return url

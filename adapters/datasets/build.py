@@ -12,6 +12,7 @@ for DPO, the best/worst reply per rated prompt (see ``dpo``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import tempfile
 from collections import Counter
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from adapters.datasets.dedupe import Deduper, digest8, normalized_digest
 from adapters.datasets.dpo import RatedPairs, correction_pair
 from adapters.datasets.scrub import Scrubber
-from adapters.datasets.sft import sft_line
+from adapters.datasets.encode import Encoded, Workers, encode_sft
 from adapters.datasets.split import BUCKETS
 from gateway.log import export
 from gateway.log.datasets import DatasetRow, DatasetStore, new_dataset_id
@@ -45,6 +46,8 @@ class BuildOptions:
     progress: bool = True
     count_first: bool = True  # a COUNT(*) first, for the progress bar's total
     batch: int = 5000  # rows per fetch, lines per scrub/dedupe/write step
+    prefetch: int = 2  # batches a reader thread fetches ahead (0: read inline)
+    workers: int = 1  # SFT: encode processes beside the reader/writer (0: all in-process)
 
 
 def default_val_path(out: Path) -> Path:
@@ -107,6 +110,7 @@ class _Pipeline:
             self.flush()
 
     def flush(self) -> None:
+        """Scrub, serialize and key the pending lines (DPO), then ``commit`` them."""
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -126,21 +130,32 @@ class _Pipeline:
             if self.opts.dedupe:
                 exact.append(digest8(dumps(line, option=sort_keys)))
                 near.append(normalized_digest(msgs))
+        self.commit(data, exact, near, [x[1] for x in pending], [x[2] for x in pending])
+
+    def commit(self, data: list[bytes], exact: list[bytes], near: list[bytes],
+               ids: list[Any], hows: list[str]) -> None:
+        """Dedupe, split and write encoded lines, in order. ``ids[i]``: the record id
+        behind line ``i`` (SFT) or the list of them (DPO); ``exact``/``near``: the
+        lines' dedupe digests (empty without dedupe)."""
         dups = self.deduper.check_batch(exact, near) if self.opts.dedupe else None
         by_split: dict[str, list[bytes]] = {"train": [], "val": []}
         id_lines: list[str] = []
         dpo = self.opts.fmt == "dpo"
         val_buckets, blake = self._val_buckets, hashlib.blake2b
-        for i, (_line, ids, how) in enumerate(pending):
+        kept, dropped = self.kept, self.dropped
+        for i, rec in enumerate(ids):
             if dups is not None and dups[i] is not None:
-                self.dropped[dups[i]] += 1
+                dropped[dups[i]] += 1
                 continue
-            key = ids[0] if len(ids) == 1 else "|".join(ids)
+            key = rec if type(rec) is str else "|".join(rec)
             b = int.from_bytes(blake(key.encode(), digest_size=8).digest(), "little") % BUCKETS
             split = "val" if b < val_buckets else "train"
             by_split[split].append(data[i])
-            self.kept[how] += 1
-            for iid in ids:
+            kept[hows[i]] += 1
+            if type(rec) is str:
+                id_lines.append(f"{rec}\t{split}\n")
+                continue
+            for iid in rec:
                 if dpo:
                     if iid in self.linked:
                         continue
@@ -150,9 +165,17 @@ class _Pipeline:
             self.outs[split].write_lines(lines)
         self.ids_file.write("".join(id_lines))
 
+    def take(self, enc: Encoded) -> None:
+        """An ``encode_sft`` result: its counts, then its lines."""
+        data, exact, near, ids, hows, dropped, scrubbed = enc
+        self.dropped.update(dropped)
+        self.scrubber.counts.update(scrubbed)
+        self.commit(data, exact, near, ids, hows)
+
 
 def _batches(engine: sa.Engine, opts: BuildOptions) -> Iterator[list[tuple[Any, ...]]]:
-    batches = export.stream_batches(engine, opts.filters, batch=opts.batch)
+    batches = export.stream_batches(engine, opts.filters, batch=opts.batch,
+                                    prefetch=opts.prefetch)
     if not opts.progress:
         yield from batches
         return
@@ -167,23 +190,31 @@ def _batches(engine: sa.Engine, opts: BuildOptions) -> Iterator[list[tuple[Any, 
 
 def _run(engine: sa.Engine, opts: BuildOptions, p: _Pipeline) -> int:
     read = 0
-    loads = orjson.loads
     if opts.fmt == "sft":
-        emit, dropped = p.emit, p.dropped
-        for rows in _batches(engine, opts):
-            read += len(rows)
-            for iid, status, finish, req, resp, _rating, corr in rows:
-                if status != 200 or resp is None:
-                    dropped["failed"] += 1
-                    continue
-                line, how = sft_line(status, loads(req) if req is not None else None,
-                                     loads(resp), loads(corr) if corr is not None else None,
-                                     finish)
-                if line is None:
-                    dropped[how] += 1
-                else:
-                    emit(line, [iid], how)
-        p.flush()
+        batches = iter(_batches(engine, opts))
+        first = next(batches, [])
+        read += len(first)
+        if opts.workers <= 0 or len(first) < opts.batch:  # a small log: no workers
+            scrubber = p.scrubber if opts.scrub else None
+            for rows in itertools.chain([first], batches):
+                if rows is not first:
+                    read += len(rows)
+                data, exact, near, ids, hows, dropped, _ = encode_sft(rows, scrubber,
+                                                                      opts.dedupe)
+                p.dropped.update(dropped)
+                p.commit(data, exact, near, ids, hows)
+            return read
+
+        def counted() -> Iterator[list[tuple[Any, ...]]]:
+            nonlocal read
+            yield first
+            for rows in batches:
+                read += len(rows)
+                yield rows
+
+        with Workers(opts.workers, opts.scrub, opts.dedupe) as workers:
+            for enc in workers.map(counted()):
+                p.take(enc)
         return read
     rated = RatedPairs()
     for rows in _batches(engine, opts):

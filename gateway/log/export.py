@@ -18,6 +18,8 @@ the decoded dicts on top of it.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -117,10 +119,60 @@ def count(engine: sa.Engine, filters: ExportFilters) -> int:
         return int(conn.execute(q).scalar_one())
 
 
-def stream_batches(engine: sa.Engine, filters: ExportFilters,
-                   batch: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+def stream_batches(engine: sa.Engine, filters: ExportFilters, batch: int = 5000,
+                   prefetch: int = 0) -> Iterator[list[tuple[Any, ...]]]:
     """Lists of up to ``batch`` tuples (``RAW_COLUMNS``; request, response and correction
-    as JSON text or None), straight from the DB-API cursor (server-side on PostgreSQL)."""
+    as JSON text or None), straight from the DB-API cursor (server-side on PostgreSQL).
+
+    ``prefetch`` > 0: a thread reads ahead, up to that many batches, while the caller
+    works on the current one (the driver releases the GIL while the database computes
+    or steps, so reading overlaps the caller's work)."""
+    if prefetch <= 0:
+        yield from _fetch_batches(engine, filters, batch)
+        return
+    q: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for rows in _fetch_batches(engine, filters, batch):
+                if not put(rows):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            put(_Failed(exc))
+
+    th = threading.Thread(target=reader, name="export-reader", daemon=True)
+    th.start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        th.join()
+
+
+_DONE = object()
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
+def _fetch_batches(engine: sa.Engine, filters: ExportFilters,
+                   batch: int) -> Iterator[list[tuple[Any, ...]]]:
     dialect = engine.dialect
     compiled = export_query(filters, dialect.name, raw=True).compile(dialect=dialect)
     params: Any = compiled.params
