@@ -69,11 +69,34 @@ def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> PairLogps:
     return PairLogps(seq[:half], seq[half:])
 
 
-def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+class RefCache:
+    """The frozen reference's sequence log-probs per training pair, computed on first sight.
+
+    The reference never changes, so from the second epoch on a step needs only the
+    policy's pass: a third less compute per DPO step. Keyed by the pair's index in the
+    training set (``batch["index"]``)."""
+
+    def __init__(self) -> None:
+        self.logps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reference(self, model: Any, batch: dict[str, torch.Tensor]) -> PairLogps:
+        idx = [int(i) for i in batch["index"]] if "index" in batch else []
+        if idx and all(i in self.logps for i in idx):
+            dev = batch["input_ids"].device
+            return PairLogps(torch.stack([self.logps[i][0] for i in idx]).to(dev),
+                             torch.stack([self.logps[i][1] for i in idx]).to(dev))
+        with torch.no_grad(), model.disable_adapter():
+            ref = pair_logps(model, batch)
+        for k, i in enumerate(idx):
+            self.logps[i] = (ref.chosen[k].detach().cpu(), ref.rejected[k].detach().cpu())
+        return ref
+
+
+def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float,
+             cache: RefCache | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """DPO loss, with the implicit rewards' margin and accuracy as metrics."""
     policy = pair_logps(model, batch)
-    with torch.no_grad(), model.disable_adapter():
-        ref = pair_logps(model, batch)
+    ref = (cache or RefCache()).reference(model, batch)
     chosen_reward = beta * (policy.chosen - ref.chosen)
     rejected_reward = beta * (policy.rejected - ref.rejected)
     margin = chosen_reward - rejected_reward

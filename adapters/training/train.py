@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from adapters.training import data
-from adapters.training.dpo import dpo_loss, sft_loss
+from adapters.training.dpo import RefCache, dpo_loss, sft_loss
 
 BASE_LR = 2e-4  # OpenAI's learning_rate_multiplier scales this
 
@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
                    {"examples": len(examples), "steps": total, "device": str(device)})
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
-    seen_tokens, t0, metrics = 0, time.perf_counter(), {}
+    seen_tokens, t0, metrics, ref_cache = 0, time.perf_counter(), {}, RefCache()
     bar = tqdm(total=total, initial=step, desc=f"{cfg.method} {out_dir.name}", unit="step", mininterval=1.0)
     while step < total:
         if hooks.should_stop():
@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
         batch = _to(_batch(cfg, examples, step, per_epoch, pad), device)
         for group in opt.param_groups:  # linear warmup, then constant
             group["lr"] = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        loss, extra = _loss(cfg, model, batch)
+        loss, extra = _loss(cfg, model, batch, ref_cache)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -189,16 +189,20 @@ def _batch(cfg: TrainConfig, examples: list[Any], step: int, per_epoch: int, pad
     epoch, i = divmod(step, per_epoch)
     order = list(range(len(examples)))
     random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-    picked = [examples[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-    return data.pad_dpo(picked, pad) if cfg.method == "dpo" else data.pad_sft(picked, pad)
+    chosen = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+    picked = [examples[j] for j in chosen]
+    if cfg.method != "dpo":
+        return data.pad_sft(picked, pad)
+    return {**data.pad_dpo(picked, pad), "index": torch.tensor(chosen)}  # keys of the reference cache
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _loss(cfg: TrainConfig, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    return dpo_loss(model, batch, cfg.beta) if cfg.method == "dpo" else sft_loss(model, batch)
+def _loss(cfg: TrainConfig, model: Any, batch: dict[str, torch.Tensor],
+          cache: RefCache | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    return dpo_loss(model, batch, cfg.beta, cache) if cfg.method == "dpo" else sft_loss(model, batch)
 
 
 @torch.no_grad()
