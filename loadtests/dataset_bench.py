@@ -10,8 +10,11 @@ Fill: realistic records (system + user prompt, reply, usage, metadata; ~2% failu
 file is cached as /tmp/tuneloop-dsbench-<N>.db and the PostgreSQL database
 ``tuneloop_dsbench_<N>`` is kept, so reruns skip the fill.
 Build: ``adapters.datasets.build.build`` (the code behind ``tuneloop dataset build``)
-in a child process, so its peak RSS (``ru_maxrss``) is the build's alone. Prints and
-writes records/s, wall time and peak memory to loadtests/results/datasets.md.
+in a child process, so its peak RSS (``ru_maxrss``) is the build's alone; the encode
+workers it starts (``--workers``, default 1) are its children, and their peak
+(``RUSAGE_CHILDREN``, the largest worker) is reported beside it. Prints and writes
+records/s, wall time, peak memory and the machine's load average to
+loadtests/results/datasets.md.
 """
 
 from __future__ import annotations
@@ -158,22 +161,26 @@ def fill_postgres(n: int) -> str:
     return url
 
 
-def child_build(url: str, out: str) -> None:
+def child_build(url: str, out: str, workers: int) -> None:
     from adapters.datasets.build import BuildOptions, build
     from gateway.log import db
 
     engine = db.create_engine(url)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    rep = build(engine, BuildOptions(fmt="sft", out=Path(out), progress=False))
+    rep = build(engine, BuildOptions(fmt="sft", out=Path(out), progress=False, workers=workers))
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "read": rep["read"], "written": rep["written"],
-                      "dropped": rep["dropped"], "scrubbed": rep["scrubbed"], "peak_rss_mb": rss}))
+                      "dropped": rep["dropped"], "scrubbed": rep["scrubbed"], "peak_rss_mb": rss,
+                      "worker_rss_mb": wrss, "workers": workers, "sha256": rep["sha256"],
+                      "load": [round(load0, 1), round(os.getloadavg()[0], 1)]}))
 
 
-def run_build(url: str, out: Path, timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", url, str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def run_build(url: str, out: Path, timeout: float, workers: int = 1) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", url, str(out), str(workers)],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -184,11 +191,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--timeout", type=float, default=600, help="per build, seconds")
-    ap.add_argument("--child", nargs=2)
+    ap.add_argument("--workers", type=int, default=1, help="encode worker processes")
+    ap.add_argument("--child", nargs=3)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.child:
-        child_build(*args.child)
+        child_build(args.child[0], args.child[1], int(args.child[2]))
         return
     results = []
     for backend in args.backends.split(","):
@@ -201,7 +209,8 @@ def main() -> None:
         else:
             url = fill_postgres(args.n)
         fill_s = time.perf_counter() - t0
-        r = run_build(url, Path(f"/tmp/tuneloop-dsbench-{backend}-{args.n}.jsonl"), args.timeout)
+        r = run_build(url, Path(f"/tmp/tuneloop-dsbench-{backend}-{args.n}.jsonl"), args.timeout,
+                      args.workers)
         r.update(backend=backend, n=args.n, fill_or_reuse_s=round(fill_s, 1),
                  rec_per_s=round(r["read"] / r["wall_s"]))
         print(json.dumps(r))
@@ -215,13 +224,16 @@ def write_results(results: list[dict]) -> None:
     lines = out.read_text().splitlines() if out.exists() else [
         "# Dataset build benchmark (loadtests/dataset_bench.py)", "",
         "Goal: 1,000,000 interactions → SFT file in ≤ 60 s, peak RSS < 500 MB.", "",
-        "| date | backend | N | read | train+val | wall s | rec/s | peak RSS MB | scrubbed |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "| date | backend | N | workers | read | train+val | wall s | rec/s "
+        "| peak RSS MB (builder + worker) | scrubbed | load avg (start/end) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {time.strftime('%Y-%m-%d %H:%M')} | {r['backend']} | {r['n']:,} | "
-                     f"{r['read']:,} | {r['written']['train'] + r['written']['val']:,} | "
-                     f"{r['wall_s']:.1f} | {r['rec_per_s']:,} | {r['peak_rss_mb']:.0f} | "
-                     f"{sum(r['scrubbed'].values()):,} |")
+                     f"{r['workers']} | {r['read']:,} | "
+                     f"{r['written']['train'] + r['written']['val']:,} | "
+                     f"{r['wall_s']:.1f} | {r['rec_per_s']:,} | "
+                     f"{r['peak_rss_mb']:.0f} + {r['worker_rss_mb']:.0f} | "
+                     f"{sum(r['scrubbed'].values()):,} | {r['load'][0]} / {r['load'][1]} |")
     out.write_text("\n".join(lines) + "\n")
 
 

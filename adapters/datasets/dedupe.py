@@ -26,10 +26,13 @@ import orjson
 
 _PUNCT = string.punctuation + "\u2018\u2019\u201c\u201d\u2026\u00bf\u00a1"
 _DROP_PUNCT = str.maketrans("", "", _PUNCT)
-# ASCII fast path: bytes.translate maps \x1c-\x1f (whitespace to str.split, not to
-# bytes.split) to spaces and deletes ASCII punctuation, then bytes.lower/split/join:
-# byte-for-byte the UTF-8 of the str path's result for every ASCII string.
-_ASCII_WS = bytes(range(256)).translate(bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    "))
+# ASCII fast path: bytes.translate maps every whitespace byte str.split knows (\t \n
+# \x0b \x0c \r \x1c-\x1f) to a space and deletes ASCII punctuation; after .lower(), a
+# text whose words are single-space separated is already normalized, otherwise
+# bytes.split/join collapses the runs. Byte-for-byte the UTF-8 of ``normalize_text``
+# for every ASCII string.
+_ASCII_WS = bytes(range(256)).translate(bytes.maketrans(
+    b"\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f", b"         "))
 _ASCII_PUNCT = string.punctuation.encode()
 _blake2b = hashlib.blake2b
 
@@ -50,7 +53,10 @@ def normalize_text(s: str) -> str:
 def normalize_bytes(s: str) -> bytes:
     """``normalize_text(s).encode()``, without leaving bytes for ASCII text."""
     if s.isascii():
-        return b" ".join(s.encode().translate(_ASCII_WS, _ASCII_PUNCT).lower().split())
+        t = s.encode().translate(_ASCII_WS, _ASCII_PUNCT).lower()
+        if b"  " in t or t[:1] == b" " or t[-1:] == b" ":
+            return b" ".join(t.split())
+        return t
     return normalize_text(s).encode()
 
 

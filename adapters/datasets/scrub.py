@@ -71,9 +71,12 @@ class Scrubber:
         return m.group(0)
 
     def text(self, s: str) -> str:
-        # the _SECRET_HINTS and digit tests, unrolled (no generator per text)
-        if ("sk-" in s or "AKIA" in s or "ASIA" in s or "ghp_" in s or "github_pat_" in s
-                or "xox" in s or "earer" in s or "EARER" in s):
+        # The _SECRET_HINTS and digit tests, unrolled (no generator per text). Every
+        # _API_KEY match has a '-' or '_' (sk-, ghp_, github_pat_, xox?-): without
+        # either, only the AWS and bearer hints can lead to a match.
+        if ((("-" in s or "_" in s) and ("sk-" in s or "ghp_" in s or "github_pat_" in s
+                                        or "xox" in s))
+                or "AKIA" in s or "ASIA" in s or "earer" in s or "EARER" in s):
             s = self._sub(_API_KEY, "api_key", "[API_KEY]", s)
             s = self._sub(_AWS, "aws_key", "[AWS_KEY]", s)
             s = self._sub(_BEARER, "bearer", r"\1 [TOKEN]", s)
