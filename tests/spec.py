@@ -19,12 +19,17 @@ URI = "urn:openai-openapi"
 
 
 def _nullable(node: Any) -> Any:
-    """OpenAPI 3.0's ``nullable: true`` -> JSON Schema's null type (the spec mixes both)."""
+    """OpenAPI 3.0 idioms -> JSON Schema 2020-12 (the spec mixes both): ``nullable: true``
+    becomes a null type, boolean ``exclusiveMinimum``/``exclusiveMaximum`` become numbers."""
     if isinstance(node, list):
         return [_nullable(n) for n in node]
     if not isinstance(node, dict):
         return node
     node = {k: _nullable(v) for k, v in node.items()}
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), bool):  # 3.0's boolean form -> JSON Schema's number form
+            if node.pop(bound) and limit in node:
+                node[bound] = node.pop(limit)
     if node.pop("nullable", False) is True:
         t = node.get("type")
         if isinstance(t, str):
