@@ -27,9 +27,9 @@ from gateway.auth import Authenticator, auth_required
 from gateway.config import GatewayConfig
 from gateway.log import LogService
 from gateway.log.keys import KeyStore
+from gateway.log.routes import RouteStore
 from gateway.log.service import default_database_url
 from gateway.ratelimit import MemoryLimiter, RedisLimiter
-from gateway.log.routes import RouteStore
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings

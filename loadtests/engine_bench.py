@@ -103,7 +103,8 @@ async def phase(url: str, conc: int, models: list[str], tokens: int, rounds: int
     ttfts = sorted(r[0] for r in res)
     toks = sum(r[2] for r in res)
     decode = statistics.median((r[2] - 1) / max(1e-9, r[1] - r[0]) for r in res)
-    return {"tok_s": toks / wall, "decode_per_req": decode, "ttft_p50": statistics.median(ttfts), "ttft_p90": ttfts[int(0.9 * (len(ttfts) - 1))],
+    return {"tok_s": toks / wall, "decode_per_req": decode, "ttft_p50": statistics.median(ttfts),
+            "ttft_p90": ttfts[int(0.9 * (len(ttfts) - 1))],
             "tokens": toks}
 
 

@@ -33,10 +33,12 @@ async def handle(reader, writer):
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            n = int(next((l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")), b"0"))
+            lines = head.split(b"\r\n")
+            n = int(next((x.split(b":")[1] for x in lines if x.lower().startswith(b"content-length")), b"0"))
             await reader.readexactly(n)
             body = b'{"error":{"message":"overloaded","type":"server_error","param":null,"code":null}}'
-            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()

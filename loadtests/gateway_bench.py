@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -212,11 +211,11 @@ def summarize(results: dict[Key, list], key: Key) -> dict | None:
         "add50": float("nan"), "add99": float("nan"), "ratio": float("nan"),
     }
     if system != "direct" and d:
-        pairs = list(zip(rs, d))
+        pairs = list(zip(rs, d, strict=False))
         out["add50"] = _med([_lat(a, mode)[0] - _lat(b, mode)[0] for a, b in pairs])
         out["add99"] = _med([_lat(a, mode)[1] - _lat(b, mode)[1] for a, b in pairs])
     if system != "direct" and pt:
-        out["ratio"] = _med([a.rps / b.rps for a, b in zip(rs, pt) if b.rps > 0])
+        out["ratio"] = _med([a.rps / b.rps for a, b in zip(rs, pt, strict=False) if b.rps > 0])
     return out
 
 

@@ -143,7 +143,7 @@ async def _raw_load(url: str, body: bytes, concurrency: int, duration: float,
                     conn = await rawhttp.connect(host, port)
                 t = time.perf_counter()
                 resp = await asyncio.wait_for(conn.request(raw), 30)
-            except (OSError, rawhttp.HttpError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, rawhttp.HttpError) as e:
                 if t >= t_measure:
                     err(type(e).__name__)
                 if conn is not None:

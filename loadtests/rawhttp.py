@@ -301,7 +301,7 @@ class RawPool:
             return resp
 
     def stream(self, method: str, path: str, body: bytes = b"",
-               headers: list[tuple[str, str]] | None = None) -> "_Stream":
+               headers: list[tuple[str, str]] | None = None) -> _Stream:
         """``async with pool.stream(...) as resp: async for piece in resp: ...``"""
         return _Stream(self, self.build(method, path, body, headers))
 

@@ -144,7 +144,8 @@ def main() -> None:
         print(f"our trainer (dpo): {dpo}", flush=True)
     base = min(bases, key=lambda b: b["seconds"])
     sft = min(sfts, key=lambda b: b["seconds"])
-    print("\nper round, ours / plain: " + ", ".join(f"{o['seconds'] / b['seconds']:.3f}" for b, o in zip(bases, sfts)))
+    ratios = (f"{o['seconds'] / b['seconds']:.3f}" for b, o in zip(bases, sfts, strict=True))
+    print("\nper round, ours / plain: " + ", ".join(ratios))
     report(args, threads, base, sft, dpo)
 
 

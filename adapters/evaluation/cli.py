@@ -17,7 +17,8 @@ def eval_(
     dataset: Annotated[str | None, typer.Option(help="a dataset id: its validation split")] = None,
     base_url: Annotated[str | None, typer.Option(help="gateway (default $TUNELOOP_GATEWAY_URL or :8000)")] = None,
     judge: Annotated[str | None, typer.Option(help="a model to grade replies 1-5 (LLM-as-judge)")] = None,
-    check: Annotated[list[str] | None, typer.Option(help="run-wide check: contains:TEXT, regex:P, json, label:V")] = None,
+    check: Annotated[list[str] | None,
+                     typer.Option(help="run-wide check: contains:TEXT, regex:P, json, label:V")] = None,
     max_tokens: int = 96,
     limit: Annotated[int | None, typer.Option(help="at most this many examples")] = None,
     plot: Annotated[Path | None, typer.Option(help="PNG path (default $TUNELOOP_HOME/evals/<candidate>.png)")] = None,
@@ -30,7 +31,8 @@ def eval_(
     """Evaluate a candidate against live: task checks, chrF to the reference, optional judge."""
     import time
 
-    from adapters.evaluation import checks, data as data_mod, report
+    from adapters.evaluation import checks, report
+    from adapters.evaluation import data as data_mod
     from adapters.evaluation.runner import evaluate
     from adapters.registry.workspace import open_workspace
 

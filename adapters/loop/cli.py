@@ -11,8 +11,10 @@ from typing import Annotated
 import typer
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")]
-LoopOpt = Annotated[Path | None, typer.Option("--loop-config", help="loop settings YAML (default $TUNELOOP_HOME/loop.yaml)")]
-GatewayOpt = Annotated[str | None, typer.Option("--base-url", help="the gateway (default $TUNELOOP_GATEWAY_URL or :8000)")]
+LoopOpt = Annotated[Path | None, typer.Option(
+    "--loop-config", help="loop settings YAML (default $TUNELOOP_HOME/loop.yaml)")]
+GatewayOpt = Annotated[str | None, typer.Option(
+    "--base-url", help="the gateway (default $TUNELOOP_GATEWAY_URL or :8000)")]
 
 
 def loop(

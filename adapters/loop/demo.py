@@ -101,13 +101,14 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object last")] = False,
 ) -> None:
     """Acme Parcel: traffic -> feedback -> LoRA -> eval -> promote, with before/after on held-out questions."""
-    from adapters.evaluation import data as eval_data, report
+    import logging
+
+    from adapters.evaluation import data as eval_data
+    from adapters.evaluation import report
     from adapters.evaluation.runner import evaluate
     from adapters.loop import demo_data
     from adapters.loop.controller import run_cycle
     from adapters.registry.workspace import open_workspace
-
-    import logging
 
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,7 +13,8 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="default: as `tuneloop serve` resolves it")]
-GatewayOpt = Annotated[str | None, typer.Option("--base-url", help="gateway to wait for (default $TUNELOOP_GATEWAY_URL or :8000)")]
+GatewayOpt = Annotated[str | None, typer.Option(
+    "--base-url", help="gateway to wait for (default $TUNELOOP_GATEWAY_URL or :8000)")]
 
 
 def _ws(config: Path | None, database_url: str | None, base_url: str | None = None) -> Any:
@@ -66,7 +67,8 @@ def promote(
     config: ConfigOpt = None, database_url: DbOpt = None, base_url: GatewayOpt = None,
 ) -> None:
     """Hot-load an adapter into the alias's engines and shift its route weights (canary or full)."""
-    from adapters.registry.promote import PromotionError, promote as do_promote
+    from adapters.registry.promote import PromotionError
+    from adapters.registry.promote import promote as do_promote
     from adapters.registry.routes import RouteError
 
     try:
@@ -86,7 +88,8 @@ def rollback(
     config: ConfigOpt = None, database_url: DbOpt = None, base_url: GatewayOpt = None,
 ) -> None:
     """Restore the alias's previous live version in one step."""
-    from adapters.registry.promote import PromotionError, rollback as do_rollback
+    from adapters.registry.promote import PromotionError
+    from adapters.registry.promote import rollback as do_rollback
 
     try:
         out = do_rollback(_ws(config, database_url, base_url), model)

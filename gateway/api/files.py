@@ -18,7 +18,7 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Query, APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from adapters.training.service import PURPOSES, JobError, delete_file, store_file

@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import feedback, interactions as t
+from gateway.log.schema import feedback
+from gateway.log.schema import interactions as t
 
 
 def _not_eval() -> sa.ColumnElement[bool]:

@@ -181,7 +181,7 @@ class VLLMProvider:
         return list(seen.values())
 
     async def ready(self) -> bool:
-        for url, rep in self._http.items():
+        for rep in self._http.values():
             try:
                 async with asyncio.timeout(2):
                     ex = await rep.pool.request(b"GET", rep.root + b"/health")

@@ -37,7 +37,7 @@ def test_gateway_traffic_to_validated_sft_and_dpo(database_url: str, fake_upstre
             made.append(client.chat.completions.create(
                 model="lora-bot", messages=[{"role": "user", "content": q}], store=True,
                 metadata={"channel": "web"}))
-        tool = client.chat.completions.create(
+        client.chat.completions.create(
             model="tools-bot", store=True, messages=[{"role": "user", "content": "weather?"}],
             tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
                 "type": "object", "properties": {"city": {"type": "string"}}}}}])

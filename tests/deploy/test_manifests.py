@@ -343,7 +343,8 @@ def test_finetune_job_writes_to_the_adapters_volume_vllm_reads(objects: list[dic
     assert not mount.get("readOnly")
     claim = next(v for v in spec["volumes"] if v["name"] == mount["name"])["persistentVolumeClaim"]["claimName"]
     vllm = one(objects, "Deployment", "tuneloop-vllm")
-    vllm_claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(vllm)["volumes"] if "persistentVolumeClaim" in v}
+    vllm_claims = {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(vllm)["volumes"]
+                   if "persistentVolumeClaim" in v}
     assert claim in vllm_claims
     output = next(a for a in c["args"] if a.startswith("--output="))
     assert output.startswith("--output=/adapters/")

@@ -47,25 +47,29 @@ def api_schema(fuzz_gateway):
 SEMANTIC = {"POST /v1/files", "POST /v1/fine_tuning/jobs"}
 
 
+def _fuzz(operation):
+    from hypothesis import given
+
+    excluded = [positive_data_acceptance] if operation.label in SEMANTIC else None
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+              database=None, derandomize=os.environ.get("CI") == "true")
+    def run(case):
+        CASES.append(operation.label)
+        case.call_and_validate(excluded_checks=excluded)
+
+    return run
+
+
 def test_no_5xx_and_every_response_as_documented(api_schema):
     # schemathesis' pytest plugin does not run under pytest 9 yet, so the operations are
     # driven here with hypothesis directly (same strategies, same checks).
-    from hypothesis import given
-
     failures = []
     for result in api_schema.get_all_operations():
         operation = result.ok()
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None, derandomize=os.environ.get("CI") == "true")
-        def run(case):
-            CASES.append(operation.label)
-            excluded = [positive_data_acceptance] if operation.label in SEMANTIC else None
-            case.call_and_validate(excluded_checks=excluded)
-
         try:
-            run()
+            _fuzz(operation)()
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)

@@ -19,8 +19,8 @@ from gateway.log import db
 from gateway.log.jobs import JobStore
 from tests.fakes.openai_finetune import FakeFineTuning
 from tests.fixtures.gateway import FAKE_KEY_ENV, GatewayProcess
-from tests.training.spec_check import validate
 from tests.training.data import dpo_rows, malformed, sft_rows, write_jsonl
+from tests.training.spec_check import validate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
