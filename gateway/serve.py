@@ -58,8 +58,28 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def resume_training(settings: Settings, config: GatewayConfig) -> None:
+    """Local fine-tuning jobs cut off by a restart continue from their checkpoints."""
+    from adapters.training.service import resume_orphans
+    from gateway.app import database_url
+    from gateway.log import db
+
+    url = database_url(settings, config)
+    engine = db.create_engine(url)
+    try:
+        db.upgrade(engine)
+        for job_id in resume_orphans(engine, url, settings.resolved_home()):
+            log.info("resumed fine-tuning job %s from its last checkpoint", job_id)
+    except Exception as exc:  # the database may be away: serving must not depend on it
+        log.warning("could not look for unfinished fine-tuning jobs: %s", exc)
+    finally:
+        engine.dispose()
+
+
 def run(settings: Settings, config: GatewayConfig) -> None:
     children = start_engines(settings, config)
+    if children:  # the embedded default trains on this machine
+        resume_training(settings, config)
     app = create_app(settings, config)
     try:
         server = _Server(uvicorn.Config(

@@ -169,8 +169,6 @@ def resume(job_id: str, database_url: DbOpt = None) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """True while the process runs (a zombie, exited but not reaped, counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return False
+    from adapters.training.service import worker_alive
+
+    return worker_alive(pid)

@@ -168,3 +168,26 @@ def cancel_job(engine: sa.Engine, job_id: str) -> dict[str, Any]:
     if store.finish(job_id, "cancelled"):
         store.add_event(job_id, "Job cancelled", data={"at": time.time()})
     return store.get(job_id) or job
+
+
+def resume_orphans(engine: sa.Engine, database_url: str, home: Path) -> list[str]:
+    """Start a worker for every unfinished local job whose worker is gone (the machine or the
+    server restarted); each continues from its newest checkpoint. Returns the job ids."""
+    from gateway.log.jobs import unfinished
+
+    resumed = []
+    for job in unfinished(engine, "local"):
+        pid = job.get("worker_pid")
+        if pid and worker_alive(int(pid)):
+            continue
+        start_worker(engine, job["id"], database_url, home)
+        resumed.append(job["id"])
+    return resumed
+
+
+def worker_alive(pid: int) -> bool:
+    """True while the process runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -200,3 +200,10 @@ class JobStore:
     def adapters_of(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(adapters.select().where(adapters.c.job_id == job_id)).mappings()]
+
+
+def unfinished(engine: sa.Engine, backend: str = "local") -> list[dict[str, Any]]:
+    """Jobs of ``backend`` not in a final state (oldest first), e.g. to resume after a restart."""
+    q = sa.select(jobs).where(jobs.c.backend == backend, jobs.c.status.not_in(TERMINAL)).order_by(jobs.c.created)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.training.data import malformed, sft_rows, write_jsonl
 
 
@@ -45,7 +47,8 @@ def test_finetune_wait_on_a_malformed_file_fails_naming_the_line(tmp_path: Path)
     assert not (tmp_path / "adapters").exists()
 
 
-def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["cli", "server-restart"])
+def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path, how: str) -> None:
     import signal
     import time
 
@@ -65,8 +68,15 @@ def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path) -> None:
     os.kill(store.get(job_id)["worker_pid"], signal.SIGKILL)
     time.sleep(0.5)
     assert store.get(job_id)["status"] == "running"
-    resumed = tuneloop(tmp_path, "jobs", "resume", job_id)
-    assert resumed.returncode == 0, resumed.stderr
+    if how == "cli":
+        resumed = tuneloop(tmp_path, "jobs", "resume", job_id)
+        assert resumed.returncode == 0, resumed.stderr
+    else:  # what `tuneloop serve` does at start for the embedded default
+        from adapters.training.service import resume_orphans
+
+        url = db.default_database_url(tmp_path)
+        assert resume_orphans(db.create_engine(url), url, tmp_path) == [job_id]
+        assert resume_orphans(db.create_engine(url), url, tmp_path) == []  # its worker runs now
     while store.get(job_id)["status"] not in ("succeeded", "failed"):
         assert time.time() < deadline + 60
         time.sleep(0.3)
