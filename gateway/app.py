@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
@@ -33,6 +33,26 @@ from gateway.ratelimit import MemoryLimiter, RedisLimiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings
+
+
+def metrics_registry() -> Any:
+    """This process's registry, or with several workers (``PROMETHEUS_MULTIPROC_DIR``) the
+    union of every worker's metrics, whichever worker answers the scrape."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+async def _refresh_log_gauges() -> None:
+    from gateway.log import metrics as log_metrics
+
+    while True:
+        log_metrics.refresh()
+        await asyncio.sleep(1.0)
 
 
 class Routes:
@@ -86,6 +106,8 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
         watchers = [asyncio.create_task(watch_db_routes(app.state.routes, RouteStore(app.state.log.engine)))]
         if settings.config is not None:
             watchers.append(asyncio.create_task(watch_config(app.state.routes, settings.config)))
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            watchers.append(asyncio.create_task(_refresh_log_gauges()))
         try:
             yield
         finally:
@@ -116,7 +138,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
     @api.get("/metrics", include_in_schema=False)
     async def _metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
     original_openapi = api.openapi
 

@@ -30,11 +30,12 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
     engine_port: Annotated[int | None, typer.Option(help="embedded engine port (default 8001)")] = None,
+    workers: Annotated[int | None, typer.Option(help="gateway worker processes (default 1)")] = None,
 ) -> None:
     """Serve the gateway; with no config, the embedded default (local engine + SQLite)."""
     from gateway.serve import run
 
-    settings, cfg = load_settings(config, host=host, port=port, engine_port=engine_port)
+    settings, cfg = load_settings(config, host=host, port=port, engine_port=engine_port, workers=workers)
     run(settings, cfg)
 
 

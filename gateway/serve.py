@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from types import FrameType
@@ -34,6 +35,7 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[subprocess.
         adapters.mkdir(parents=True, exist_ok=True)
         cmd += ["--adapters", str(adapters)]
         env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the engine keeps its own metrics
         log.info("starting the embedded engine for target %r on %s", name, target.base_urls[0])
         children.append(subprocess.Popen(cmd, env=env))
     return children
@@ -76,10 +78,43 @@ def resume_training(settings: Settings, config: GatewayConfig) -> None:
         engine.dispose()
 
 
+def worker_app() -> object:
+    """The app of one worker process when ``workers > 1`` (settings come from the environment)."""
+    from gateway.cli import load_settings
+
+    settings, config = load_settings()
+    return create_app(settings, config)
+
+
+def _run_workers(settings: Settings) -> None:
+    """Several worker processes on one port; metrics aggregated through files
+    (Prometheus multiprocess mode), everything else shared through the database/Redis."""
+    metrics_dir = settings.resolved_home() / f"prometheus-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ.update({"TUNELOOP_HOME": str(settings.resolved_home()), "TUNELOOP_HOST": settings.host,
+                       "TUNELOOP_PORT": str(settings.port), "TUNELOOP_ENGINE_PORT": str(settings.engine_port)})
+    if settings.config is not None:
+        os.environ["TUNELOOP_CONFIG"] = str(settings.config)
+    try:
+        uvicorn.run("gateway.serve:worker_app", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
+                    timeout_graceful_shutdown=settings.drain_timeout_s, log_config=None)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def run(settings: Settings, config: GatewayConfig) -> None:
     children = start_engines(settings, config)
     if children:  # the embedded default trains on this machine
         resume_training(settings, config)
+    if settings.workers > 1:
+        try:
+            _run_workers(settings)
+        finally:
+            _stop(children)
+        return
     app = create_app(settings, config)
     try:
         server = _Server(uvicorn.Config(
@@ -88,10 +123,14 @@ def run(settings: Settings, config: GatewayConfig) -> None:
             log_config=None), app.state)  # our JSON logging, secrets redacted
         server.run()
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()

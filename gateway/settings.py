@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     port: int = 8000
     database_url: str | None = None  # overrides the config's database_url
     engine_port: int = 8001  # where `serve` starts the embedded engine
+    workers: int = 1  # gateway processes on the port (metrics aggregated across them)
     max_body_bytes: int = 8 * 1024 * 1024
     log_queue_size: int = 100_000
     max_messages: int = 2048

@@ -9,6 +9,7 @@ shows them under the same names.
 
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Any
 
@@ -16,8 +17,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 _writers: weakref.WeakSet[Any] = weakref.WeakSet()
 
-QUEUE_DEPTH = Gauge("tuneloop_log_queue_depth", "Interaction records waiting in memory")
-SPOOL_RECORDS = Gauge("tuneloop_log_spool_records", "Interaction records in the on-disk spool")
+# "livesum": with several gateway workers (Prometheus multiprocess mode) the scrape shows
+# the sum over the live workers.
+QUEUE_DEPTH = Gauge("tuneloop_log_queue_depth", "Interaction records waiting in memory",
+                    multiprocess_mode="livesum")
+SPOOL_RECORDS = Gauge("tuneloop_log_spool_records", "Interaction records in the on-disk spool",
+                      multiprocess_mode="livesum")
 WRITE_SECONDS = Histogram(
     "tuneloop_log_write_seconds",
     "Time to commit one batch of interaction records",
@@ -34,8 +39,24 @@ REJECTED = Counter(
     "Records the database refused (kept in spool/rejected-*.jsonl, not lost)",
 )
 
-QUEUE_DEPTH.set_function(lambda: float(sum(w.queue_depth() for w in list(_writers))))
-SPOOL_RECORDS.set_function(lambda: float(max(0, sum(_spooled(w) for w in list(_writers)))))
+def _queue_depth() -> float:
+    return float(sum(w.queue_depth() for w in list(_writers)))
+
+
+def _spool_records() -> float:
+    return float(max(0, sum(_spooled(w) for w in list(_writers))))
+
+
+def refresh() -> None:
+    """Multiprocess mode keeps gauges in files, so computed-at-scrape gauges cannot work
+    there: the app calls this every second instead."""
+    QUEUE_DEPTH.set(_queue_depth())
+    SPOOL_RECORDS.set(_spool_records())
+
+
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    QUEUE_DEPTH.set_function(_queue_depth)
+    SPOOL_RECORDS.set_function(_spool_records)
 
 
 def _spooled(writer: Any) -> int:
