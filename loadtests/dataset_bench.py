@@ -11,7 +11,7 @@ file is cached as /tmp/tuneloop-dsbench-<N>.db and the PostgreSQL database
 ``tuneloop_dsbench_<N>`` is kept, so reruns skip the fill.
 Build: ``adapters.datasets.build.build`` (the code behind ``tuneloop dataset build``)
 in a child process, so its peak RSS (``ru_maxrss``) is the build's alone; the encode
-workers it starts (``--workers``, default 1) are its children, and their peak
+workers it starts (``--workers``, default 0: none) are its children, and their peak
 (``RUSAGE_CHILDREN``, the largest worker) is reported beside it. Prints and writes
 records/s, wall time, peak memory and the machine's load average to
 loadtests/results/datasets.md.
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--timeout", type=float, default=600, help="per build, seconds")
-    ap.add_argument("--workers", type=int, default=1, help="encode worker processes")
+    ap.add_argument("--workers", type=int, default=0, help="encode worker processes")
     ap.add_argument("--child", nargs=3)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

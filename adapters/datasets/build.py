@@ -2,11 +2,16 @@
 
     result = build(engine, BuildOptions(fmt="sft", out=Path("train.jsonl")))
 
-Rows stream from ``gateway.log.export`` (flat memory); lines are written as they come
-to temporary files renamed into place at the end, hashed (sha256) on the way; the ids
+Rows stream from ``gateway.log.export.stream_batches`` (plain DB-API tuples, JSON as
+text, read ahead by a thread) ``batch`` rows at a time; each batch is decoded once
+(orjson), turned into lines, scrubbed, serialized and keyed (``encode.encode_sft`` for
+SFT), then deduplicated, split and written in order, one write and one sha256 update
+per file and batch. Files are temporary siblings renamed into place at the end; the ids
 of the records behind every written line go to a temporary list on disk and then to
-``dataset_records``. What grows with the log: the dedupe keys (see ``dedupe``) and,
-for DPO, the best/worst reply per rated prompt (see ``dpo``).
+``dataset_records``. ``workers`` > 0 moves SFT encoding to worker processes (it did not
+pay on the shared 2-core dev machine: see loadtests/results/datasets.md). What grows
+with the log: the dedupe keys, 16 bytes per kept line (see ``dedupe``) and, for DPO,
+the best/worst reply per rated prompt (see ``dpo``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import sqlalchemy as sa
 
 from adapters.datasets.dedupe import Deduper, digest8, normalized_digest
 from adapters.datasets.dpo import RatedPairs, correction_pair
-from adapters.datasets.scrub import Scrubber
 from adapters.datasets.encode import Encoded, Workers, encode_sft
+from adapters.datasets.scrub import Scrubber
 from adapters.datasets.split import BUCKETS
 from gateway.log import export
 from gateway.log.datasets import DatasetRow, DatasetStore, new_dataset_id
@@ -45,9 +50,9 @@ class BuildOptions:
     name: str | None = None
     progress: bool = True
     count_first: bool = True  # a COUNT(*) first, for the progress bar's total
-    batch: int = 5000  # rows per fetch, lines per scrub/dedupe/write step
+    batch: int = 2000  # rows per fetch, lines per scrub/dedupe/write step (memory: ~25 KB a row in flight)
     prefetch: int = 2  # batches a reader thread fetches ahead (0: read inline)
-    workers: int = 1  # SFT: encode processes beside the reader/writer (0: all in-process)
+    workers: int = 0  # SFT: encode worker processes (0: encode in-process; see encode.py)
 
 
 def default_val_path(out: Path) -> Path:
