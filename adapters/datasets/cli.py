@@ -33,7 +33,8 @@ def _engine(database_url: str | None) -> Any:
 def _dump(obj: Any) -> None:
     import orjson
 
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n")
+    opts = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    sys.stdout.write(orjson.dumps(obj, option=opts, default=str).decode() + "\n")
 
 
 @app.command()

@@ -144,7 +144,7 @@ class Deduper:
         e_old, n_old = self._exact.in_sorted(ek), self._near.in_sorted(nk)
         e_new, n_new = self._exact._new, self._near._new
         out: list[str | None] = []
-        for e, n, eo, no in zip(ek.tolist(), nk.tolist(), e_old.tolist(), n_old.tolist()):
+        for e, n, eo, no in zip(ek.tolist(), nk.tolist(), e_old.tolist(), n_old.tolist(), strict=True):
             if eo or e in e_new:
                 out.append("exact_duplicate")
             elif no or n in n_new:
