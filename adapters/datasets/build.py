@@ -252,6 +252,8 @@ def build(engine: sa.Engine, opts: BuildOptions) -> dict[str, Any]:
             for o in p.outs.values():
                 o.abort()
             raise
+        finally:
+            p.deduper.close()
         for o in p.outs.values():
             o.commit()
         train, val = p.outs["train"], p.outs["val"]

@@ -8,15 +8,18 @@ The first example of a key is kept; later ones are dropped as ``exact_duplicate`
 
 Keys are fixed-size: 8-byte blake2b digests kept as ``uint64`` in a sorted numpy array
 (plus a small Python set of the newest keys, merged into the array every
-``KeySet.MERGE_AT`` keys), so a build holds 16 bytes per kept example (two keys):
-1M examples ≈ 16 MB, 10M ≈ 160 MB. ``Deduper.check_batch`` takes a batch's keys and
-probes the array once, vectorized (``searchsorted``); per example only a set lookup
-remains.
+``KeySet.MERGE_AT`` keys): 16 bytes per kept example (two keys), 1M examples ≈ 16 MB.
+Past ``KeySet.MEMORY_KEYS`` keys a set moves its sorted keys to a private temporary
+SQLite table on disk (page cache capped), so memory stays flat whatever the log's
+size; lookups there cost a B-tree probe per key. ``Deduper.check_batch`` takes a
+batch's keys and probes the array (and the table) once per batch; per example only a
+set lookup remains.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -92,25 +95,40 @@ def exact_digest(example: dict[str, Any]) -> bytes:
 
 
 class KeySet:
-    """A set of uint64 keys at 8 bytes each: a sorted array plus a small set of new ones."""
+    """A set of uint64 keys: a small Python set of the newest, a sorted numpy array (8
+    bytes a key) of the older ones and, past ``MEMORY_KEYS``, an on-disk table."""
 
-    MERGE_AT = 1 << 16
+    MERGE_AT = 1 << 16  # new keys that go into the sorted array at once
+    MEMORY_KEYS = 1 << 21  # sorted keys kept in memory (16 MB); more go to disk
 
     def __init__(self) -> None:
         self._sorted = np.empty(0, dtype=np.uint64)
         self._new: set[int] = set()
+        self._disk: sqlite3.Connection | None = None
+        self._disk_n = 0
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._new)
+        return len(self._sorted) + len(self._new) + self._disk_n
 
     def in_sorted(self, keys: np.ndarray) -> np.ndarray:
-        """Which of ``keys`` are in the sorted part (vectorized)."""
+        """Which of ``keys`` are in the sorted array or on disk (vectorized)."""
         arr = self._sorted
-        if not len(arr):
-            return np.zeros(len(keys), dtype=bool)
-        idx = np.searchsorted(arr, keys)
-        np.minimum(idx, len(arr) - 1, out=idx)
-        return arr[idx] == keys
+        if len(arr):
+            idx = np.searchsorted(arr, keys)
+            np.minimum(idx, len(arr) - 1, out=idx)
+            found = arr[idx] == keys
+        else:
+            found = np.zeros(len(keys), dtype=bool)
+        if self._disk is not None and len(keys):
+            signed = keys.view(np.int64).tolist()
+            hits: set[int] = set()
+            for i in range(0, len(signed), 500):
+                chunk = signed[i:i + 500]
+                hits.update(k for (k,) in self._disk.execute(
+                    f"SELECT k FROM keys WHERE k IN ({','.join('?' * len(chunk))})", chunk))
+            if hits:
+                found |= np.fromiter((k in hits for k in signed), dtype=bool, count=len(signed))
+        return found
 
     def add(self, key: int) -> None:
         self._new.add(key)
@@ -124,6 +142,29 @@ class KeySet:
         merged.sort(kind="stable")  # two sorted runs: one linear merge
         self._sorted = merged
         self._new = set()
+        if len(self._sorted) >= self.MEMORY_KEYS:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move the sorted keys to a private temporary SQLite database (deleted when
+        closed; its page cache capped at 8 MB), so memory stays flat past any size."""
+        if self._disk is None:
+            self._disk = sqlite3.connect("")
+            self._disk.execute("PRAGMA cache_size=-8192")
+            self._disk.execute("PRAGMA journal_mode=OFF")
+            self._disk.execute("PRAGMA synchronous=OFF")
+            self._disk.execute("CREATE TABLE keys (k INTEGER PRIMARY KEY)")
+        signed = self._sorted.view(np.int64)
+        signed = np.sort(signed)  # the table's order (signed), for append-like inserts
+        self._disk.executemany("INSERT INTO keys VALUES (?)", ((k,) for k in signed.tolist()))
+        self._disk.commit()
+        self._disk_n += len(signed)
+        self._sorted = np.empty(0, dtype=np.uint64)
+
+    def close(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
 
 
 class Deduper:
@@ -156,3 +197,7 @@ class Deduper:
         self._exact.merge()
         self._near.merge()
         return out
+
+    def close(self) -> None:
+        self._exact.close()
+        self._near.close()

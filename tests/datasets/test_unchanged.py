@@ -139,3 +139,43 @@ def test_ascii_normalization_matches_the_str_path() -> None:
         for _ in range(20000):
             s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
             assert normalize_bytes(s) == normalize_text(s).encode(), repr(s)
+
+
+def test_dedupe_keys_spilled_to_disk_decide_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from adapters.datasets.dedupe import Deduper, KeySet
+
+    rng = random.Random(1)
+    pool = [rng.getrandbits(64).to_bytes(8, "little") for _ in range(3000)]
+    exact = [rng.choice(pool) for _ in range(20000)]
+    near = [rng.choice(pool) if rng.random() < 0.5 else rng.getrandbits(64).to_bytes(8, "little")
+            for _ in range(20000)]
+
+    def decisions(merge_at: int, memory_keys: int) -> tuple[list[str | None], int]:
+        monkeypatch.setattr(KeySet, "MERGE_AT", merge_at)
+        monkeypatch.setattr(KeySet, "MEMORY_KEYS", memory_keys)
+        dd, out = Deduper(), []
+        for i in range(0, len(exact), 333):
+            out += dd.check_batch(exact[i:i + 333], near[i:i + 333])
+        on_disk = dd._exact._disk_n
+        dd.close()
+        return out, on_disk
+
+    in_memory, none_on_disk = decisions(1 << 16, 1 << 21)
+    spilled, on_disk = decisions(7, 30)
+    assert none_on_disk == 0 and on_disk > 2000
+    assert spilled == in_memory and in_memory.count(None) < len(in_memory) // 2
+
+
+def test_spilling_build_output_unchanged(database_url: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.datasets.dedupe import KeySet
+
+    monkeypatch.setattr(KeySet, "MERGE_AT", 3)
+    monkeypatch.setattr(KeySet, "MEMORY_KEYS", 10)
+    recs, fb = varied_log()
+    fill(database_url, tmp_path / "home", recs, fb)
+    backend = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    rep = run_build(database_url, tmp_path / "spill.jsonl", "sft", batch=4)
+    assert summary(rep) == GOLDEN[backend, "sft"]
