@@ -58,7 +58,8 @@ def parse_json(raw: bytes) -> Any:
 
 async def send_json(send: Send, status: int, payload: bytes,
                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = JSON_HEADERS + extra if extra else JSON_HEADERS
+    # a content-length spares the client (and uvicorn) chunked framing
+    headers = [*JSON_HEADERS, (b"content-length", b"%d" % len(payload)), *(extra or ())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 

@@ -24,18 +24,41 @@ FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the n
                     ["model", "from_target"])
 
 
+class _Children:
+    """The labelled children a request touches, looked up once per label set: ``.labels()``
+    costs more than the increment itself on the hot path."""
+
+    __slots__ = ("requests", "latency", "ttft", "prompt", "completion", "cached", "cost")
+
+    def __init__(self, model: str, target: str, arm: str, status: str, stream: str, project: str) -> None:
+        self.requests = REQUESTS.labels(model, target, arm, status)
+        self.latency = LATENCY.labels(model, arm, stream)
+        self.ttft = TTFT.labels(model)
+        self.prompt = TOKENS.labels(model, "prompt")
+        self.completion = TOKENS.labels(model, "completion")
+        self.cached = TOKENS.labels(model, "cached")
+        self.cost = COST.labels(model, project)
+
+
+_children: dict[tuple[str, ...], _Children] = {}
+
+
 def observe(model: str, target: str | None, arm: str | None, status: int, stream: bool,
             latency_s: float, ttft_s: float | None, usage: dict | None,
             cost_usd: float | None = None, project: str | None = None) -> None:
-    REQUESTS.labels(model, target or "", arm or "", str(status)).inc()
-    LATENCY.labels(model, arm or "", "true" if stream else "false").observe(latency_s)
+    key = (model, target or "", arm or "", str(status), "true" if stream else "false", project or "default")
+    c = _children.get(key)
+    if c is None:  # label values are bounded (config names, statuses), so is this cache
+        c = _children[key] = _Children(*key)
+    c.requests.inc()
+    c.latency.observe(latency_s)
     if ttft_s is not None:
-        TTFT.labels(model).observe(ttft_s)
+        c.ttft.observe(ttft_s)
     if usage:
-        TOKENS.labels(model, "prompt").inc(usage.get("prompt_tokens") or 0)
-        TOKENS.labels(model, "completion").inc(usage.get("completion_tokens") or 0)
+        c.prompt.inc(usage.get("prompt_tokens") or 0)
+        c.completion.inc(usage.get("completion_tokens") or 0)
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         if cached:
-            TOKENS.labels(model, "cached").inc(cached)
+            c.cached.inc(cached)
     if cost_usd:
-        COST.labels(model, project or "default").inc(cost_usd)
+        c.cost.inc(cost_usd)

@@ -4,6 +4,7 @@ Systems (each: a start command and a base URL):
   direct          straight to the mock upstream (the baseline for "added" latency)
   passthrough     the thinnest FastAPI + aiohttp pass-through (loadtests/passthrough.py)
   tuneloop        `tuneloop serve` with routing, logging (SQLite in a temp TUNELOOP_HOME), metrics
+  tuneloop-writer0  the same, its log-writer child process pinned to CPU 0 (off the gateway's core)
   tuneloop-nolog  the same with `log: none` on the model
   litellm         LiteLLM's proxy (from a separate venv), 1 worker, no database
 
@@ -45,7 +46,7 @@ import loadgen  # noqa: E402
 PY = sys.executable
 DEFAULT_TUNELOOP = os.path.join(ROOT, ".venv", "bin", "tuneloop")
 DEFAULT_LITELLM = "/tmp/litellm-venv/bin/litellm"
-ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-nolog", "litellm"]
+ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-writer0", "tuneloop-nolog", "litellm"]
 MODE_KINDS = ("ns", "stream", "paced")  # paced: stream from an upstream that paces its chunks
 
 
@@ -137,7 +138,7 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
                 "--no-access-log", "--log-level", "warning"],
                 env={"PASSTHROUGH_UPSTREAM": f"http://127.0.0.1:{mock_port}"}))
-        elif name in ("tuneloop", "tuneloop-nolog"):
+        elif name in ("tuneloop", "tuneloop-writer0", "tuneloop-nolog"):
             why = tuneloop_available(args.tuneloop)
             home = os.path.join(tmp, f"home-{name}")
             os.makedirs(home, exist_ok=True)
@@ -145,7 +146,9 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
             _tuneloop_config(cfg, mock_port, log_none=name == "tuneloop-nolog")
             out.append(System(name, "bench-model", "bench-model-paced", base_url=base, skip=why, cmd=[
                 args.tuneloop, "serve", "--config", cfg, "--host", "127.0.0.1",
-                "--port", str(port)], env={"TUNELOOP_HOME": home}))
+                "--port", str(port)], env={"TUNELOOP_HOME": home, **(
+                    # the log writer child on the load generator's core instead of any core
+                    {"TUNELOOP_LOG_WRITER_CPUS": "0"} if name == "tuneloop-writer0" else {})}))
         elif name == "litellm":
             why = "" if os.path.exists(args.litellm) else (
                 f"{args.litellm} not found (python3.11 -m venv /tmp/litellm-venv && "

@@ -107,9 +107,10 @@ def main(argv: list[str]) -> None:
     # SIGTERM to the process group must not kill us before we have flushed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # not pinned with the gateway
-    except (AttributeError, OSError):
+    try:  # not pinned with the gateway: all CPUs, or TUNELOOP_LOG_WRITER_CPUS (e.g. "0" or "2,3")
+        cpus = os.environ.get("TUNELOOP_LOG_WRITER_CPUS")
+        os.sched_setaffinity(0, [int(c) for c in cpus.split(",")] if cpus else range(os.cpu_count() or 1))
+    except (AttributeError, OSError, ValueError):
         pass
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s log-writer %(levelname)s %(message)s")
     tally = metrics.relay()
