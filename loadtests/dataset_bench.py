@@ -227,13 +227,16 @@ def write_results(results: list[dict]) -> None:
         "| date | backend | N | workers | read | train+val | wall s | rec/s "
         "| peak RSS MB (builder + worker) | scrubbed | load avg (start/end) |",
         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    # new rows go right under the table's last row (prose may follow the table)
+    at = max((i + 1 for i, ln in enumerate(lines) if ln.startswith("|")), default=len(lines))
     for r in results:
-        lines.append(f"| {time.strftime('%Y-%m-%d %H:%M')} | {r['backend']} | {r['n']:,} | "
+        lines.insert(at, f"| {time.strftime('%Y-%m-%d %H:%M')} | {r['backend']} | {r['n']:,} | "
                      f"{r['workers']} | {r['read']:,} | "
                      f"{r['written']['train'] + r['written']['val']:,} | "
                      f"{r['wall_s']:.1f} | {r['rec_per_s']:,} | "
                      f"{r['peak_rss_mb']:.0f} + {r['worker_rss_mb']:.0f} | "
                      f"{sum(r['scrubbed'].values()):,} | {r['load'][0]} / {r['load'][1]} |")
+        at += 1
     out.write_text("\n".join(lines) + "\n")
 
 
