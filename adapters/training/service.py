@@ -112,7 +112,7 @@ def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, 
     for param, fid in (("training_file", training_file), ("validation_file", validation_file)):
         if fid is None:
             continue
-        row = files.get(fid)
+        row = files.get(fid, project)
         if row is None:
             raise JobError(f"Invalid file ID {fid!r}: no such file.", param, "invalid_file")
         if row["purpose"] != "fine-tune":

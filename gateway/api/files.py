@@ -53,6 +53,11 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     return fields
 
 
+def _project(request: Request) -> str | None:
+    """The caller's project (None for admins and with auth off: every project)."""
+    return getattr(request.state, "project", None)
+
+
 def _not_found(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="id")
 
@@ -84,7 +89,8 @@ async def create_file(request: Request) -> dict[str, Any]:
 async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
                      order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    rows, more = await asyncio.to_thread(FileStore(_engine(request)).list, purpose, after, limit, order)
+    rows, more = await asyncio.to_thread(FileStore(_engine(request)).list, purpose, after, limit, order,
+                                         _project(request))
     data = [file_object(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
             "last_id": data[-1]["id"] if data else "", "has_more": more}
@@ -92,7 +98,7 @@ async def list_files(request: Request, purpose: str | None = None, after: str | 
 
 @router.get("/v1/files/{file_id}")
 async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
-    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id)
+    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id, _project(request))
     if row is None:
         raise _not_found(file_id)
     return file_object(row)
@@ -100,7 +106,7 @@ async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/files/{file_id}/content")
 async def file_content(file_id: str, request: Request) -> Response:
-    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id)
+    row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id, _project(request))
     if row is None or not Path(row["path"]).is_file():
         raise _not_found(file_id)
     content = await asyncio.to_thread(Path(row["path"]).read_bytes)
@@ -109,6 +115,8 @@ async def file_content(file_id: str, request: Request) -> Response:
 
 @router.delete("/v1/files/{file_id}")
 async def remove_file(file_id: str, request: Request) -> dict[str, Any]:
+    if await asyncio.to_thread(FileStore(_engine(request)).get, file_id, _project(request)) is None:
+        raise _not_found(file_id)
     row = await asyncio.to_thread(delete_file, _engine(request), file_id)
     if row is None:
         raise _not_found(file_id)

@@ -57,7 +57,7 @@ def _openai_target(request: Request) -> dict[str, Any] | None:
 
 
 def _job(request: Request, job_id: str) -> dict[str, Any]:
-    row = JobStore(_engine(request)).get(job_id)
+    row = JobStore(_engine(request)).get(job_id, getattr(request.state, "project", None))
     if row is None:
         raise NotFound(f"Fine-tuning job {job_id} not found.", param="fine_tuning_job_id")
     return row
@@ -84,7 +84,8 @@ async def list_jobs(request: Request, after: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     # metadata[key]=value, as the SDK sends ``metadata={"key": "value"}``
     meta = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
-    rows, more = await asyncio.to_thread(JobStore(_engine(request)).list, after, limit, meta or None)
+    rows, more = await asyncio.to_thread(JobStore(_engine(request)).list, after, limit, meta or None,
+                                         getattr(request.state, "project", None))
     return page([job_object(r) for r in rows], more)
 
 
@@ -111,6 +112,7 @@ async def checkpoints(job_id: str, request: Request, after: str | None = None,
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
 async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+    await asyncio.to_thread(_job, request, job_id)  # 404 for another project's job
     try:
         row = await asyncio.to_thread(cancel_job, _engine(request), job_id)
     except JobNotFound:

@@ -40,16 +40,22 @@ class FileStore:
             conn.execute(files.insert().values(**row))
         return row
 
-    def get(self, file_id: str) -> dict[str, Any] | None:
+    def get(self, file_id: str, project: str | None = None) -> dict[str, Any] | None:
+        """The file, or None (also when it belongs to another ``project``; None = any)."""
+        q = files.select().where(files.c.id == file_id)
+        if project is not None:
+            q = q.where(files.c.project == project)
         with self.engine.connect() as conn:
-            found = conn.execute(files.select().where(files.c.id == file_id)).mappings().first()
+            found = conn.execute(q).mappings().first()
         return dict(found) if found else None
 
     def list(self, purpose: str | None = None, after: str | None = None, limit: int = 10000,
-             order: str = "desc") -> tuple[list[dict[str, Any]], bool]:
+             order: str = "desc", project: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         desc = order != "asc"
         key = (files.c.created.desc(), files.c.id.desc()) if desc else (files.c.created, files.c.id)
         q = files.select().order_by(*key)
+        if project is not None:
+            q = q.where(files.c.project == project)
         if purpose:
             q = q.where(files.c.purpose == purpose)
         anchor = self.get(after) if after else None

@@ -97,15 +97,22 @@ class JobStore:
             conn.execute(jobs.insert().values(**row))
         return self.get(row["id"]) or row
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
+    def get(self, job_id: str, project: str | None = None) -> dict[str, Any] | None:
+        """The job, or None (also when it belongs to another ``project``; None = any)."""
+        q = jobs.select().where(jobs.c.id == job_id)
+        if project is not None:
+            q = q.where(jobs.c.project == project)
         with self.engine.connect() as conn:
-            found = conn.execute(jobs.select().where(jobs.c.id == job_id)).mappings().first()
+            found = conn.execute(q).mappings().first()
         return dict(found) if found else None
 
     def list(self, after: str | None = None, limit: int = 20,
-             metadata: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+             metadata: dict[str, str] | None = None, project: str | None = None
+             ) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``after`` is the id of the last job of the previous page."""
         q = jobs.select().order_by(jobs.c.created.desc(), jobs.c.id.desc())
+        if project is not None:
+            q = q.where(jobs.c.project == project)
         if after:
             anchor = self.get(after)
             if anchor is not None:

@@ -153,3 +153,22 @@ def test_daily_budget(secured):
             assert err.code == "insufficient_quota"
             return
     pytest.fail("the budget was not enforced")
+
+
+def test_files_and_fine_tuning_jobs_are_project_scoped(secured, keys, tmp_path):
+    a, b = secured.client(api_key=keys["a"]), secured.client(api_key=keys["b"])
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi there!"}]}\n')
+    mine = a.files.create(file=data.open("rb"), purpose="fine-tune")
+    assert a.files.retrieve(mine.id).id == mine.id
+    assert mine.id not in [f.id for f in b.files.list()]
+    for call in (lambda: b.files.retrieve(mine.id), lambda: b.files.content(mine.id),
+                 lambda: b.files.delete(mine.id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    with pytest.raises(openai.BadRequestError) as err:  # nor train on it
+        b.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=mine.id)
+    assert err.value.code == "invalid_file"
+    assert a.files.retrieve(mine.id).id == mine.id  # still there
+    with pytest.raises(openai.NotFoundError):
+        b.fine_tuning.jobs.retrieve("ftjob-not-yours")
