@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,7 +159,8 @@ def test_daily_budget(secured):
 def test_files_and_fine_tuning_jobs_are_project_scoped(secured, keys, tmp_path):
     a, b = secured.client(api_key=keys["a"]), secured.client(api_key=keys["b"])
     data = tmp_path / "sft.jsonl"
-    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi there!"}]}\n')
+    line = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hi!"}]}
+    data.write_text(json.dumps(line) + "\n")
     mine = a.files.create(file=data.open("rb"), purpose="fine-tune")
     assert a.files.retrieve(mine.id).id == mine.id
     assert mine.id not in [f.id for f in b.files.list()]
