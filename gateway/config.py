@@ -78,6 +78,7 @@ class ModelConfig(_Strict):
     # what the interaction log keeps for this model: every request, only `store: true`, nothing
     log: LogPolicy = "all"
     owned_by: str = "tuneloop"
+    redact_pii: bool = False  # scrub PII from what the log stores for this model
     retries: int = Field(default=1, ge=0, le=10)  # extra tries of the same route before falling back
     retry_budget_s: float = 30.0  # no new try starts after this long
     shadow: ShadowConfig | None = None

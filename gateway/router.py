@@ -76,6 +76,10 @@ class Router:
     def log_policy(self, model: str) -> LogPolicy:
         return self.aliases[model].log
 
+    def redacts(self, model: str) -> bool:
+        alias = self.aliases.get(model)
+        return alias is not None and alias.cfg.redact_pii
+
     def plan(self, model: str, user: str | None = None) -> list[Attempt]:
         alias = self.aliases.get(model)
         if alias is None:

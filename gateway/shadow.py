@@ -39,11 +39,12 @@ class Shadower:
             SHADOWS.labels(alias, "dropped").inc()
             return
         task = asyncio.get_running_loop().create_task(
-            self._call(router, shadow.model, body, primary_id))
+            self._call(router, shadow.model, body, primary_id, router.redacts(alias)))
         self.running.add(task)
         task.add_done_callback(self.running.discard)
 
-    async def _call(self, router: Router, model: str, body: dict[str, Any], primary_id: str) -> None:
+    async def _call(self, router: Router, model: str, body: dict[str, Any], primary_id: str,
+                    redact_pii: bool) -> None:
         started, created = time.perf_counter(), time.time()
         attempt = router.plan(model, body.get("user"))[0]  # no fallbacks for a shadow
         up = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
@@ -52,7 +53,7 @@ class Shadower:
             id=f"{primary_id}-shadow-{attempt.target}", created=created, requested_model=model,
             target=attempt.target, upstream_model=attempt.model, arm=attempt.arm, request=body,
             store=body.get("store") is True, metadata=body.get("metadata"), kind="shadow",
-            parent_id=primary_id)
+            parent_id=primary_id, redact_pii=redact_pii)
         try:
             reply = await attempt.provider.complete(up, attempt.lora_path)
             out = reply.body

@@ -301,4 +301,4 @@ class ChatCompletions:
             total_tokens=usage.get("total_tokens") if usage else None,
             ttft_s=call.ttft, latency_s=latency, cost_usd=cost, status=status,
             error=error.to_dict()["error"] if error else None,
-            metadata=call.body.get("metadata")))
+            metadata=call.body.get("metadata"), redact_pii=router.redacts(call.body.get("model", ""))))

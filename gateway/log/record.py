@@ -42,6 +42,7 @@ class InteractionRecord:
     metadata: dict[str, str] | None = None  # the request's `metadata` (updatable via the API)
     kind: str = "primary"  # "primary" | "shadow"
     parent_id: str | None = None  # for shadow records: the primary's id
+    redact_pii: bool = False  # scrub emails, phones, cards, keys from request/reply before storing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,12 +41,32 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, default=str).decode()
 
 
+def _redact(value: Any, scrubber: Any) -> Any:
+    if isinstance(value, str):
+        return scrubber.text(value)
+    if isinstance(value, list):
+        return [_redact(v, scrubber) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact(v, scrubber) for k, v in value.items()}
+    return value
+
+
 def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
-    """One record (dataclass, or dict from the spool) as a tuple in ``COLUMNS`` order."""
+    """One record (dataclass, or dict from the spool) as a tuple in ``COLUMNS`` order.
+
+    A record flagged ``redact_pii`` has PII scrubbed from its request and reply here, in the
+    writer process: off the serving path, and before anything reaches the database."""
     get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
+    scrubber = None
+    if get("redact_pii", False):
+        from adapters.datasets.scrub import Scrubber  # the same rules the dataset builder uses
+
+        scrubber = Scrubber()
     row = []
     for name in COLUMNS:
         value = get(name, None)
+        if scrubber is not None and name in ("request", "response", "error"):
+            value = _redact(value, scrubber)
         if name in JSON_COLUMNS:
             value = _json(value)
         elif value is None and name in _REQUIRED_DEFAULTS:

@@ -59,3 +59,17 @@ def test_feedback_attaches_to_a_gateway_completion(gateway):
     missing = httpx.post(f"{gateway.base_url}/feedback", json={"completion_id": "chatcmpl-nope",
                                                              "rating": 1})
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_pii_is_redacted_before_the_log_when_the_model_asks(gateway):
+    client = gateway.client()
+    text = "mail me at jane.doe@example.com or call +1 415 555 0134, card 4111 1111 1111 1111"
+    made = client.chat.completions.create(model="redacted", messages=[{"role": "user", "content": text}])
+    assert "jane.doe@example.com" in made.choices[0].message.content  # the caller's reply is untouched
+    stored = client.chat.completions.retrieve(made.id)
+    prompt = client.chat.completions.messages.list(made.id).data[0].content
+    for secret in ("jane.doe@example.com", "555 0134", "4111 1111 1111 1111"):
+        assert secret not in prompt and secret not in stored.choices[0].message.content
+    assert "[EMAIL]" in prompt and "[EMAIL]" in stored.choices[0].message.content
+    plain = client.chat.completions.create(model="lora-bot", messages=[{"role": "user", "content": text}])
+    assert "jane.doe@example.com" in client.chat.completions.messages.list(plain.id).data[0].content
