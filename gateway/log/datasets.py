@@ -5,8 +5,8 @@
     store.add_sources(ds_id, [(iid, "train"), ...])   # batched, any number of calls
     store.get(ds_id), store.list(), store.source_ids(ds_id)
 
-Columns added to ``datasets`` by migration ``0002_dataset_lineage`` are declared here
-(``schema.py`` holds 0001's shape) so this module needs no edit elsewhere.
+``datasets`` itself is declared in ``schema.py`` (its 0002 columns included); the link
+table ``dataset_records`` is declared here.
 """
 
 from __future__ import annotations
@@ -19,29 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+
+from gateway.log.schema import datasets  # one declaration, in schema.py
 
 _md = sa.MetaData()
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-datasets = sa.Table(
-    "datasets", _md,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),  # "sft" | "dpo"
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("project", sa.String(128)),
-    sa.Column("path", sa.String(1024)),
-    sa.Column("rows", sa.Integer),
-    sa.Column("filters", JSONType),
-    sa.Column("report", JSONType),
-    sa.Column("source", sa.String(16)),
-    sa.Column("sha256", sa.String(64)),
-    sa.Column("val_path", sa.String(1024)),
-    sa.Column("val_sha256", sa.String(64)),
-    sa.Column("val_rows", sa.Integer),
-    sa.Column("counts", JSONType),
-)
 
 dataset_records = sa.Table(
     "dataset_records", _md,

@@ -23,38 +23,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gateway.log.schema import adapters
+from gateway.log.schema import adapters, jobs  # jobs: one declaration, in schema.py
 
 _md = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
-jobs = sa.Table(
-    "jobs", _md,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("backend", sa.String(32), nullable=False),  # "local" | "openai"
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("created", sa.Float, nullable=False),
-    sa.Column("updated", sa.Float),
-    sa.Column("project", sa.String(128)),
-    sa.Column("model", sa.String(256), nullable=False),
-    sa.Column("training_file", sa.String(256)),
-    sa.Column("validation_file", sa.String(256)),
-    sa.Column("dataset_id", sa.String(64)),
-    sa.Column("fine_tuned_model", sa.String(256)),
-    sa.Column("external_id", sa.String(256)),
-    sa.Column("method", JSONType),
-    sa.Column("metadata", JSONType),
-    sa.Column("error", JSONType),
-    sa.Column("events", JSONType),  # unused: events have their own table since 0003
-    sa.Column("suffix", sa.String(64)),
-    sa.Column("seed", sa.Integer),
-    sa.Column("trained_tokens", sa.Integer),
-    sa.Column("finished", sa.Float),
-    sa.Column("result_files", JSONType),
-    sa.Column("worker_pid", sa.Integer),
-    sa.Column("cancel_requested", sa.Boolean),
-)
 
 job_events = sa.Table(
     "job_events", _md,

@@ -87,6 +87,13 @@ datasets = sa.Table(
     sa.Column("rows", sa.Integer),
     sa.Column("filters", JSONType),
     sa.Column("report", JSONType),
+    # lineage columns, migration 0002
+    sa.Column("source", sa.String(16)),  # "log" | "import"
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("val_path", sa.String(1024)),
+    sa.Column("val_sha256", sa.String(64)),
+    sa.Column("val_rows", sa.Integer),
+    sa.Column("counts", JSONType),
     sa.Index("ix_datasets_created", "created"),
 )
 
@@ -108,7 +115,15 @@ jobs = sa.Table(
     sa.Column("method", JSONType),
     sa.Column("metadata", JSONType),
     sa.Column("error", JSONType),
-    sa.Column("events", JSONType),
+    sa.Column("events", JSONType),  # unused: events have their own table since 0003
+    # fine-tuning columns, migration 0003
+    sa.Column("suffix", sa.String(64)),
+    sa.Column("seed", sa.Integer),
+    sa.Column("trained_tokens", sa.Integer),
+    sa.Column("finished", sa.Float),
+    sa.Column("result_files", JSONType),
+    sa.Column("worker_pid", sa.Integer),
+    sa.Column("cancel_requested", sa.Boolean),
     sa.Index("ix_jobs_created", "created"),
     sa.Index("ix_jobs_status", "status"),
 )
