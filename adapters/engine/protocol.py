@@ -8,6 +8,7 @@ logged and ignored.  Validation failures become 400s in OpenAI's envelope
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 
 MAX_STOP = 4
 MAX_N = 16
+
+
+# Sampling defaults for fields a request leaves out, as vLLM takes them from the model's
+# generation config: SmolLM2's model card recommends temperature 0.2 and top_p 0.9 (its
+# GGUF carries no generation config; at 1.0 this small model often rambles). Override with
+# TUNELOOP_ENGINE_TEMPERATURE / TUNELOOP_ENGINE_TOP_P.
+DEFAULT_TEMPERATURE = float(os.environ.get("TUNELOOP_ENGINE_TEMPERATURE", "0.2"))
+DEFAULT_TOP_P = float(os.environ.get("TUNELOOP_ENGINE_TOP_P", "0.9"))
 
 
 class StreamOptions(BaseModel):
@@ -99,8 +108,8 @@ class ChatCompletionRequest(BaseModel):
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         mt = self.requested_max()
         return SamplingParams(
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
+            temperature=DEFAULT_TEMPERATURE if self.temperature is None else self.temperature,
+            top_p=DEFAULT_TOP_P if self.top_p is None else self.top_p,
             top_k=self.top_k or 0,
             min_p=self.min_p or 0.0,
             repetition_penalty=self.repetition_penalty or 1.0,
