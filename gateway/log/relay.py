@@ -16,6 +16,7 @@ here. A full buffer spills to the spool, as before.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -33,7 +34,6 @@ import orjson
 import gateway
 from gateway.log import metrics
 from gateway.log.spool import Spool
-from gateway.log.writer import Barrier, _release
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,23 @@ FLUSH_RECORDS = 512  # ... unless this many are waiting
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 120.0  # the child may be replaying a spool or spooling a backlog
 _ROOT = str(Path(gateway.__file__).resolve().parents[1])
+
+
+# a read-your-writes barrier: the waiting loop and the future it awaits
+Barrier = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _release(barriers: list[Barrier]) -> None:
+    for loop, fut in barriers:
+        try:
+            loop.call_soon_threadsafe(_set_done, fut)
+        except RuntimeError:
+            pass  # that loop is closed; nobody waits any more
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class _Proc:

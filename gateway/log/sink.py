@@ -87,7 +87,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Sink:
-    """Owns one connection from the engine's pool, used only by the writer thread."""
+    """Owns one connection from the engine's pool, used only by the writer (in the writer child)."""
 
     def __init__(self, engine: sa.Engine, prepare: Any = None) -> None:
         self.engine = engine

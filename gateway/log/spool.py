@@ -41,7 +41,7 @@ class Spool:
         self._dirty = False
         self.records = sum(self._count_lines(p) for p in self.files())  # for the gauge
 
-    # ---- writing (hot path on queue overflow, and the writer thread) ----
+    # ---- writing (the gateway on queue overflow or a dead child; the writer child) ----
     def append(self, records: Iterable[Any]) -> int:
         data = b"".join(_dumps(r) for r in records)
         n = data.count(b"\n")

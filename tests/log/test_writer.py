@@ -10,9 +10,9 @@ from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
 
 from gateway.log import LogService, db
-from gateway.log.sink import Sink
+from gateway.log.relay import Relay
 from gateway.log.spool import Spool
-from gateway.log.writer import Writer
+from gateway.log.writer import spool_folder
 from tests.log.records import make_record
 
 TABLES = {"interactions", "feedback", "datasets", "jobs", "adapters", "routes", "api_keys"}
@@ -85,16 +85,17 @@ async def test_queue_full_spills_to_spool_and_loses_nothing(database_url: str,
     dropped_before = metric("tuneloop_log_records_dropped_total")
     engine = db.create_engine(database_url)
     db.upgrade(engine)
-    spool = Spool(tmp_path / "spool")
-    writer = Writer(Sink(engine), spool, queue_size=10)
+    spool = Spool(spool_folder(tmp_path))
+    relay = Relay(database_url, tmp_path, spool, queue_size=10, batch_size=2000, probe_interval=1.0,
+                  db_up=True)
     records = [make_record(i) for i in range(100)]
-    for r in records:  # the writer is not started: the queue fills after 10
-        writer.submit(r)
-    assert writer.queue_depth() == 10
+    for r in records:  # the feeder is not started: the queue fills after 10
+        relay.submit(r)
+    assert relay.queue_depth() == 10
     assert spool.records == 90 and len(spool.files()) == 1
-    writer.start()
-    writer.stop()
-    writer.join(timeout=30)
+    relay.start()  # the child replays the spool, the feeder sends the queue
+    relay.stop()
+    relay.join()
     with engine.connect() as conn:
         ids = set(conn.execute(sa.text("SELECT id FROM interactions")).scalars())
     assert ids == {r.id for r in records}
