@@ -13,7 +13,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from gateway.config import GatewayConfig, LogPolicy, ModelConfig
+from gateway.config import GatewayConfig, ModelConfig
 from gateway.errors import ModelNotFound
 from gateway.providers import Provider, make_provider
 
@@ -31,7 +31,7 @@ class Attempt:
 
 
 class _Alias:
-    __slots__ = ("name", "routes", "cumulative", "total", "fallbacks", "log", "cfg")
+    __slots__ = ("name", "routes", "cumulative", "total", "fallbacks", "cfg")
 
     def __init__(self, name: str, cfg: ModelConfig) -> None:
         routes = [(r.target, r.model, r.weight) for r in cfg.routes if r.weight > 0] or [
@@ -45,7 +45,6 @@ class _Alias:
             acc += w
             self.cumulative.append(acc)
         self.fallbacks = cfg.fallbacks
-        self.log: LogPolicy = cfg.log
 
     def pick(self, user: str | None) -> tuple[str, str, str | None]:
         if len(self.routes) == 1:
@@ -72,9 +71,6 @@ class Router:
 
     def __contains__(self, model: str) -> bool:
         return model in self.aliases
-
-    def log_policy(self, model: str) -> LogPolicy:
-        return self.aliases[model].log
 
     def redacts(self, model: str) -> bool:
         alias = self.aliases.get(model)

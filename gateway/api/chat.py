@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
+from types import EllipsisType
 from typing import Any, TypeVar
 
 import orjson
@@ -157,7 +158,7 @@ class ChatCompletions:
         if cost is not None:
             headers.append((b"x-tuneloop-cost-usd", f"{cost:.8f}".encode()))
         await send_json(send, 200, payload, headers)
-        self._finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url)
+        self._finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url, cost=cost)
 
     def _headers(self, call: _Call) -> list[tuple[bytes, bytes]]:
         a = call.attempt
@@ -262,7 +263,8 @@ class ChatCompletions:
 
     def _finish(self, call: _Call, status: int, out: dict[str, Any] | None, *,
                 upstream_id: str | None = None, base_url: str | None = None,
-                error: GatewayError | None = None) -> None:
+                error: GatewayError | None = None, cost: float | None | EllipsisType = ...) -> None:
+        """Metrics, shadow, spend, and the interaction record (``cost``: if already known)."""
         latency = time.perf_counter() - call.started
         a = call.attempt
         if status >= 500 or self.access_log:
@@ -274,15 +276,17 @@ class ChatCompletions:
                            "error": error.message if error else None})
         alias = a.alias if a else call.body.get("model", "")
         usage = out.get("usage") if out else None
-        cost = self._cost(call, usage)
+        if cost is ...:
+            cost = self._cost(call, usage)
         metrics.observe(alias, a.target if a else None, a.arm if a else None, status,
                         bool(call.body.get("stream")), latency, call.ttft, usage, cost)
         router: Router = self.router_ref.router
-        if status == 200 and a is not None:
+        if status == 200 and a is not None and call.body["model"] in router:
             self.shadows.maybe(router, call.body["model"], call.body, call.id)
         if call.principal.limits and usage:
             self._spend(call.principal, usage.get("total_tokens") or 0, cost or 0.0)
-        policy = router.log_policy(call.body["model"]) if call.body.get("model") in router else "all"
+        requested = router.aliases.get(call.body["model"])  # None if a reload removed it meanwhile
+        policy = requested.cfg.log if requested else "all"
         if policy == "none" or (policy == "store" and call.body.get("store") is not True):
             return
         choices = out.get("choices") if out else None
@@ -301,4 +305,4 @@ class ChatCompletions:
             total_tokens=usage.get("total_tokens") if usage else None,
             ttft_s=call.ttft, latency_s=latency, cost_usd=cost, status=status,
             error=error.to_dict()["error"] if error else None,
-            metadata=call.body.get("metadata"), redact_pii=router.redacts(call.body.get("model", ""))))
+            metadata=call.body.get("metadata"), redact_pii=bool(requested and requested.cfg.redact_pii)))
