@@ -11,8 +11,6 @@ from typing import Annotated
 import typer
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")]
-LoopOpt = Annotated[Path | None, typer.Option(
-    "--loop-config", help="loop settings YAML (default $TUNELOOP_HOME/loop.yaml)")]
 GatewayOpt = Annotated[str | None, typer.Option(
     "--base-url", help="the gateway (default $TUNELOOP_GATEWAY_URL or :8000)")]
 
@@ -22,7 +20,7 @@ def loop(
     once: Annotated[bool, typer.Option(help="run (or resume) one cycle and exit")] = False,
     force: Annotated[bool, typer.Option(help="start a cycle even below min_feedback")] = False,
     interval: Annotated[float, typer.Option(help="seconds between checks when looping")] = 60.0,
-    loop_config: LoopOpt = None, config: ConfigOpt = None, base_url: GatewayOpt = None,
+    config: ConfigOpt = None, base_url: GatewayOpt = None,
     database_url: Annotated[str | None, typer.Option("--database-url")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -32,7 +30,7 @@ def loop(
     from adapters.registry.workspace import open_workspace
 
     ws = open_workspace(config, database_url, gateway_url=base_url)
-    cfg = loop_cfg.load(loop_config, model, ws.home)
+    cfg = loop_cfg.load(ws.config, model)
     while True:
         cycle = run_cycle(ws, model, cfg, force=force, progress=not as_json)
         if cycle is None:
@@ -55,7 +53,7 @@ def migrate(
     min_pairs: Annotated[int, typer.Option(help="shadowed requests before deciding")] = 20,
     min_agreement: Annotated[float, typer.Option(help="mean chrF between primary and shadow replies")] = 0.5,
     wait: Annotated[float, typer.Option(help="seconds to wait for shadow traffic per run")] = 0.0,
-    loop_config: LoopOpt = None, config: ConfigOpt = None, base_url: GatewayOpt = None,
+    config: ConfigOpt = None, base_url: GatewayOpt = None,
     database_url: Annotated[str | None, typer.Option("--database-url")] = None,
 ) -> None:
     """Move an alias off an OpenAI fine-tune: train a local adapter on its traffic, shadow, cut over."""
@@ -64,7 +62,7 @@ def migrate(
     from adapters.registry.workspace import open_workspace
 
     ws = open_workspace(config, database_url, gateway_url=base_url)
-    cfg = loop_cfg.load(loop_config, from_, ws.home)
+    cfg = loop_cfg.load(ws.config, from_)
     cfg.base_model = to
     cfg.dataset.has_correction = False
     ms = MigrateSettings(target=target, min_pairs=min_pairs, min_agreement=min_agreement, wait_s=wait)
