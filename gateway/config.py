@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.loop_settings import LoopSettings
 
 
 class _Strict(BaseModel):
@@ -82,14 +84,34 @@ class ModelConfig(_Strict):
     retries: int = Field(default=1, ge=0, le=10)  # extra tries of the same route before falling back
     retry_budget_s: float = 30.0  # no new try starts after this long
     shadow: ShadowConfig | None = None
+    # who owns the alias, and whose traffic and feedback the loop may train it on (default: the
+    # owner's project only), so no other tenant can steer a shared adapter
+    project: str = Field(default="default", min_length=1, max_length=128)
+    train_on_projects: list[str] | None = None
+
+    def training_projects(self) -> list[str]:
+        return list(self.train_on_projects) if self.train_on_projects is not None else [self.project]
 
 
 class GatewayConfig(_Strict):
     database_url: str | None = None
     redis_url: str | None = None
-    auth: Literal["auto", "required", "off"] | None = None  # TUNELOOP_AUTH wins when set
+    # auto (default) | required (on) | off (none: only when set, and start-up warns); TUNELOOP_AUTH wins
+    auth: Literal["auto", "required", "on", "off", "none"] | None = None
+    # USD per 1M tokens for targets without `prices` (so that USD budgets hold there too)
+    default_prices: dict[str, float] = Field(default_factory=dict)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # the loop's settings per alias (see gateway/loop_settings.py)
+    loop: dict[str, LoopSettings] = Field(default_factory=dict)
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _yaml_bool(cls, value: object) -> object:
+        """YAML reads a bare ``auth: off`` as false and ``auth: on`` as true."""
+        if isinstance(value, bool):
+            return "required" if value else "off"
+        return value
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
