@@ -24,6 +24,17 @@ def load_settings(config: Path | None = None, **overrides: object) -> tuple[Sett
     return settings, cfg
 
 
+def resolve(config: Path | None = None, database_url: str | None = None,
+            **overrides: object) -> tuple[Settings, GatewayConfig, str]:
+    """Settings, config and database URL, found the same way by every command as by ``serve``:
+    ``--database-url`` > ``$TUNELOOP_DATABASE_URL`` > the config's ``database_url`` > the home's SQLite
+    (the config itself: ``--config`` > ``$TUNELOOP_CONFIG`` > the embedded default)."""
+    from gateway.app import database_url as configured_url
+
+    settings, cfg = load_settings(config, **overrides)
+    return settings, cfg, database_url or configured_url(settings, cfg)
+
+
 @app.command()
 def serve(
     config: ConfigOpt = None,
@@ -82,26 +93,14 @@ COMMANDS = [
 ]
 
 
-def _optional(module: str) -> object | None:
+def _add_subcommands() -> None:
+    """Every command is imported plainly: a broken module fails at start, never a silently missing command."""
     import importlib
 
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None  # that part is not built yet
-        raise
-
-
-def _add_subcommands() -> None:
     for module, name, help_ in SUBCOMMANDS:
-        sub = _optional(module)
-        if sub is not None:
-            app.add_typer(sub.app, name=name, help=help_)  # type: ignore[attr-defined]
+        app.add_typer(importlib.import_module(module).app, name=name, help=help_)
     for module, func, name in COMMANDS:
-        sub = _optional(module)
-        if sub is not None:
-            app.command(name)(getattr(sub, func))
+        app.command(name)(getattr(importlib.import_module(module), func))
 
 
 _add_subcommands()

@@ -21,16 +21,14 @@ def costs(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
 ) -> None:
     """Cost per model, project and day (shadow traffic included)."""
-    from gateway.app import database_url
-    from gateway.cli import load_settings
+    from gateway.cli import resolve
     from gateway.log import db
     from gateway.log.costs import cost_report
 
     keys = tuple(k.strip() for k in by.split(",") if k.strip())
     if not keys or any(k not in GROUPS for k in keys):
         raise typer.BadParameter(f"--by takes a comma-separated subset of {', '.join(GROUPS)}")
-    settings, cfg = load_settings(config)
-    engine = db.create_engine(database_url(settings, cfg))
+    engine = db.create_engine(resolve(config)[2])
     db.upgrade(engine)
     rows = cost_report(engine, since=time.time() - days * 86_400, project=project, by=keys)
     for row in rows:

@@ -15,17 +15,18 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
-DbOpt = Annotated[str | None, typer.Option("--database-url", help="Default: the settings' URL.")]
+DbOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="Default: $TUNELOOP_DATABASE_URL, the config's, the home's SQLite.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")]
 BaseOpt = Annotated[str, typer.Option("--base-model", help="Target base model for token counts.")]
 
 
-def _engine(database_url: str | None) -> Any:
+def _engine(database_url: str | None, config: Path | None = None) -> Any:
+    """The database every command finds the same way (see ``gateway.cli.resolve``)."""
+    from gateway.cli import resolve
     from gateway.log import db
-    from gateway.settings import Settings
 
-    settings = Settings()
-    url = database_url or settings.database_url or db.default_database_url(settings.resolved_home())
-    engine = db.create_engine(url)
+    engine = db.create_engine(resolve(config, database_url)[2])
     db.upgrade(engine)
     return engine
 
@@ -57,7 +58,7 @@ def build(
     name: str | None = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    database_url: DbOpt = None,
+    database_url: DbOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Build an SFT or DPO set from the log and record it in the datasets table."""
     from adapters.datasets.build import BuildOptions
@@ -75,7 +76,7 @@ def build(
     opts = BuildOptions(fmt=fmt, out=out, val_out=val_out, val_fraction=val_fraction,
                         filters=filters, scrub=scrub, dedupe=dedupe, name=name,
                         progress=progress)
-    rep = run_build(_engine(database_url), opts)
+    rep = run_build(_engine(database_url, config), opts)
     if as_json:
         _dump(rep)
         return
@@ -117,7 +118,7 @@ def import_(
     base_model: BaseOpt = "smollm2-135m-instruct",
     name: str | None = None,
     project: str | None = None,
-    database_url: DbOpt = None,
+    database_url: DbOpt = None, config: ConfigOpt = None,
 ) -> None:
     """Validate an external JSONL and record it as a dataset (refused if any line is bad)."""
     import orjson
@@ -137,17 +138,17 @@ def import_(
     row = DatasetRow(id=new_dataset_id(), name=name or file.name, kind=fmt or detect_format(first),
                      path=str(file.resolve()), rows=rep["valid"], sha256=sha, source="import",
                      project=project, report=rep, counts={"lines": rep["lines"]})
-    DatasetStore(_engine(database_url)).create(row)
+    DatasetStore(_engine(database_url, config)).create(row)
     typer.echo(row.id)
 
 
 @app.command("list")
 def list_(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False,
-          database_url: DbOpt = None) -> None:
+          database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Recorded datasets, newest first."""
     from gateway.log.datasets import DatasetStore
 
-    rows = DatasetStore(_engine(database_url)).list(limit)
+    rows = DatasetStore(_engine(database_url, config)).list(limit)
     if as_json:
         _dump(rows)
         return
@@ -158,11 +159,11 @@ def list_(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 @app.command()
 def show(dataset_id: str, ids: Annotated[bool, typer.Option(help="Print source ids.")] = False,
-         database_url: DbOpt = None) -> None:
+         database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """One dataset: its filters, counts, hashes, report (and source ids with --ids)."""
     from gateway.log.datasets import DatasetStore
 
-    store = DatasetStore(_engine(database_url))
+    store = DatasetStore(_engine(database_url, config))
     row = store.get(dataset_id)
     if row is None:
         typer.echo(f"no dataset {dataset_id}", err=True)

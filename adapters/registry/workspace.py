@@ -34,13 +34,11 @@ def open_workspace(config: Path | None = None, database_url: str | None = None, 
                    engine_port: int | None = None) -> Workspace:
     import os
 
-    from gateway.app import database_url as resolve_url
-    from gateway.cli import load_settings
+    from gateway.cli import resolve
     from gateway.log import db
 
     overrides: dict[str, Any] = {"home": home, "engine_port": engine_port}
-    settings, cfg = load_settings(config, **overrides)
-    url = database_url or resolve_url(settings, cfg)
+    settings, cfg, url = resolve(config, database_url, **overrides)
     engine = db.create_engine(url)
     db.upgrade(engine)
     gw = gateway_url or os.environ.get("TUNELOOP_GATEWAY_URL") or f"http://127.0.0.1:{settings.port}/v1"

@@ -1,4 +1,4 @@
-"""Retention: ``tuneloop log prune --older-than 30d`` calls ``prune``."""
+"""Retention: ``tuneloop log prune --older-than 30d`` (``gateway/log/cli.py``) calls ``prune``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from gateway.log import db
 from gateway.log.store import LogStore
 
 
-def prune(database_url: str, older_than_s: float) -> int:
+def prune(database_url: str, older_than_s: float, project: str | None = None) -> int:
     """Delete interactions older than ``older_than_s`` seconds (and their feedback).
 
     Returns how many interactions were deleted. Migrates first, so it works on a
@@ -15,6 +15,6 @@ def prune(database_url: str, older_than_s: float) -> int:
     engine = db.create_engine(database_url)
     try:
         db.upgrade(engine)
-        return LogStore(engine).prune(older_than_s)
+        return LogStore(engine).prune(older_than_s, project)
     finally:
         engine.dispose()

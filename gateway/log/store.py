@@ -132,13 +132,15 @@ class LogStore:
         return [dict(r) for r in rows]
 
     # ---- retention and helpers ----
-    def prune(self, older_than_s: float) -> int:
-        """Delete interactions (and their feedback) older than ``older_than_s`` seconds."""
-        cutoff = time.time() - older_than_s
-        old = sa.select(t.c.id).where(t.c.created < cutoff)
+    def prune(self, older_than_s: float, project: str | None = None) -> int:
+        """Delete interactions (and their feedback) older than ``older_than_s`` seconds
+        (of one project only, when given)."""
+        cond = t.c.created < time.time() - older_than_s
+        if project is not None:
+            cond = sa.and_(cond, t.c.project == project)
         with self.engine.begin() as conn:
-            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(old)))
-            return conn.execute(t.delete().where(t.c.created < cutoff)).rowcount
+            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(sa.select(t.c.id).where(cond))))
+            return conn.execute(t.delete().where(cond)).rowcount
 
     def count(self) -> int:
         with self.engine.connect() as conn:
