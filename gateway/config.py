@@ -93,6 +93,15 @@ class ModelConfig(_Strict):
         return list(self.train_on_projects) if self.train_on_projects is not None else [self.project]
 
 
+class BaseModelConfig(_Strict):
+    """One base model of the catalog (``base_models:``): what a fine-tuning job's ``model`` names."""
+
+    path: str  # the weights' folder (what the serving targets' ``--model`` is)
+    targets: list[str] = Field(default_factory=list)  # targets serving it (default: found from their /v1/models)
+    max_lora_rank: int = Field(default=16, ge=1, le=512)  # the targets' --max-lora-rank
+    adapters_dir: str | None = None  # where adapters trained on it go (a folder its targets read)
+
+
 class GatewayConfig(_Strict):
     database_url: str | None = None
     redis_url: str | None = None
@@ -102,6 +111,8 @@ class GatewayConfig(_Strict):
     default_prices: dict[str, float] = Field(default_factory=dict)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    # the base models jobs train on: served name -> weights folder (or the long form, BaseModelConfig)
+    base_models: dict[str, BaseModelConfig] = Field(default_factory=dict)
     # the loop's settings per alias (see gateway/loop_settings.py)
     loop: dict[str, LoopSettings] = Field(default_factory=dict)
 
@@ -112,6 +123,22 @@ class GatewayConfig(_Strict):
         if isinstance(value, bool):
             return "required" if value else "off"
         return value
+
+    @field_validator("base_models", mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        """``NAME: PATH`` is ``NAME: {path: PATH}``."""
+        if isinstance(value, dict):
+            return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _base_model_targets_exist(self) -> GatewayConfig:
+        for name, base in self.base_models.items():
+            for target in base.targets:
+                if target not in self.targets:
+                    raise ValueError(f"base model {name!r} is served by unknown target {target!r}")
+        return self
 
     @model_validator(mode="after")
     def _references_exist(self) -> GatewayConfig:
