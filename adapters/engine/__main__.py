@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from adapters.engine.admission import parse_bytes
 from adapters.engine.server import run_engine
 
 
@@ -19,9 +20,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-batch", type=int, default=32, help="sequences in the running batch")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: cores // 2)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--kv-cache-memory-bytes", type=parse_bytes, default=None,
+                    help="KV-cache budget, e.g. 4GiB (default: min(4 GiB, 25%% of the memory))")
+    ap.add_argument("--trust-request-chat-template", action="store_true",
+                    help="let requests bring their own chat_template (rendered in a sandboxed child process)")
+    ap.add_argument("--scheduling-policy", choices=["fair", "fcfs"], default="fair",
+                    help="fair: round-robin across tenants (x-tuneloop-tenant, else user); fcfs: one FIFO")
+    ap.add_argument("--max-running-per-tenant", type=int, default=None,
+                    help="running rows one tenant may hold while others wait (default: max batch // 2; 0: no cap)")
     a = ap.parse_args(argv)
     run_engine(host=a.host, port=a.port, adapters_dir=a.adapters, home=a.home, max_loras=a.max_loras,
-               max_cpu_loras=a.max_cpu_loras, max_batch=a.max_batch, threads=a.threads, device=a.device)
+               max_cpu_loras=a.max_cpu_loras, max_batch=a.max_batch, threads=a.threads, device=a.device,
+               kv_cache_memory_bytes=a.kv_cache_memory_bytes,
+               trust_request_chat_template=a.trust_request_chat_template, scheduling_policy=a.scheduling_policy,
+               max_running_per_tenant=a.max_running_per_tenant)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class EngineMetrics:
                                          registry=r).labels(model_name)
         self.aborted = Counter("tuneloop:engine_aborted_requests", "Requests aborted (client gone).", lab,
                                registry=r).labels(model_name)
+        self.failed = Counter("tuneloop:engine_failed_requests", "Requests failed inside a step (the others "
+                              "went on).", lab, registry=r).labels(model_name)
         self.loras_held = Gauge("tuneloop:engine_loras_held", "LoRA adapters held in memory.", lab,
                                 registry=r).labels(model_name)
         self.loras_registered = Gauge("tuneloop:engine_loras_registered", "LoRA adapters registered.", lab,

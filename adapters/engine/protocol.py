@@ -2,7 +2,15 @@
 
 Requests allow extra fields (like vLLM's ``OpenAIBaseModel``): unknown ones are
 logged and ignored.  Validation failures become 400s in OpenAI's envelope
-(``server.py``), never FastAPI's 422.
+(``server.py``), never FastAPI's 422, naming the field in ``param``.
+
+Bounds and types are vLLM's (``SamplingParams._verify_args`` and its protocol
+models, same wording): ``seed`` within int64, floats finite (``allow_inf_nan``
+off, so ``"nan"`` strings that pydantic would coerce are refused too), penalties
+in range.  One bound is ours: ``repetition_penalty`` within [1e-30, 1e30]
+(vLLM accepts any finite positive value; below about 1e-36 the penalized
+logits overflow float32 and the sampler gets NaN, which is what took the
+scheduler down).
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,6 +29,19 @@ log = logging.getLogger(__name__)
 
 MAX_STOP = 4
 MAX_N = 16
+INT64 = (-(1 << 63), (1 << 63) - 1)  # vLLM: seed within torch.iinfo(torch.long)
+REPETITION_PENALTY_RANGE = (1e-30, 1e30)
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+
+
+class RequestError(ValueError):
+    """A value vLLM or OpenAI refuse: a 400 naming ``param``."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 # Sampling defaults for fields a request leaves out, as vLLM takes them from the model's
@@ -42,27 +63,30 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = None
     messages: list[dict[str, Any]]
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    temperature: Finite | None = None
+    top_p: Finite | None = None
+    max_tokens: Int64 | None = None
+    max_completion_tokens: Int64 | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = 1
-    stream: bool = False
+    seed: Int64 | None = None
+    n: Int64 | None = 1
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = 0.0
-    frequency_penalty: float | None = 0.0
+    presence_penalty: Finite | None = 0.0
+    frequency_penalty: Finite | None = 0.0
+    user: str | None = None
     # vLLM's extra sampling parameters
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: int = 0
-    stop_token_ids: list[int] | None = None
+    top_k: Int64 | None = None
+    min_p: Finite | None = None
+    repetition_penalty: Finite | None = None
+    min_tokens: Int64 = 0
+    stop_token_ids: list[Int64] | None = None
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     request_id: str | None = Field(default=None)
 
@@ -77,32 +101,50 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def check(self) -> None:
-        """Raise ValueError (-> 400) for values vLLM or OpenAI refuse."""
+        """Raise :class:`RequestError` (-> 400 naming the field) for values vLLM or OpenAI refuse."""
         mt = self.requested_max()
+        max_name = "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
         if mt is not None and mt < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {mt}.")
+            raise RequestError(f"max_tokens must be at least 1, got {mt}.", max_name)
         if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
+            raise RequestError(f"temperature must be in [0, 2], got {self.temperature}.", "temperature")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}.", "top_p")
         if self.top_k is not None and self.top_k < -1:
-            raise ValueError(f"top_k must be -1 or 0 (disable), or at least 1, got {self.top_k}.")
+            raise RequestError(f"top_k must be 0 (disable), or at least 1, got {self.top_k}.", "top_k")
         if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}.")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be greater than zero, got {self.repetition_penalty}.")
+            raise RequestError(f"min_p must be in [0, 1], got {self.min_p}.", "min_p")
+        self._check_penalties()
+        n = 1 if self.n is None else self.n
+        if not 1 <= n <= MAX_N:
+            raise RequestError(f"n must be between 1 and {MAX_N}, got {n}.", "n")
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP:
+            raise RequestError(f"stop may hold at most {MAX_STOP} sequences.", "stop")
+        if self.min_tokens < 0:
+            raise RequestError(f"min_tokens must be greater than or equal to 0, got {self.min_tokens}.",
+                               "min_tokens")
+        if mt is not None and self.min_tokens > mt:
+            raise RequestError(f"min_tokens must be less than or equal to max_tokens={mt}, got {self.min_tokens}.",
+                               "min_tokens")
+        if self.continue_final_message and self.add_generation_prompt:
+            raise RequestError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+                               "continue_final_message")
+        if self.model_extra:
+            log.debug("ignoring fields %s", sorted(self.model_extra))
+
+    def _check_penalties(self) -> None:
+        rp = self.repetition_penalty
+        if rp is not None:
+            if rp <= 0.0:
+                raise RequestError(f"repetition_penalty must be greater than zero, got {rp}.", "repetition_penalty")
+            lo, hi = REPETITION_PENALTY_RANGE
+            if not lo <= rp <= hi:
+                raise RequestError(f"repetition_penalty must be in [{lo:g}, {hi:g}] (beyond, the penalized logits "
+                                   f"overflow float32), got {rp}.", "repetition_penalty")
         for name in ("presence_penalty", "frequency_penalty"):
             v = getattr(self, name)
             if v is not None and not -2.0 <= v <= 2.0:
-                raise ValueError(f"{name} must be in [-2, 2], got {v}.")
-        if not 1 <= self.n <= MAX_N:
-            raise ValueError(f"n must be between 1 and {MAX_N}, got {self.n}.")
-        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP:
-            raise ValueError(f"stop may hold at most {MAX_STOP} sequences.")
-        if self.min_tokens < 0:
-            raise ValueError("min_tokens must be non-negative.")
-        if self.model_extra:
-            log.debug("ignoring fields %s", sorted(self.model_extra))
+                raise RequestError(f"{name} must be in [-2, 2], got {v}.", name)
 
     def sampling(self, default_max: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -117,7 +159,7 @@ class ChatCompletionRequest(BaseModel):
             frequency_penalty=self.frequency_penalty or 0.0,
             max_tokens=mt if mt is not None else default_max,
             min_tokens=self.min_tokens,
-            n=self.n,
+            n=1 if self.n is None else self.n,
             seed=self.seed,
             stop=[s for s in stop if s],
             stop_token_ids=list(self.stop_token_ids or []),

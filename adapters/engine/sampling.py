@@ -6,6 +6,10 @@ whatever else is in the batch.  Greedy rows (``temperature == 0`` or
 ``top_k == 1``) take one batched ``argmax``; the others are sampled row by row
 after vLLM's processing order: repetition / presence / frequency penalties,
 temperature, top-k, top-p, min-p.
+
+A row's fault stays that row's: :func:`sample` returns a :class:`RowError`
+in place of a token for a row whose logits are not finite or whose
+distribution cannot be sampled, and the scheduler fails only that request.
 """
 
 from __future__ import annotations
@@ -42,31 +46,53 @@ class SamplingParams:
         if self.greedy:
             return None
         g = torch.Generator()
-        g.manual_seed((self.seed + choice) if self.seed is not None else random.getrandbits(63))
+        # torch takes a seed in [-2^63, 2^64); seed + choice wraps into it (the protocol bounds seed to int64)
+        g.manual_seed(((self.seed + choice) & _U64) if self.seed is not None else random.getrandbits(63))
         return g
 
 
+_U64 = (1 << 64) - 1
+
+
+class RowError(Exception):
+    """One row of a batch could not be sampled; the others were."""
+
+
 def sample(logits: torch.Tensor, rows: list[tuple[SamplingParams, torch.Generator | None, list[int], list[int]]]
-           ) -> list[int]:
-    """Pick one token per row of ``logits[n, vocab]``.
+           ) -> list[int | RowError]:
+    """Pick one token per row of ``logits[n, vocab]``, or a :class:`RowError` for a row that cannot be sampled.
 
     ``rows[i]`` is ``(params, generator, prompt_ids, output_ids)`` of row ``i``.
     """
-    out = logits.argmax(dim=-1).tolist()
-    if all(p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty)
-           for p, *_ in rows):
+    out: list[int | RowError] = list(logits.argmax(dim=-1).tolist())
+    bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
+    for i in bad:  # NaN or inf from the forward: that row's output would be garbage
+        out[i] = RowError("the model produced non-finite logits for this sequence")
+    if all(_plain(p) for p, *_ in rows):
         return out
     logits = logits.float().cpu()  # per-request CPU generators; a [batch, vocab] copy is cheap
     for i, (p, gen, prompt, output) in enumerate(rows):
-        if p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty):
+        if _plain(p) or isinstance(out[i], RowError):
             continue
-        row = logits[i].float().clone()
-        _penalize(row, p, prompt, output)
-        if p.greedy:
-            out[i] = int(row.argmax())
-            continue
-        out[i] = _draw(row, p, gen)
+        try:
+            out[i] = _one(logits[i].clone(), p, gen, prompt, output)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            out[i] = RowError(f"sampling failed: {exc}")
     return out
+
+
+def _plain(p: SamplingParams) -> bool:
+    return p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty)
+
+
+def _one(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None, prompt: list[int],
+         output: list[int]) -> int:
+    _penalize(row, p, prompt, output)
+    # a value that overflowed float32 stays the largest one instead of turning the softmax into NaN
+    row = torch.nan_to_num(row, nan=float("-inf"), posinf=torch.finfo(row.dtype).max)
+    if p.greedy:
+        return int(row.argmax())
+    return _draw(row, p, gen)
 
 
 def _penalize(row: torch.Tensor, p: SamplingParams, prompt: list[int], output: list[int]) -> None:
@@ -92,7 +118,10 @@ def _draw(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> 
         drop = (cum - probs) > p.top_p  # keep the smallest prefix whose mass reaches top_p
         srt[drop] = float("-inf")
         row = torch.full_like(row, float("-inf")).scatter(0, idx, srt)
+    row = torch.nan_to_num(row, nan=float("-inf"), posinf=torch.finfo(row.dtype).max)
     probs = torch.softmax(row, dim=-1)
     if p.min_p > 0.0:
         probs[probs < p.min_p * probs.max()] = 0.0
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0.0:
+        raise ValueError("no token has a finite, positive probability")
     return int(torch.multinomial(probs, 1, generator=gen))

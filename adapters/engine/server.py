@@ -6,9 +6,17 @@ Routes: ``POST /v1/chat/completions`` (stream and not), ``GET /v1/models``,
 Every error leaves through :func:`error_response` in OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}`` with a string ``code``.
 
-Inference runs in the engine's scheduler thread; this event loop only moves
-text.  A streaming client that disconnects aborts its request at once (its KV
-rows are freed before the next decode step); so does a non-streaming one.
+Inference runs in the engine's scheduler thread, chat templates in worker threads
+or processes (``template.py``); this event loop only moves text.  A streaming
+client that disconnects aborts its request at once (its KV rows are freed before
+the next decode step); so does a non-streaming one.
+
+Every bad value is a 400 before anything is queued: the protocol's bounds,
+``chat_template_kwargs`` outside the allow-list, an empty prompt, a prompt beyond
+the context, a request that could not fit the KV budget even alone.  The tenant
+for fair queueing is the ``x-tuneloop-tenant`` header (the gateway sets it), else
+the body's ``user``.  If the scheduler thread dies, the server stops and
+:func:`run_engine` exits with status 1, for a supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -28,10 +36,13 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from adapters.engine import protocol as P
+from adapters.engine.admission import tenant_of
 from adapters.engine.engine import Engine, EngineError, RequestStream
 from adapters.engine.lora import AdapterError, AdapterNotFound
 
 log = logging.getLogger(__name__)
+
+TENANT_HEADER = "x-tuneloop-tenant"
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -118,14 +129,15 @@ def create_engine_app(engine: Engine) -> FastAPI:
             req.check()
             messages = P.normalize_messages(req.messages)
         except (ValidationError, ValueError) as exc:
-            return error_response(_short(exc), 400)
+            return error_response(_short(exc), 400, param=_param(exc))
         adapter = engine.resolve_model(req.model)
-        prompt = engine.encode_chat(messages, req.chat_template_kwargs, req.add_generation_prompt)
+        prompt = await engine.encode_chat(req, messages)
         explicit = req.requested_max() is not None
         params = req.sampling(default_max=max(1, engine.max_model_len - len(prompt)))
         engine.check_lengths(prompt, params, explicit)
         model = req.model or engine.model_name
-        stream = engine.generate(prompt, params, adapter, req.request_id)
+        tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)
+        stream = engine.generate(prompt, params, adapter, req.request_id, tenant)
         if req.stream:
             opts = req.stream_options or P.StreamOptions()
             return StreamingResponse(_sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
@@ -149,6 +161,12 @@ def _short(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
     return str(exc)
+
+
+def _param(exc: Exception) -> str | None:
+    if isinstance(exc, ValidationError) and exc.errors():
+        return ".".join(str(x) for x in exc.errors()[0]["loc"]) or None
+    return getattr(exc, "param", None)
 
 
 def _raise_event_error(ev: dict[str, Any]) -> None:
@@ -229,13 +247,34 @@ async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, in
 
 def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path | None = None,
                home: Path | None = None, max_loras: int = 8, max_cpu_loras: int = 64,
-               max_batch: int = 32, threads: int | None = None, device: str | None = None) -> None:
-    """Load the model, then serve vLLM's HTTP contract until interrupted (blocking)."""
+               max_batch: int = 32, threads: int | None = None, device: str | None = None,
+               kv_cache_memory_bytes: int | None = None, trust_request_chat_template: bool = False,
+               scheduling_policy: str = "fair", max_running_per_tenant: int | None = None) -> None:
+    """Load the model, then serve vLLM's HTTP contract until interrupted (blocking).
+
+    Exits with status 1 when the scheduler thread died (the server stops first, so the requests it
+    failed get their errors), so that a supervisor restarts the engine."""
     import uvicorn
 
     from adapters.engine.model import default_home
 
     logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
     engine = Engine(home=Path(home) if home else default_home(), adapters_dir=adapters_dir, max_loras=max_loras,
-                    max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device)
-    uvicorn.run(create_engine_app(engine), host=host, port=port, log_level="warning", access_log=False)
+                    max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device,
+                    kv_cache_memory_bytes=kv_cache_memory_bytes,
+                    trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
+                    max_running_per_tenant=max_running_per_tenant)
+    if trust_request_chat_template:
+        log.warning("--trust-request-chat-template: requests may bring their own chat template (rendered in a "
+                    "sandboxed child process)")
+    server = uvicorn.Server(uvicorn.Config(create_engine_app(engine), host=host, port=port, log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=5))
+
+    def on_death(exc: BaseException) -> None:
+        log.critical("the scheduler died (%s): stopping the engine", exc)
+        server.should_exit = True
+
+    engine.scheduler.on_death = on_death
+    server.run()
+    if engine.scheduler.dead is not None:
+        raise SystemExit(1)
