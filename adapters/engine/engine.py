@@ -27,7 +27,7 @@ import torch
 from adapters.engine.forward import BatchedLlama
 from adapters.engine.lora import AdapterRegistry
 from adapters.engine.metrics import EngineMetrics
-from adapters.engine.model import BASE_MODEL_NAME, default_home, load_base_model
+from adapters.engine.model import default_home, open_served_model
 from adapters.engine.sampling import SamplingParams
 from adapters.engine.scheduler import Request, Scheduler
 
@@ -79,31 +79,39 @@ class RequestStream:
 
 
 class Engine:
+    """``model``: a local HF checkpoint folder (vLLM's ``--model``; None: the embedded SmolLM2), served as
+    ``served_model_name``; ``lora_modules``: ``(name, path, base_model_name)`` loaded at start."""
+
     def __init__(self, home: Path | None = None, adapters_dir: Path | None = None, max_loras: int = 8,
                  max_cpu_loras: int = 64, max_batch: int = 32, threads: int | None = None,
-                 device: str | None = None, kv_cache_gib: float = 4.0):
+                 device: str | None = None, kv_cache_gib: float = 4.0, model: str | Path | None = None,
+                 served_model_name: str | None = None, generation_config: str | None = None,
+                 max_model_len: int | None = None, enable_lora: bool | None = None, max_lora_rank: int = 16,
+                 lora_modules: list[tuple[str, Path, str | None]] | None = None):
         self.device, self.dtype = pick_device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or default_threads())
         self.threads = torch.get_num_threads()
-        self.model_name = BASE_MODEL_NAME
         self.created = int(time.time())
-        hf_model, self.tokenizer = load_base_model(home or default_home(), self.dtype, self.device)
-        self.model = BatchedLlama(hf_model)
+        served = open_served_model(model, served_model_name, generation_config, max_model_len, home or default_home())
+        self.model_name, self.model_root, self.generation = served.name, served.root, served.generation
+        self.tokenizer = served.ckpt.tokenizer
+        self.model = BatchedLlama(served.ckpt, self.dtype, self.device, served.max_len)
         self.max_model_len = self.model.max_len
         self.metrics = EngineMetrics(self.model_name)
         self.adapters = AdapterRegistry(self.model.lora_shapes, self.model.n_layers, self.dtype, self.device,
-                                        max(max_cpu_loras, max_loras))
-        eos = {hf_model.config.eos_token_id, self.tokenizer.eos_token_id}
-        gen = getattr(hf_model, "generation_config", None)
-        if gen is not None and gen.eos_token_id is not None:
-            eos |= set(gen.eos_token_id) if isinstance(gen.eos_token_id, list) else {gen.eos_token_id}
-        self.eos_ids = {int(e) for e in eos if e is not None}
+                                        max(max_cpu_loras, max_loras), max_rank=max_lora_rank,
+                                        enabled=enable_lora if enable_lora is not None else model is None)
+        cfg_eos = served.ckpt.config.eos_token_id
+        eos = {*(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]), self.tokenizer.eos_token_id}
+        self.eos_ids = {int(e) for e in eos | served.generation.eos_ids if e is not None}
         self.scheduler = Scheduler(self.model, self.adapters, self.tokenizer, self.metrics, self.eos_ids,
                                    max_batch=max_batch, max_loras=max_loras,
                                    kv_cache_bytes=int(kv_cache_gib * (1 << 30)))
         if adapters_dir is not None:
             self._load_dir(Path(adapters_dir))
+        for name, path, parent in lora_modules or []:
+            self.adapters.add(name, Path(path).expanduser(), int(time.time()), parent)
         self._update_lora_gauges()
         log.info("engine ready: %s on %s/%s, %d threads, %d adapters", self.model_name, self.device,
                  self.dtype, self.threads, len(self.adapters.names()))

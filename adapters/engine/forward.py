@@ -1,10 +1,12 @@
-"""A batched Llama forward over the base model's weights with a row-based KV cache.
+"""A batched forward for Llama-family checkpoints with a row-based KV cache.
 
 Why not ``model.generate()`` or HF's ``forward``: continuous batching needs
 requests of different lengths, at different positions, on different adapters,
 to share one decode step and to join or leave between steps.  This module keeps
-the weights of a ``LlamaForCausalLM`` (q/k/v fused into one matrix, gate/up into
-another) and runs:
+the weights of a Llama, Mistral, Qwen2 or Qwen3 checkpoint (q/k/v fused into one
+matrix, gate/up into another; biases, Qwen3's q/k norms, sliding windows and
+rope scaling as ``adapters.models.arch`` and ``adapters.engine.weights`` describe)
+and runs:
 
 * ``forward(tokens[n, T], start[n], rows)``: ``n`` sequences, ``T`` new tokens
   each (``T == 1`` is a decode step, ``T > 1`` a prefill of right-padded
@@ -21,25 +23,14 @@ sequence leaves); capacity grows by doubling, rounded to 64 positions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel
 
 from adapters.engine.lora import LoraBatch
+from adapters.engine.weights import Layer, load_weights, rope_frequencies
+from adapters.models.hf import Checkpoint
 
 ROUND = 64
-
-
-@dataclass
-class Layer:
-    ln1: torch.Tensor
-    wqkv: torch.Tensor  # [q + k + v, hidden]
-    wo: torch.Tensor
-    ln2: torch.Tensor
-    wgu: torch.Tensor  # [2 * intermediate, hidden]
-    wd: torch.Tensor
 
 
 class KVCache:
@@ -85,8 +76,10 @@ class KVCache:
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    var = x.pow(2).mean(-1, keepdim=True)
-    return x * torch.rsqrt(var + eps) * w
+    """RMSNorm as transformers computes it: normalised in fp32, cast back, then scaled."""
+    xf = x.float()
+    var = xf.pow(2).mean(-1, keepdim=True)
+    return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -95,47 +88,27 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchedLlama:
-    """Weights of a Llama model and a batched, cache-aware forward pass."""
+    """Weights of a Llama-family model and a batched, cache-aware forward pass."""
 
-    def __init__(self, model: PreTrainedModel):
-        cfg = model.config
-        self.config = cfg
+    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, max_len: int | None = None):
+        cfg = ckpt.config
+        self.config, self.arch = cfg, ckpt.arch
         self.n_layers = cfg.num_hidden_layers
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.hidden = cfg.hidden_size
         self.head_dim = getattr(cfg, "head_dim", None) or self.hidden // self.n_heads
         self.eps = cfg.rms_norm_eps
-        self.max_len = cfg.max_position_embeddings
+        self.max_len = min(max_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
         self.q_dim = self.n_heads * self.head_dim
         self.kv_dim = self.n_kv * self.head_dim
         self.intermediate = cfg.intermediate_size
-        p = next(model.parameters())
-        self.dtype, self.device = p.dtype, p.device
-        inner = model.model
-        with torch.no_grad():
-            self.embed = inner.embed_tokens.weight.detach()
-            self.lm_head = model.lm_head.weight.detach()
-            self.norm = inner.norm.weight.detach()
-            self.layers = []
-            for blk in inner.layers:
-                a, m = blk.self_attn, blk.mlp
-                self.layers.append(
-                    Layer(
-                        ln1=blk.input_layernorm.weight.detach(),
-                        wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach(),
-                        wo=a.o_proj.weight.detach(),
-                        ln2=blk.post_attention_layernorm.weight.detach(),
-                        wgu=torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach(),
-                        wd=m.down_proj.weight.detach(),
-                    )
-                )
-        theta = _rope_theta(cfg)
-        inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
-        freqs = torch.outer(torch.arange(self.max_len, dtype=torch.float32), inv)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        self.cos = emb.cos().to(self.dtype).to(self.device)
-        self.sin = emb.sin().to(self.dtype).to(self.device)
+        self.dtype, self.device = dtype, torch.device(device)
+        w = load_weights(ckpt, dtype, self.device, self.max_len)
+        self.embed, self.lm_head, self.norm = w.embed, w.lm_head, w.norm
+        self.layers: list[Layer] = w.layers
+        inv_freq, self.rope_scale = rope_frequencies(cfg, ckpt.arch.rope_type, self.head_dim)
+        self.inv_freq = inv_freq.to(self.device)
         self.cache = KVCache(self.n_layers, self.n_kv, self.head_dim, self.dtype, self.device)
         # Shapes of every LoRA-able projection: name -> (in_features, out_features).
         self.lora_shapes = {
@@ -170,15 +143,9 @@ class BatchedLlama:
         pos = start[:, None] + torch.arange(T, device=dev)[None, :]  # [n, T]
         end = int(start.max()) + T
         span = -(-end // ROUND) * ROUND
-        cos = self.cos[pos][:, None]  # [n, 1, T, d]
-        sin = self.sin[pos][:, None]
-        keys = torch.arange(span, device=dev)
-        allowed = keys[None, None, :] <= pos[:, :, None]  # [n, T, span]
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=dev)
-        mask.masked_fill_(~allowed, float("-inf"))
+        cos, sin = self._rope(pos)  # [n, 1, T, d]
         group = self.n_heads // self.n_kv
-        # [n, 1, group * T, span]: query rows are (group, T) pairs of one kv head.
-        mask = mask[:, None].expand(n, group, T, span).reshape(n, 1, group * T, span)
+        masks = {w: self._mask(pos, span, group, w) for w in {layer.window for layer in self.layers}}
         self.cache.ensure(row0 + n, span)
         rows = torch.arange(row0, row0 + n, device=dev)
         scale = self.head_dim**-0.5
@@ -186,6 +153,8 @@ class BatchedLlama:
         for li, layer in enumerate(self.layers):
             h = _rms(x, layer.ln1, self.eps)
             qkv = h @ layer.wqkv.T
+            if layer.bqkv is not None:
+                qkv += layer.bqkv
             if lora is not None:
                 lora.apply(li, "q_proj", h, qkv[..., : self.q_dim])
                 lora.apply(li, "k_proj", h, qkv[..., self.q_dim : self.q_dim + self.kv_dim])
@@ -194,6 +163,8 @@ class BatchedLlama:
             q = q.view(n, T, self.n_heads, self.head_dim).transpose(1, 2)
             k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
+            if layer.q_norm is not None:
+                q, k = _rms(q, layer.q_norm, self.eps), _rms(k, layer.k_norm, self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             kv = self.cache.data[li]  # [2, rows, kv, cap, d]
@@ -202,21 +173,27 @@ class BatchedLlama:
             K = kv[0, row0 : row0 + n, :, :span]  # [n, kv, span, d]
             V = kv[1, row0 : row0 + n, :, :span]
             qg = q.reshape(n, self.n_kv, group * T, self.head_dim)
-            s = (qg @ K.transpose(-1, -2)) * scale + mask  # [n, kv, g*T, span]
+            s = (qg @ K.transpose(-1, -2)) * scale + masks[layer.window]  # [n, kv, g*T, span]
             a = torch.softmax(s, dim=-1) @ V  # [n, kv, g*T, d]
             a = a.reshape(n, self.n_heads, T, self.head_dim).transpose(1, 2).reshape(n, T, self.q_dim)
             o = a @ layer.wo.T
+            if layer.bo is not None:
+                o += layer.bo
             if lora is not None:
                 lora.apply(li, "o_proj", a, o)
             x = x + o
             h = _rms(x, layer.ln2, self.eps)
             gu = h @ layer.wgu.T
+            if layer.bgu is not None:
+                gu += layer.bgu
             if lora is not None:
                 lora.apply(li, "gate_proj", h, gu[..., : self.intermediate])
                 lora.apply(li, "up_proj", h, gu[..., self.intermediate :])
             g, u = gu.split([self.intermediate, self.intermediate], dim=-1)
             m = F.silu(g) * u
             d = m @ layer.wd.T
+            if layer.bd is not None:
+                d += layer.bd
             if lora is not None:
                 lora.apply(li, "down_proj", m, d)
             x = x + d
@@ -227,10 +204,21 @@ class BatchedLlama:
         xl = _rms(xl, self.norm, self.eps)
         return (xl @ self.lm_head.T).float()
 
+    def _rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[n, 1, T, head_dim]`` at ``pos[n, T]``: fp32 as transformers computes them, then cast."""
+        freqs = pos.float()[..., None] * self.inv_freq  # [n, T, d / 2]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+        return (emb.cos() * self.rope_scale).to(self.dtype), (emb.sin() * self.rope_scale).to(self.dtype)
 
-def _rope_theta(cfg: object) -> float:
-    params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-    if isinstance(params, dict) and params.get("rope_type", "default") not in ("default", None):
-        raise ValueError(f"unsupported rope type {params.get('rope_type')}")
-    theta = params.get("rope_theta") if isinstance(params, dict) else None
-    return float(theta or getattr(cfg, "rope_theta", 10000.0))
+    def _mask(self, pos: torch.Tensor, span: int, group: int, window: int | None) -> torch.Tensor:
+        """Additive mask ``[n, 1, group * T, span]`` (query rows are (group, T) pairs of one kv head):
+        causal, and with a sliding ``window`` only the last ``window`` positions (transformers'
+        ``kv_idx > q_idx - sliding_window``)."""
+        n, T = pos.shape
+        keys = torch.arange(span, device=self.device)[None, None, :]
+        allowed = keys <= pos[:, :, None]  # [n, T, span]
+        if window is not None:
+            allowed &= keys > pos[:, :, None] - window
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allowed, float("-inf"))
+        return mask[:, None].expand(n, group, T, span).reshape(n, 1, group * T, span)

