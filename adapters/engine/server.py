@@ -89,10 +89,10 @@ def create_engine_app(engine: Engine) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        base = P.model_card(engine.model_name, engine.created, engine.model_name, None, engine.max_model_len)
+        base = P.model_card(engine.model_name, engine.created, engine.model_root, None, engine.max_model_len)
         cards = [base] + [
-            P.model_card(name, engine.adapters.created.get(name, engine.created), str(path), engine.model_name,
-                         engine.max_model_len)
+            P.model_card(name, engine.adapters.created.get(name, engine.created), str(path),
+                         engine.adapters.parents.get(name, engine.model_name), engine.max_model_len)
             for name, path in list(engine.adapters.paths.items())
         ]
         return _json({"object": "list", "data": cards})
@@ -133,7 +133,7 @@ def create_engine_app(engine: Engine) -> FastAPI:
         adapter = engine.resolve_model(req.model)
         prompt = await engine.encode_chat(req, messages)
         explicit = req.requested_max() is not None
-        params = req.sampling(default_max=max(1, engine.max_model_len - len(prompt)))
+        params = engine.generation.apply(req, req.sampling(default_max=max(1, engine.max_model_len - len(prompt))))
         engine.check_lengths(prompt, params, explicit)
         model = req.model or engine.model_name
         tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)
@@ -249,8 +249,11 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
                home: Path | None = None, max_loras: int = 8, max_cpu_loras: int = 64,
                max_batch: int = 32, threads: int | None = None, device: str | None = None,
                kv_cache_memory_bytes: int | None = None, trust_request_chat_template: bool = False,
-               scheduling_policy: str = "fair", max_running_per_tenant: int | None = None) -> None:
+               scheduling_policy: str = "fair", max_running_per_tenant: int | None = None, **model: Any) -> None:
     """Load the model, then serve vLLM's HTTP contract until interrupted (blocking).
+
+    ``model``: the base model's options for :class:`Engine` (``model``, ``served_model_name``,
+    ``generation_config``, ``max_model_len``, ``enable_lora``, ``max_lora_rank``, ``lora_modules``).
 
     Exits with status 1 when the scheduler thread died (the server stops first, so the requests it
     failed get their errors), so that a supervisor restarts the engine."""
@@ -263,7 +266,7 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
                     max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device,
                     kv_cache_memory_bytes=kv_cache_memory_bytes,
                     trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
-                    max_running_per_tenant=max_running_per_tenant)
+                    max_running_per_tenant=max_running_per_tenant, **model)
     if trust_request_chat_template:
         log.warning("--trust-request-chat-template: requests may bring their own chat template (rendered in a "
                     "sandboxed child process)")
