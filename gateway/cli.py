@@ -50,10 +50,22 @@ def serve(
     run(settings, cfg)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def engine(
+    ctx: typer.Context,
     host: str = "127.0.0.1",
     port: int = 8001,
+    model: Annotated[str | None, typer.Option(
+        help="local Hugging Face checkpoint folder (default: the embedded SmolLM2-135M-Instruct)")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="the model's id in the API (default: --model)")] = None,
+    generation_config: Annotated[str | None, typer.Option(
+        help="sampling defaults: auto (the model's generation_config.json), vllm (none) or a folder")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="context length (default: the model's)")] = None,
+    enable_lora: Annotated[bool | None, typer.Option(
+        "--enable-lora/--no-enable-lora", help="serve LoRA adapters (default: on without --model)")] = None,
+    max_lora_rank: Annotated[int, typer.Option(help="largest LoRA rank an adapter may have")] = 16,
+    lora_modules: Annotated[list[str] | None, typer.Option(
+        help='adapters to load at start: name=path or {"name":..,"path":..,"base_model_name":..}')] = None,
     adapters: Annotated[Path | None, typer.Option(help="folder of LoRA adapters to load at start")] = None,
     max_loras: Annotated[int, typer.Option(help="adapters held in memory (LRU)")] = 8,
     max_cpu_loras: int = 64,
@@ -61,9 +73,14 @@ def engine(
     threads: Annotated[int | None, typer.Option(help="torch threads (default: chosen for the machine)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
 ) -> None:
-    """Serve SmolLM2-135M-Instruct with LoRA adapters over vLLM's HTTP contract."""
+    """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
+    over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
     from adapters.engine.server import run_engine
+    from adapters.models.options import with_model
 
+    run_engine = with_model(run_engine, ctx.args, model=model, served_model_name=served_model_name,
+                            generation_config=generation_config, max_model_len=max_model_len,
+                            enable_lora=enable_lora, max_lora_rank=max_lora_rank, lora_modules=lora_modules)
     run_engine(host=host, port=port, adapters_dir=adapters, home=Settings().resolved_home(),
                max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_batch=max_batch,
                threads=threads, device=device)
