@@ -23,7 +23,7 @@ from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
 from gateway.api.deps import authenticated
 from gateway.api.openapi import with_chat_completions
-from gateway.auth import Authenticator, auth_required
+from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.log import LogService
 from gateway.log.keys import KeyStore
@@ -102,7 +102,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log_ref.service = app.state.log = await LogService.open(
             database_url(settings, config), settings.resolved_home(), queue_size=settings.log_queue_size)
-        auth.keys = KeyStore(app.state.log.engine)
+        await auth.start(KeyStore(app.state.log.engine))
         watchers = [asyncio.create_task(watch_db_routes(app.state.routes, RouteStore(app.state.log.engine)))]
         if settings.config is not None:
             watchers.append(asyncio.create_task(watch_config(app.state.routes, settings.config)))
@@ -122,9 +122,10 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
     api = FastAPI(title="TuneLoop", version="0.1.0", lifespan=lifespan)
     mode = os.environ.get("TUNELOOP_AUTH") or config.auth or settings.auth
-    auth = api.state.auth = Authenticator(auth_required(mode, settings.host), None)
+    auth = api.state.auth = Authenticator(resolve_mode(mode, settings.host))
     redis_url = settings.redis_url or config.redis_url
     limiter = RedisLimiter(redis_url) if redis_url else MemoryLimiter()
+    api.state.limiter = limiter  # write routes count against a key's rpm too (gateway.api.deps)
     api.state.settings = settings
     api.state.routes = Routes(config)
     api.state.started = int(time.time())

@@ -1,17 +1,31 @@
 """Who is calling: ``Authorization: Bearer <key>`` -> a ``Principal`` (key, project, admin).
 
-Auth is on when ``TUNELOOP_AUTH`` (or the config's ``auth``) says ``required``; with the
-default ``auto`` it is on whenever the server binds anything but loopback. With auth off
-every caller is the ``default`` project's anonymous principal.
+Modes (``TUNELOOP_AUTH`` or the config's ``auth:``; the default is ``auto``):
 
-Verified keys are cached in-process for ``CACHE_TTL_S`` so the hot path does not touch the
-database; a revocation therefore takes effect within that time on every replica.
+- ``required`` (also ``on``): every request needs a live key.
+- ``auto``: off loopback, the same as ``required``. On loopback, as soon as the database
+  holds any API key (live or revoked) every request needs one too; with no key at all,
+  callers are the ``default`` project's ``ANONYMOUS`` principal, which is *not* an admin
+  (the first key is created with ``tuneloop keys create`` on the command line).
+- ``off`` (also ``none``): only when set explicitly. Every caller is ``OPERATOR``, an
+  admin; start-up says so with a warning.
+
+Anonymous is never admin unless auth was turned off on purpose. Whether any key exists is
+cached for ``KEYS_EXIST_TTL_S`` and set at once when this process creates a key.
+
+Revocation: the replica that revokes a key (``DELETE /v1/admin/keys/{id}``) evicts it from
+its cache at once. Other replicas, and revocations made with ``tuneloop keys revoke``,
+take effect within ``KEY_TTL_S`` (1 s): a verified key is trusted from the cache for that
+long, then looked up again. That costs one indexed lookup (``api_keys.key_hash`` is unique)
+per key per second per replica, and works alike on SQLite and PostgreSQL, with or without
+Redis, which is why it was chosen over LISTEN/NOTIFY or pub/sub.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +33,13 @@ from typing import Any
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.log.keys import KeyStore
 
-CACHE_TTL_S = 5.0
+log = logging.getLogger("tuneloop.auth")
+
+KEY_TTL_S = 1.0  # how long a verified key is trusted without asking the database again
 MISS_TTL_S = 1.0  # unknown keys are remembered briefly so a flood cannot hammer the DB
+KEYS_EXIST_TTL_S = 1.0  # how long "the database holds no key" is believed
 DEFAULT_PROJECT = "default"
+MODES = {"auto": "auto", "required": "required", "on": "required", "off": "off", "none": "off"}
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,18 +50,27 @@ class Principal:
     limits: dict[str, float] = field(default_factory=dict)
 
 
-ANONYMOUS = Principal(None, DEFAULT_PROJECT, admin=True)
+ANONYMOUS = Principal(None, DEFAULT_PROJECT, admin=False)  # loopback, no key in the database
+OPERATOR = Principal(None, DEFAULT_PROJECT, admin=True)  # auth explicitly off
 
 
-def auth_required(mode: str, host: str) -> bool:
-    if mode in ("required", "on"):
-        return True
-    if mode == "off":
-        return False
+def is_loopback(host: str) -> bool:
     try:
-        return not ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host != "localhost"
+        return host == "localhost"
+
+
+def resolve_mode(mode: str | bool | None, host: str) -> str:
+    """``required``, ``auto`` (loopback: keys decide) or ``off``; unknown modes are an error."""
+    if isinstance(mode, bool):  # YAML reads a bare ``off``/``on`` as a boolean
+        mode = "required" if mode else "off"
+    name = MODES.get(str(mode or "auto").strip().lower())
+    if name is None:
+        raise ValueError(f"unknown auth mode {mode!r}: use auto, required or off")
+    if name == "auto" and not is_loopback(host):
+        return "required"
+    return name
 
 
 def bearer(value: bytes | str | None) -> str | None:
@@ -55,32 +82,105 @@ def bearer(value: bytes | str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, required: bool, keys: KeyStore | None) -> None:
-        self.required = required
+    def __init__(self, mode: str, keys: KeyStore | None = None) -> None:
+        self.mode = mode  # as resolve_mode returns it
         self.keys = keys
         self._cache: dict[str, tuple[Principal | None, float]] = {}
+        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self._any_key: bool | None = None
+        self._evictions = 0  # a lookup that overlapped an eviction is not cached
+        self._any_key_until = 0.0
+
+    async def start(self, keys: KeyStore) -> None:
+        """Attach the key store and say the mode at start-up (one INFO line; a WARNING when off)."""
+        self.keys = keys
+        try:
+            exist = await self.keys_exist() if self.mode == "auto" else False
+        except Exception as exc:  # the database may come later; requests will ask again
+            log.warning("auth: %s; cannot read the API keys yet (%s): every request needs a key until "
+                        "they can be read", self.mode, exc)
+            return
+        log.info(self.describe(exist))
+        if self.mode == "off":
+            log.warning("auth is OFF (set explicitly): anyone who can reach this port is an admin: "
+                        "they can read every project's data and create API keys")
+
+    @property
+    def required(self) -> bool:
+        """Whether a request's principal comes from ``principal()`` (False: auth is off)."""
+        return self.mode != "off"
 
     async def principal(self, authorization: bytes | str | None) -> Principal:
-        if not self.required:
+        if self.mode == "off":
+            return OPERATOR
+        if self.mode == "auto" and not await self.keys_exist():
             return ANONYMOUS
         secret = bearer(authorization)
         if secret is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-        now = time.monotonic()
         hit = self._cache.get(secret)
-        if hit is None or hit[1] < now:
-            found = await asyncio.to_thread(self.keys.lookup, secret) if self.keys else None
-            p = None if found is None else Principal(found["id"], found["project"], found["admin"],
-                                                      found["limits"])
-            hit = (p, now + (CACHE_TTL_S if p else MISS_TTL_S))
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[secret] = hit
-        if hit[0] is None:
+        found = hit[0] if hit is not None and hit[1] >= time.monotonic() else await self._lookup(secret)
+        if found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        return hit[0]
+        return found
+
+    async def _lookup(self, secret: str) -> Principal | None:
+        """One database lookup per secret at a time, however many requests wait for it (in a
+        task of its own, so a caller that goes away does not cancel it for the others)."""
+        task = self._inflight.get(secret)
+        if task is None:
+            task = self._inflight[secret] = asyncio.ensure_future(self._fetch(secret))
+            task.add_done_callback(lambda _: self._inflight.pop(secret, None))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, secret: str) -> Principal | None:
+        evictions = self._evictions
+        row = await asyncio.to_thread(self.keys.lookup, secret) if self.keys else None
+        p = None if row is None else Principal(row["id"], row["project"], row["admin"], row["limits"])
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        if evictions == self._evictions:
+            self._cache[secret] = (p, time.monotonic() + (KEY_TTL_S if p else MISS_TTL_S))
+        return p
+
+    async def keys_exist(self) -> bool:
+        """Whether the database holds any API key (cached briefly; unknown and unreadable: yes)."""
+        if self._any_key is not None and time.monotonic() < self._any_key_until:
+            return self._any_key
+        if self.keys is None:
+            return True
+        try:
+            self._any_key = await asyncio.to_thread(self.keys.any)
+        except Exception:
+            if self._any_key is None:
+                raise
+            return self._any_key  # keep what we knew while the database is away
+        self._any_key_until = time.monotonic() + KEYS_EXIST_TTL_S
+        return self._any_key
+
+    def key_created(self) -> None:
+        """This process created a key: from now on every request needs one (``auto``)."""
+        self._any_key, self._any_key_until = True, time.monotonic() + KEYS_EXIST_TTL_S
+
+    def evict(self, key_id: str) -> None:
+        """Forget a revoked key at once (other replicas notice within ``KEY_TTL_S``)."""
+        self._evictions += 1
+        for secret, (p, _) in list(self._cache.items()):
+            if p is not None and p.key_id == key_id:
+                del self._cache[secret]
+
+    def describe(self, keys_exist: bool) -> str:
+        if self.mode == "off":
+            return "auth: off (set explicitly): every caller is an admin"
+        if self.mode == "required":
+            return "auth: required: every request needs an API key"
+        if keys_exist:
+            return "auth: auto on loopback: the database holds API keys, so every request needs one"
+        return ("auth: auto on loopback: no API keys yet, so callers without one are project "
+                f"{DEFAULT_PROJECT!r} without admin rights; once `tuneloop keys create` makes one, "
+                "every request needs a key")
 
 
 def require_admin(p: Principal) -> Principal:
@@ -90,7 +190,7 @@ def require_admin(p: Principal) -> Principal:
 
 
 def project_of(p: Principal) -> str | None:
-    """The project filter for reads: admins and anonymous callers see everything."""
+    """The project filter for reads: admins see everything, everyone else their own project."""
     return None if p.admin else p.project
 
 

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     log_queue_size: int = 100_000
     max_messages: int = 2048
-    auth: str = "auto"  # auto (on unless bound to loopback) | required | off
+    # auto: required off loopback; on loopback required once any API key exists, else anonymous
+    # callers are project "default" without admin. required | off (explicit only: all are admin)
+    auth: str = "auto"
     redis_url: str | None = None  # shared rate limits across replicas (overrides the config's)
     drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests and streams may finish
 

@@ -22,6 +22,7 @@ class KeyLimits(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0, le=2**31 - 1)
     usd_per_day: float | None = Field(default=None, gt=0, le=1e9)
     usd_per_month: float | None = Field(default=None, gt=0, le=1e9)
+    max_concurrency: int | None = Field(default=None, gt=0, le=1_000_000)
 
 
 class NewKey(BaseModel):
@@ -46,6 +47,7 @@ async def create_key(body: NewKey, request: Request, _: AdminDep) -> dict[str, A
     key, secret = await asyncio.to_thread(
         _keys(request).create, body.project, name=body.name, admin=body.admin,
         limits=body.limits.model_dump(exclude_none=True))
+    request.app.state.auth.key_created()  # from now on every request needs a key (auth: auto)
     return {**key, "key": secret}  # the only time the secret is shown
 
 
@@ -53,6 +55,7 @@ async def create_key(body: NewKey, request: Request, _: AdminDep) -> dict[str, A
 async def revoke_key(key_id: str, request: Request, _: AdminDep) -> dict[str, Any]:
     if not await asyncio.to_thread(_keys(request).revoke, key_id):
         raise NotFound(f"No live API key with id {key_id!r}.")
+    request.app.state.auth.evict(key_id)  # at once here; other replicas within a second
     return {"id": key_id, "object": "api_key.deleted", "deleted": True}
 
 

@@ -64,6 +64,11 @@ class KeyStore:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(q)]
 
+    def any(self) -> bool:
+        """Whether any key was ever created (revoked ones count: auth stays on once used)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.c.id).limit(1)).first() is not None
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
