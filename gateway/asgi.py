@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
+from gateway.validate import check_storable
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,12 +49,15 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 def parse_json(raw: bytes) -> Any:
+    """The body, parsed; only what can also be forwarded and logged (validate.check_storable)."""
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
             "using your HTTP library correctly. The OpenAI API expects a JSON payload.)") from exc
+    check_storable(raw, body)
+    return body
 
 
 async def send_json(send: Send, status: int, payload: bytes,

@@ -2,7 +2,10 @@
 
 The client gets the chunks as they come; this runs beside the relay and keeps only what
 the record needs: per choice the role, the text, the tool calls (merged by index), the
-finish reason, and the final usage.
+finish reason, and the final usage; and ``deltas``, how many content-bearing deltas came
+(vLLM and the engine stream one per generated token, so a cut stream's completion tokens
+are about this many; a token that completes no character yet is held back, so it may
+undercount by a few).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class StreamAssembler:
         self.created: int | None = None
         self.upstream_id: str | None = None
         self.system_fingerprint: str | None = None
+        self.deltas = 0
 
     def add(self, chunk: dict[str, Any]) -> None:
         if self.upstream_id is None:
@@ -47,10 +51,13 @@ class StreamAssembler:
                 choice.role = delta["role"]
             if delta.get("content"):
                 choice.content.append(delta["content"])
+                self.deltas += 1
             if delta.get("refusal"):
                 choice.refusal.append(delta["refusal"])
+                self.deltas += 1
             for call in delta.get("tool_calls") or ():
                 self._merge_call(choice, call)
+                self.deltas += 1
             if ch.get("finish_reason"):
                 choice.finish_reason = ch["finish_reason"]
 

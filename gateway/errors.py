@@ -2,13 +2,15 @@
 
     GatewayError (500 server_error)
     ├── InvalidRequest (400 invalid_request_error)
-    │   └── BodyTooLarge (413)
+    │   ├── BodyTooLarge (413)
+    │   └── RequestTimeout (408: the body did not arrive in time)
     ├── AuthenticationFailed (401 invalid_api_key)
     ├── PermissionDenied (403)
     ├── NotFound (404)
     │   └── ModelNotFound (404 model_not_found)
     ├── Conflict (409)
     ├── RateLimited (429, retry-after)
+    ├── ClientClosed (499: only in the log; the client went away before the reply was complete)
     └── UpstreamError (502: the upstream failed or answered garbage)
         ├── UpstreamUnavailable (503: no replica reachable, circuit open)
         ├── UpstreamTimeout (504)
@@ -16,6 +18,7 @@
 
 Every error response body is ``{"error": {"message", "type", "param", "code"}}``
 (``ErrorResponse`` in OpenAI's spec; all four keys present, ``code`` a string or null).
+A value the client sent is echoed through ``clip`` (at most ``ECHO_CHARS`` characters).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+
+ECHO_CHARS = 256
+
+
+def clip(value: object, limit: int = ECHO_CHARS) -> str:
+    """``value`` as text for an error message, cut to ``limit`` characters with an ellipsis."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class GatewayError(Exception):
@@ -72,6 +83,11 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
+class RequestTimeout(InvalidRequest):
+    status_code = 408
+    code = "request_timeout"
+
+
 class AuthenticationFailed(GatewayError):
     status_code = 401
     type = "invalid_request_error"
@@ -95,7 +111,7 @@ class ModelNotFound(NotFound):
 
     def __init__(self, model: str) -> None:
         super().__init__(
-            f"The model `{model}` does not exist or you do not have access to it.", param="model"
+            f"The model `{clip(model)}` does not exist or you do not have access to it.", param="model"
         )
 
 
@@ -111,10 +127,21 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class ClientClosed(GatewayError):
+    """Recorded, never sent: the client closed the connection first (nginx's 499)."""
+
+    status_code = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class UpstreamError(GatewayError):
     status_code = 502
     type = "upstream_error"
     code = "upstream_error"
+    # The upstream answered with an error the request itself may have caused (an HTTP 5xx
+    # other than 502-504, an error event mid-stream): see gateway.resilience.
+    request_suspect = False
 
 
 class UpstreamUnavailable(UpstreamError):

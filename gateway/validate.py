@@ -4,14 +4,25 @@ OpenAI answers a bad field with 400 ``invalid_request_error`` naming the ``param
 the same for what routing and logging rely on and for the common range errors, and leave
 everything else to the upstream (whose 4xx is passed through). Checks are plain Python on
 the parsed dict: no pydantic model on the hot path.
+
+**Storable** (``check_storable``, run on every parsed body): whatever passes can be both
+forwarded and logged, so a 200 is never without its record and the gateway never fails
+on the caller's input after the upstream was called (which would count against the
+circuit breaker). orjson parses 1,024 levels of nesting but encodes only 254, and the log
+wraps a body two levels deeper (a batch, a record); PostgreSQL's JSONB refuses
+``\u0000``. So bodies nested deeper than ``MAX_DEPTH`` (the body object is level 1) and
+strings with NUL are a 400. Cheap: counting ``[`` and ``{`` bytes skips the walk for
+nearly every body, and ``\u0000`` is a byte search. Values the client sent are echoed
+in messages clipped (``gateway.errors.clip``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, clip
 
+MAX_DEPTH = 64  # far below orjson's 254 on encode, with room for the log's wrapping
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # name -> (low, high, integer?)
@@ -31,6 +42,43 @@ def _bad(message: str, param: str | None, code: str | None = None) -> InvalidReq
     return InvalidRequest(message, param=param, code=code)
 
 
+def _within(value: Any, levels: int) -> bool:
+    """Nested at most ``levels`` deep (containers only count)."""
+    if levels == 0:
+        return False
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if (kind is dict or kind is list) and not _within(item, levels - 1):
+            return False
+    return True
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is str:
+            if "\x00" in v:
+                return True
+        elif type(v) is dict:
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return False
+
+
+def check_storable(raw: bytes, body: Any) -> None:
+    """400 unless ``body`` (parsed from ``raw``) can be forwarded and logged (see above)."""
+    if (type(body) is dict or type(body) is list) and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH \
+            and not _within(body, MAX_DEPTH):
+        raise _bad(f"The request body is nested too deeply: at most {MAX_DEPTH} levels of objects "
+                   "and arrays are allowed.", None, "nesting_too_deep")
+    if b"\\u0000" in raw and _has_nul(body):
+        raise _bad("The request contains a NUL character (\\u0000), which cannot be stored.", None,
+                   "invalid_value")
+
+
 def _check_number(name: str, value: Any) -> None:
     low, high, integer = RANGES[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or (
@@ -39,7 +87,7 @@ def _check_number(name: str, value: Any) -> None:
         raise _bad(f"Invalid type for '{name}': expected {kind}, but got {type(value).__name__}.",
                    name, "invalid_type")
     if not low <= value <= high:
-        raise _bad(f"Invalid '{name}': {value} is out of range; expected a value between {low} and {high}.",
+        raise _bad(f"Invalid '{name}': {clip(value)} is out of range; expected a value between {low} and {high}.",
                    name, "invalid_value")
 
 
@@ -55,7 +103,7 @@ def _check_messages(messages: Any) -> None:
                        "invalid_type")
         role = msg.get("role")
         if role not in ROLES:
-            raise _bad(f"Invalid value for 'messages[{i}].role': {role!r} is not one of "
+            raise _bad(f"Invalid value for 'messages[{i}].role': {clip(role)} is not one of "
                        f"{sorted(ROLES)}.", f"messages[{i}].role", "invalid_value")
         if "content" not in msg and role not in ("assistant",):
             raise _bad(f"Missing required parameter: 'messages[{i}].content'.",

@@ -1,7 +1,9 @@
 """Liveness and readiness.
 
 Live: the process answers. Ready: not draining, and every vLLM target (the embedded engine
-included) has a replica whose /health answers. OpenAI targets are reported (is their key
+included) has a replica whose /health answers and whose circuit breaker is not open (a
+replica that answers /health while failing every request is not ready; ``open`` lists
+the targets whose every breaker is open). OpenAI targets are reported (is their key
 set?) but do not gate readiness: a pod without one can still serve every other model.
 """
 
@@ -28,6 +30,8 @@ async def ready(request: Request) -> JSONResponse:
     results = await asyncio.gather(*(p.ready() for p in providers.values()))
     targets: dict[str, Any] = dict(zip(providers, results, strict=True))
     gating = [ok for name, ok in targets.items() if providers[name].kind == "vllm"]
-    ok = all(gating) and not state.draining
-    body = {"status": "ready" if ok else "not_ready", "draining": state.draining, "targets": targets}
+    tripped = sorted(name for name, p in providers.items() if p.replicas.all_open())
+    ok = all(gating) and not state.draining and not any(providers[n].kind == "vllm" for n in tripped)
+    body = {"status": "ready" if ok else "not_ready", "draining": state.draining, "targets": targets,
+            "open": tripped}
     return JSONResponse(body, status_code=200 if ok else 503)

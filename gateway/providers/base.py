@@ -3,7 +3,9 @@
 A provider takes an OpenAI-shaped chat request (``model`` already set to the upstream's
 model name) and returns the upstream's reply as parsed JSON, or an async iterator of
 parsed stream chunks. It raises only ``gateway.errors`` exceptions, translated from the
-upstream's status in one function per provider.
+upstream's status in one function per provider. ``tenant`` is the caller's project: vLLM
+targets receive it as ``x-tuneloop-tenant`` (fair queueing in the engine), and every
+provider tells its breaker who met a fault (gateway.resilience).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ class Provider(Protocol):
     kind: str
     cfg: TargetConfig
 
-    async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply: ...
+    async def complete(self, body: dict[str, Any], lora_path: str | None = None,
+                       tenant: str | None = None) -> Reply: ...
 
-    async def stream(self, body: dict[str, Any], lora_path: str | None = None) -> ChunkStream:
+    async def stream(self, body: dict[str, Any], lora_path: str | None = None,
+                     tenant: str | None = None) -> ChunkStream:
         """Open the stream; upstream errors before the first chunk raise here."""
         ...
 

@@ -2,7 +2,10 @@
 
 An upstream 4xx is the caller's problem: its status and message go back unchanged
 (vLLM's integer ``code`` is normalised to OpenAI's string codes). An upstream 5xx is
-ours: 502 (503 when the upstream says it is overloaded).
+ours: 502 (503 when the upstream says it is overloaded). A 5xx other than 502-504 may
+have been caused by the request (an engine bug one body triggers): it is marked
+``request_suspect`` for the breaker (gateway.resilience). Upstream messages are clipped
+to ``MESSAGE_CHARS``: an upstream may echo the request.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamUnavailable, clip
+
+MESSAGE_CHARS = 1024
 
 _VLLM_CODES = {404: "model_not_found", 429: "rate_limit_exceeded"}
 
@@ -40,6 +45,7 @@ def from_status(status: int, raw: bytes | Any, headers: dict[str, str] | None = 
     message, param, code = _error_fields(payload)
     if message is None:
         message = payload if isinstance(payload, str) and payload else f"HTTP {status}"
+    message = clip(message, MESSAGE_CHARS)
     if 400 <= status < 500:
         keep = {}
         if headers and "retry-after" in {k.lower() for k in headers}:
@@ -48,4 +54,6 @@ def from_status(status: int, raw: bytes | Any, headers: dict[str, str] | None = 
                                    code=code or _VLLM_CODES.get(status), headers=keep)
     if status == 503:
         return UpstreamUnavailable(f"{upstream} is unavailable: {message}")
-    return UpstreamError(f"{upstream} failed with HTTP {status}: {message}")
+    err = UpstreamError(f"{upstream} failed with HTTP {status}: {message}")
+    err.request_suspect = status >= 500 and status not in (502, 504)
+    return err

@@ -2,7 +2,8 @@
 
 Only the fields the SDK's ``chat.completions.create`` accepts are sent: vLLM's extra
 sampling fields (``top_k``...) would be rejected by OpenAI, so they are dropped here and
-nowhere else. The SDK's own retries are off: the router decides about retries.
+nowhere else. The SDK's own retries are off: the router decides about retries. The
+caller's tenant is not sent to OpenAI; it only tells the breaker who met a fault.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from openai.resources.chat.completions import AsyncCompletions
 from gateway.config import TargetConfig
 from gateway.errors import (
     GatewayError,
-    UpstreamClientError,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    clip,
 )
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
@@ -80,33 +81,38 @@ class OpenAIProvider:
             return UpstreamUnavailable(f"target {self.name!r} is unreachable")
         return UpstreamError(f"target {self.name!r} failed: {type(exc).__name__}")
 
-    def _failed(self, exc: BaseException) -> GatewayError:
-        """Translate, and count it against the breaker unless it was the caller's fault."""
+    def _failed(self, exc: BaseException, tenant: str | None = None) -> GatewayError:
+        """Translate, and tell the breaker (gateway.resilience says what counts)."""
         err = self._fail(exc)
-        if not isinstance(err, UpstreamClientError) or err.status_code == 429:
-            self.replicas.failed(self.base_url)
-        else:
-            self.replicas.succeeded(self.base_url)
+        self.replicas.record(self.base_url, err, tenant)
         return err
 
-    async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply:
+    async def complete(self, body: dict[str, Any], lora_path: str | None = None,
+                       tenant: str | None = None) -> Reply:
         self.replicas.pick()
         try:
             raw = await self.client.chat.completions.with_raw_response.create(**self._kwargs(body))
             reply = Reply(orjson.loads(raw.content), self.base_url)
         except Exception as exc:
-            raise self._failed(exc) from exc
+            raise self._failed(exc, tenant) from exc
+        except BaseException:  # cancelled (the client went away): no verdict on the replica
+            self.replicas.released(self.base_url)
+            raise
         self.replicas.succeeded(self.base_url)
         return reply
 
-    async def stream(self, body: dict[str, Any], lora_path: str | None = None) -> _SDKStream:
+    async def stream(self, body: dict[str, Any], lora_path: str | None = None,
+                     tenant: str | None = None) -> _SDKStream:
         self.replicas.pick()
         try:
             cm = self.client.chat.completions.with_streaming_response.create(**self._kwargs(body))
             resp = await cm.__aenter__()
         except Exception as exc:
-            raise self._failed(exc) from exc
-        return _SDKStream(self, cm, resp)
+            raise self._failed(exc, tenant) from exc
+        except BaseException:
+            self.replicas.released(self.base_url)
+            raise
+        return _SDKStream(self, cm, resp, tenant)
 
     async def list_models(self) -> list[dict[str, Any]]:
         return []  # the config names the OpenAI models clients may call
@@ -120,8 +126,9 @@ class OpenAIProvider:
 
 
 class _SDKStream:
-    def __init__(self, provider: OpenAIProvider, cm: Any, resp: Any) -> None:
+    def __init__(self, provider: OpenAIProvider, cm: Any, resp: Any, tenant: str | None = None) -> None:
         self.provider = provider
+        self.tenant = tenant
         self.cm = cm
         self.resp = resp
         self.base_url = provider.base_url
@@ -142,17 +149,20 @@ class _SDKStream:
                 if "error" in chunk and "choices" not in chunk:
                     err = chunk["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
+                    err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
+                    err.request_suspect = True  # the replica answered: maybe this request's fault
+                    raise err
                 yield [chunk]
-        except GatewayError:
-            self.provider.replicas.failed(self.base_url)
+        except GatewayError as exc:
+            self.provider.replicas.record(self.base_url, exc, self.tenant)
             raise
         except Exception as exc:
-            raise self.provider._failed(exc) from exc
+            raise self.provider._failed(exc, self.tenant) from exc
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
+            self.provider.replicas.released(self.base_url)
             await self.cm.__aexit__(None, None, None)

@@ -2,7 +2,8 @@
 which adapters each one holds.
 
 ``pick`` skips replicas whose breaker is open without waiting; when every breaker is open
-the request fails at once with 503.
+the request fails at once with 503. Which faults count is ``gateway.resilience``'s rule;
+``record`` applies it to a translated error. Messages name the target, never a URL.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import itertools
 import time
 
 from gateway.config import TargetConfig
-from gateway.errors import UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamClientError, UpstreamUnavailable
 from gateway.resilience import CircuitBreaker
 
 HOLDINGS_TTL_S = 5.0
@@ -39,7 +40,7 @@ class Replicas:
         if len(self.urls) == 1 and not exclude:
             url = self.urls[0]
             if not self.breakers[url].allow():
-                raise UpstreamUnavailable(f"target {self.target!r}: circuit open for {url}")
+                raise UpstreamUnavailable(f"target {self.target!r}: circuit open")
             return url
         start = next(self._rotation)
         order = sorted(self.urls[start:] + self.urls[:start], key=self.in_flight.__getitem__)
@@ -56,5 +57,19 @@ class Replicas:
     def succeeded(self, url: str) -> None:
         self.breakers[url].success()
 
-    def failed(self, url: str) -> None:
-        self.breakers[url].failure()
+    def failed(self, url: str, tenant: str | None = None, *, suspect: bool = False) -> None:
+        self.breakers[url].failure(tenant, suspect=suspect)
+
+    def released(self, url: str) -> None:
+        self.breakers[url].release()
+
+    def record(self, url: str, err: GatewayError, tenant: str | None) -> None:
+        """An upstream 4xx is a success (the replica answered); any other error a fault."""
+        if isinstance(err, UpstreamClientError):
+            self.succeeded(url)
+        else:
+            self.failed(url, tenant, suspect=getattr(err, "request_suspect", False))
+
+    def all_open(self) -> bool:
+        """Every replica's breaker open (cooling down): nothing would be sent now."""
+        return all(b.is_open() for b in self.breakers.values())

@@ -2,7 +2,10 @@
 
 Each replica (base URL) has a keep-alive connection pool (``http1.Pool``); replicas are
 balanced by least in-flight requests behind circuit breakers. Bodies are forwarded as
-JSON untouched (vLLM's extra sampling fields included).
+JSON untouched (vLLM's extra sampling fields included), with the caller's project in
+``x-tuneloop-tenant`` (the engine queues fairly across tenants). A body that cannot be
+encoded is the caller's 400, before any replica is chosen; error messages name the target,
+never a replica's URL.
 """
 
 from __future__ import annotations
@@ -10,22 +13,47 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 
 from gateway.config import TargetConfig
 from gateway.errors import (
     GatewayError,
-    UpstreamClientError,
+    InvalidRequest,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    clip,
 )
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.http1 import ConnectError, Exchange, Pool, ProtocolError
 from gateway.providers.replicas import Replicas
+
+JSON_HEADERS = b"content-type: application/json\r\n"
+_tenant_headers: dict[str, bytes] = {}
+
+
+def request_headers(tenant: str | None) -> bytes:
+    """The request's headers: JSON, plus ``x-tuneloop-tenant`` (quoted unless printable ASCII)."""
+    if tenant is None:
+        return JSON_HEADERS
+    headers = _tenant_headers.get(tenant)
+    if headers is None:
+        value = tenant if tenant.isascii() and tenant.isprintable() else quote(tenant, safe="")
+        headers = JSON_HEADERS + b"x-tuneloop-tenant: " + value.encode() + b"\r\n"
+        if len(_tenant_headers) >= 4096:
+            _tenant_headers.clear()
+        _tenant_headers[tenant] = headers
+    return headers
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # validation keeps this from happening: still the caller's
+        raise InvalidRequest(f"The request body cannot be forwarded: {exc}.") from exc
 
 
 class _Replica:
@@ -54,7 +82,7 @@ class VLLMProvider:
         self._http: dict[str, _Replica] = {u: _Replica(u, cfg) for u in cfg.base_urls}
 
     async def _request(self, url: str, method: bytes, path: bytes, body: bytes = b"",
-                       timeout: float | None = None) -> tuple[Exchange, bytes]:
+                       timeout: float | None = None, headers: bytes = JSON_HEADERS) -> tuple[Exchange, bytes]:
         """A whole request/response on ``url``'s pool (path relative to the base URL).
 
         The timeout is one timer that cancels this task (cheaper than ``asyncio.timeout``'s
@@ -71,7 +99,7 @@ class VLLMProvider:
 
         timer = asyncio.get_running_loop().call_later(timeout or self.cfg.timeout_s, expire)
         try:
-            ex = await rep.pool.request(method, rep.prefix + path, body)
+            ex = await rep.pool.request(method, rep.prefix + path, body, headers)
             return ex, await ex.read()
         except asyncio.CancelledError:
             if expired and task.uncancel() == 0:
@@ -80,40 +108,44 @@ class VLLMProvider:
         finally:
             timer.cancel()
 
-    def _fail(self, exc: BaseException, url: str) -> GatewayError:
+    def _fail(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
             return exc
         if isinstance(exc, TimeoutError):
-            return UpstreamTimeout(f"target {self.name!r} ({url}) timed out")
+            return UpstreamTimeout(f"target {self.name!r} timed out")
         if isinstance(exc, ConnectError):
-            return UpstreamUnavailable(f"target {self.name!r} ({url}) is unreachable")
+            return UpstreamUnavailable(f"target {self.name!r} is unreachable")
         if isinstance(exc, ProtocolError):
-            return UpstreamError(f"target {self.name!r} ({url}) failed: the connection broke")
-        return UpstreamError(f"target {self.name!r} ({url}) failed: {type(exc).__name__}")
+            return UpstreamError(f"target {self.name!r} failed: the connection broke")
+        return UpstreamError(f"target {self.name!r} failed: {type(exc).__name__}")
 
-    async def complete(self, body: dict[str, Any], lora_path: str | None = None) -> Reply:
-        return await self._on_replicas(body, lora_path, self._complete_on)
+    async def complete(self, body: dict[str, Any], lora_path: str | None = None,
+                       tenant: str | None = None) -> Reply:
+        return await self._on_replicas(body, lora_path, tenant, self._complete_on)
 
-    async def stream(self, body: dict[str, Any], lora_path: str | None = None) -> _SSEStream:
-        return await self._on_replicas(body, lora_path, self._stream_on)
+    async def stream(self, body: dict[str, Any], lora_path: str | None = None,
+                     tenant: str | None = None) -> _SSEStream:
+        return await self._on_replicas(body, lora_path, tenant, self._stream_on)
 
-    async def _on_replicas(self, body: dict[str, Any], lora_path: str | None, op: Any) -> Any:
+    async def _on_replicas(self, body: dict[str, Any], lora_path: str | None, tenant: str | None,
+                           op: Any) -> Any:
         """Run ``op`` on a chosen replica; a refused connection moves on to the next one at
         once (the request never reached a server, so this is always safe)."""
+        data, headers = encode(body), request_headers(tenant)
         tried: tuple[str, ...] = ()
         while True:
             url = await self._choose(body["model"], lora_path, tried)
             try:
-                return await op(url, body)
+                return await op(url, data, headers, tenant)
             except UpstreamUnavailable as exc:
                 tried += (url,)
                 if not isinstance(exc.__cause__, ConnectError) or len(tried) >= len(self.replicas.urls):
                     raise
 
-    async def _complete_on(self, url: str, body: dict[str, Any]) -> Reply:
+    async def _complete_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> Reply:
         self.replicas.in_flight[url] += 1
         try:
-            ex, raw = await self._request(url, b"POST", b"/chat/completions", orjson.dumps(body))
+            ex, raw = await self._request(url, b"POST", b"/chat/completions", data, headers=headers)
             if ex.status != 200:
                 raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")
             try:
@@ -123,32 +155,33 @@ class VLLMProvider:
             self.replicas.succeeded(url)
             return reply
         except Exception as exc:
-            raise self._failed(exc, url) from exc
+            raise self._failed(exc, url, tenant) from exc
+        except BaseException:  # cancelled (the client went away): no verdict on the replica
+            self.replicas.released(url)
+            raise
         finally:
             self.replicas.in_flight[url] -= 1
 
-    async def _stream_on(self, url: str, body: dict[str, Any]) -> _SSEStream:
+    async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> _SSEStream:
         rep = self._http[url]
         self.replicas.in_flight[url] += 1
         try:
-            ex = await rep.pool.request(b"POST", rep.prefix + b"/chat/completions", orjson.dumps(body))
+            ex = await rep.pool.request(b"POST", rep.prefix + b"/chat/completions", data, headers)
             if ex.status != 200:
                 raw = await ex.read()
                 raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")
         except BaseException as exc:  # cancelled by a TTFT timeout too: give the slot back
             self.replicas.in_flight[url] -= 1
             if not isinstance(exc, Exception):
+                self.replicas.released(url)
                 raise
-            raise self._failed(exc, url) from exc
-        return _SSEStream(self, ex, url)
+            raise self._failed(exc, url, tenant) from exc
+        return _SSEStream(self, ex, url, tenant)
 
-    def _failed(self, exc: BaseException, url: str) -> GatewayError:
-        """Translate, and count it against the replica's breaker unless it was the caller's fault."""
-        err = self._fail(exc, url)
-        if not isinstance(err, UpstreamClientError) or err.status_code == 429:
-            self.replicas.failed(url)
-        else:
-            self.replicas.succeeded(url)
+    def _failed(self, exc: BaseException, url: str, tenant: str | None = None) -> GatewayError:
+        """Translate, and tell the replica's breaker (gateway.resilience says what counts)."""
+        err = self._fail(exc)
+        self.replicas.record(url, err, tenant)
         return err
 
     async def _choose(self, model: str, lora_path: str | None, tried: tuple[str, ...] = ()) -> str:
@@ -188,7 +221,9 @@ class VLLMProvider:
             except Exception as exc:
                 raise self._failed(exc, url) from exc
             if ex.status != 200 and b"already" not in raw.lower():
-                raise from_status(ex.status, raw, None, f"target {self.name!r} loading {name!r}")
+                err = from_status(ex.status, raw, None, f"target {self.name!r} loading {name!r}")
+                err.message = err.message.replace(path, f"<{name}>")  # the adapter's path is ours
+                raise err
             self.replicas.holdings.setdefault(url, set()).add(name)
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -222,10 +257,11 @@ class _SSEStream:
     The target's total timeout bounds the whole stream: a timer fails the exchange.
     """
 
-    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str) -> None:
+    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str, tenant: str | None = None) -> None:
         self.provider = provider
         self.ex = ex
         self.base_url = url
+        self.tenant = tenant
         self._closed = False
         self.done = False
         self._timer = asyncio.get_running_loop().call_later(provider.cfg.timeout_s, self._expire)
@@ -256,18 +292,25 @@ class _SSEStream:
                         msg = err.get("message") if isinstance(err, dict) else str(err)
                         if batch:
                             yield batch
-                        raise UpstreamError(f"target {self.provider.name!r} failed mid-stream: {msg}")
+                        err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
+                        err.request_suspect = True  # the replica answered: maybe this request's fault
+                        raise err
                     batch.append(chunk)
                 if batch:
                     yield batch
                 if self.done:
                     return
             raise ProtocolError("the stream ended without [DONE]")
-        except GatewayError:
-            self.provider.replicas.failed(self.base_url)
+        except GatewayError as exc:
+            self.provider.replicas.record(self.base_url, exc, self.tenant)
             raise
+        except TimeoutError as exc:  # the whole stream ran past timeout_s: the replica was answering
+            err = UpstreamTimeout(f"target {self.provider.name!r}: the stream ran past its timeout")
+            err.request_suspect = True
+            self.provider.replicas.record(self.base_url, err, self.tenant)
+            raise err from exc
         except Exception as exc:
-            raise self.provider._failed(exc, self.base_url) from exc
+            raise self.provider._failed(exc, self.base_url, self.tenant) from exc
         finally:
             await self.aclose()
 
@@ -279,7 +322,8 @@ class _SSEStream:
                 self.provider.replicas.succeeded(self.base_url)
                 await self._drain()
             else:
-                self.ex.close()  # a cut stream: drop the connection
+                self.ex.close()  # a cut stream: drop the connection (the engine aborts the request)
+                self.provider.replicas.released(self.base_url)
             self.provider.replicas.in_flight[self.base_url] -= 1
 
     async def _drain(self) -> None:

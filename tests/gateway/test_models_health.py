@@ -15,8 +15,9 @@ def test_models_list_and_retrieve(gateway):
     assert "ft-bot" in ids and "lora-bot" in ids
     card = client.models.retrieve("ft-bot")
     validate("Model", card.model_dump(exclude_unset=True))
-    # the card says which fine-tuned model stands behind the name
-    assert card.model_dump()["routes"][0]["model"].startswith("ft:gpt-4o-mini")
+    # the card says which fine-tuned model stands behind the name (vLLM's root/parent)
+    assert card.model_dump()["root"].startswith("ft:gpt-4o-mini")
+    assert card.model_dump()["parent"] == "gpt-4o-mini-2024-07-18"
 
 
 def test_health(gateway):

@@ -39,9 +39,9 @@ def test_canary_is_sticky_per_user(gateway):
 
 def test_breaker_opens_skips_without_waiting_and_recovers(gateway):
     client = gateway.client()
-    for _ in range(2):  # two failures in a row open the breaker of the `fragile` target
+    for _ in range(2):  # two replica faults in a row open the breaker of the `fragile` target
         with pytest.raises(openai.InternalServerError) as err:
-            client.chat.completions.create(model="fragile-500", messages=MSG)
+            client.chat.completions.create(model="fragile-502", messages=MSG)
         assert err.value.status_code == 502
     started = time.perf_counter()
     with pytest.raises(openai.InternalServerError) as err:
