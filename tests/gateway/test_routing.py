@@ -78,9 +78,20 @@ def test_time_to_first_token_timeout(gateway):
     assert time.perf_counter() - started < 1.8
 
 
-def test_retry_and_fallback_metrics(gateway):
+def _counter(gateway, name: str, alias: str) -> float:
+    """A counter's value for one alias, read from the samples (not the # HELP line)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = httpx.get(f"{gateway.root}/metrics").text
-    assert "tuneloop_retries_total" in text and "tuneloop_fallbacks_total" in text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and s.labels.get("model") == alias)
+
+
+def test_retry_and_fallback_metrics(gateway):
+    before = [_counter(gateway, n, "retry-429") for n in ("tuneloop_retries_total", "tuneloop_fallbacks_total")]
+    gateway.client().chat.completions.create(model="retry-429", messages=MSG)
+    after = [_counter(gateway, n, "retry-429") for n in ("tuneloop_retries_total", "tuneloop_fallbacks_total")]
+    assert after[0] >= before[0] + 2 and after[1] >= before[1] + 1, (before, after)
 
 
 def test_shadow_traffic_is_logged_beside_the_primary(gateway, fake_upstream, upstream_requests):

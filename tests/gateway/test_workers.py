@@ -25,7 +25,8 @@ def test_two_workers_share_metrics_and_flush_on_sigterm(fake_upstream, tmp_path)
             assert raw.parse().choices
         for _ in range(20):  # new connections land on either worker; each scrape sees the total
             assert _requests_total(gw, "lora-bot") == 30
-        assert "tuneloop_log_queue_depth" in httpx.get(f"{gw.root}/metrics").text
+        families = text_string_to_metric_families(httpx.get(f"{gw.root}/metrics").text)
+        assert any(s.name == "tuneloop_log_queue_depth" for f in families for s in f.samples)
     finally:
         assert gw.stop() == 0
     engine = sa.create_engine(f"sqlite:///{tmp_path}/tuneloop.db")
