@@ -72,9 +72,17 @@ def engine(
     max_batch: int = 32,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: chosen for the machine)")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if present)")] = None,
+    kv_cache_memory_bytes: Annotated[str | None, typer.Option(
+        help="KV-cache budget, e.g. 4GiB (default: min(4 GiB, 25% of the memory))")] = None,
+    trust_request_chat_template: Annotated[bool, typer.Option(
+        help="let requests bring their own chat_template (rendered in a sandboxed child process)")] = False,
+    scheduling_policy: Annotated[str, typer.Option(help="fair (round-robin across tenants) or fcfs")] = "fair",
+    max_running_per_tenant: Annotated[int | None, typer.Option(
+        help="running rows one tenant may hold while others wait (default: max batch // 2; 0: no cap)")] = None,
 ) -> None:
     """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
     over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
+    from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine
     from adapters.models.options import with_model
 
@@ -83,7 +91,10 @@ def engine(
                             enable_lora=enable_lora, max_lora_rank=max_lora_rank, lora_modules=lora_modules)
     run_engine(host=host, port=port, adapters_dir=adapters, home=Settings().resolved_home(),
                max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_batch=max_batch,
-               threads=threads, device=device)
+               threads=threads, device=device,
+               kv_cache_memory_bytes=parse_bytes(kv_cache_memory_bytes) if kv_cache_memory_bytes else None,
+               trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
+               max_running_per_tenant=max_running_per_tenant)
 
 
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer

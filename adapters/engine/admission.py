@@ -4,7 +4,8 @@
 of the GPU's)).  The KV cache is a rectangle, ``rows x capacity`` positions (``forward.KVCache``), so a
 request is admitted only if every running row and each of the new request's ``n`` rows fit at the longest
 worst case among them: ``rows x round(max(prompt + max_tokens)) x bytes_per_position <= usable``.  A
-request without ``max_tokens`` reserves up to the context length, as in vLLM.  ``usable`` is the budget
+request without ``max_tokens`` may generate up to the context length (vLLM's default), or what its ``n``
+rows can hold in the budget if that is less, and reserves that.  ``usable`` is the budget
 less one layer's share (``budget x L / (L + 1)``): the cache re-lays out one layer at a time when it grows,
 so it holds at most ``usable`` plus one layer, and so never more than the budget.  The engine's context
 length is capped at what one row can hold (vLLM also refuses a ``max_model_len`` the KV cache cannot hold),
@@ -83,6 +84,12 @@ class KVBudget:
     def worst(self, prompt_len: int, max_tokens: int) -> int:
         """Positions one row of a request may occupy, rounded as the cache rounds them."""
         return round_up(min(prompt_len + max_tokens, self.max_model_len))
+
+    def default_max_tokens(self, prompt_len: int, n: int) -> int:
+        """``max_tokens`` for a request that leaves it out: up to the context (vLLM), and what its ``n`` rows
+        can hold in the budget, so that leaving it out never makes a request too big to admit."""
+        room = min(self.max_model_len, self.positions // max(1, n) // ROUND * ROUND)
+        return max(1, room - prompt_len)
 
     def fits(self, rows: int, span: int) -> bool:
         return rows * span <= self.positions

@@ -24,12 +24,15 @@ from typing import Any
 
 import torch
 
+from adapters.engine.admission import SHARED_TENANT, KVBudget, default_kv_bytes
 from adapters.engine.forward import BatchedLlama
 from adapters.engine.lora import AdapterRegistry
 from adapters.engine.metrics import EngineMetrics
 from adapters.engine.model import default_home, open_served_model
+from adapters.engine.protocol import ChatCompletionRequest
 from adapters.engine.sampling import SamplingParams
 from adapters.engine.scheduler import Request, Scheduler
+from adapters.engine.template import ChatTemplate, TemplateError
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +87,12 @@ class Engine:
 
     def __init__(self, home: Path | None = None, adapters_dir: Path | None = None, max_loras: int = 8,
                  max_cpu_loras: int = 64, max_batch: int = 32, threads: int | None = None,
-                 device: str | None = None, kv_cache_gib: float = 4.0, model: str | Path | None = None,
+                 device: str | None = None, kv_cache_memory_bytes: int | None = None, model: str | Path | None = None,
                  served_model_name: str | None = None, generation_config: str | None = None,
                  max_model_len: int | None = None, enable_lora: bool | None = None, max_lora_rank: int = 16,
-                 lora_modules: list[tuple[str, Path, str | None]] | None = None):
+                 lora_modules: list[tuple[str, Path, str | None]] | None = None,
+                 trust_request_chat_template: bool = False, scheduling_policy: str = "fair",
+                 max_running_per_tenant: int | None = None):
         self.device, self.dtype = pick_device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or default_threads())
@@ -97,7 +102,11 @@ class Engine:
         self.model_name, self.model_root, self.generation = served.name, served.root, served.generation
         self.tokenizer = served.ckpt.tokenizer
         self.model = BatchedLlama(served.ckpt, self.dtype, self.device, served.max_len)
-        self.max_model_len = self.model.max_len
+        bpp = self.model.cache.bytes_per_position()
+        self.budget = KVBudget(kv_cache_memory_bytes or default_kv_bytes(self.device), bpp, self.model.n_layers,
+                               self.model.max_len)
+        self.max_model_len = self.budget.max_model_len  # what one row of the KV budget can hold, at most
+        self.template = ChatTemplate(self.tokenizer, self.max_model_len, trust_request_chat_template)
         self.metrics = EngineMetrics(self.model_name)
         self.adapters = AdapterRegistry(self.model.lora_shapes, self.model.n_layers, self.dtype, self.device,
                                         max(max_cpu_loras, max_loras), max_rank=max_lora_rank,
@@ -106,8 +115,9 @@ class Engine:
         eos = {*(cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]), self.tokenizer.eos_token_id}
         self.eos_ids = {int(e) for e in eos | served.generation.eos_ids if e is not None}
         self.scheduler = Scheduler(self.model, self.adapters, self.tokenizer, self.metrics, self.eos_ids,
-                                   max_batch=max_batch, max_loras=max_loras,
-                                   kv_cache_bytes=int(kv_cache_gib * (1 << 30)))
+                                   self.budget, max_batch=max_batch, max_loras=max_loras,
+                                   prefix_positions=min(8192, self.budget.positions // 4),
+                                   fair=scheduling_policy == "fair", max_running_per_tenant=max_running_per_tenant)
         if adapters_dir is not None:
             self._load_dir(Path(adapters_dir))
         for name, path, parent in lora_modules or []:
@@ -115,6 +125,10 @@ class Engine:
         self._update_lora_gauges()
         log.info("engine ready: %s on %s/%s, %d threads, %d adapters", self.model_name, self.device,
                  self.dtype, self.threads, len(self.adapters.names()))
+        log.info("KV cache: budget %d bytes (%d positions of %d B, context %d), prefix cache up to %d bytes; "
+                 "scheduling %s, at most %s running rows per tenant while others wait", self.budget.limit_bytes,
+                 self.budget.positions, bpp, self.max_model_len, self.scheduler.prefix.max_positions * bpp,
+                 scheduling_policy, self.scheduler.waiting.cap)
 
     def _load_dir(self, root: Path) -> None:
         for sub in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -161,14 +175,18 @@ class Engine:
                           "model")
 
     # -- requests --------------------------------------------------------------------
-    def encode_chat(self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any] | None = None,
-                    add_generation_prompt: bool = True) -> list[int]:
+    async def encode_chat(self, req: ChatCompletionRequest, messages: list[dict[str, Any]]) -> list[int]:
+        """The prompt's token ids: the chat template rendered off the event loop (``template.py``)."""
         try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                                     tokenize=True, return_dict=False, **(template_kwargs or {}))
-        except Exception as exc:  # jinja errors on malformed messages are the client's
-            raise EngineError(f"Cannot apply the chat template: {exc}", param="messages") from exc
-        return [int(i) for i in ids]
+            source, ctx, cont = self.template.context(
+                messages, req.chat_template_kwargs, req.chat_template, req.add_generation_prompt,
+                "add_generation_prompt" in req.model_fields_set, req.continue_final_message)
+            ids = await self.template.encode(source, ctx, cont)
+        except TemplateError as exc:
+            raise EngineError(str(exc), param=exc.param, code=exc.code or "invalid_request_error") from exc
+        if not ids:
+            raise EngineError("The decoder prompt cannot be empty", param="messages")
+        return ids
 
     def check_lengths(self, prompt: list[int], params: SamplingParams, explicit_max: bool) -> None:
         limit = self.max_model_len
@@ -179,19 +197,27 @@ class Engine:
                 f"messages, {params.max_tokens if explicit_max else 0} in the completion). Please reduce the "
                 "length of the messages or completion.", param="messages", code="context_length_exceeded")
 
+    def check_kv(self, prompt: list[int], params: SamplingParams) -> None:
+        """A 400 for a request that could not fit the KV budget even on an idle engine."""
+        why = self.budget.refusal(params.n, len(prompt), params.max_tokens)
+        if why is not None:
+            raise EngineError(why, param="n" if params.n > 1 else "max_tokens", code="kv_cache_exceeded")
+
     def generate(self, prompt: list[int], params: SamplingParams, adapter: str | None,
-                 request_id: str | None = None) -> RequestStream:
+                 request_id: str | None = None, tenant: str = SHARED_TENANT) -> RequestStream:
         if not self.healthy:
             raise EngineError("The engine is not running.", 503, "service_unavailable", "engine_dead")
         if params.n > self.scheduler.max_batch:
             raise EngineError(f"n must be at most {self.scheduler.max_batch} (the engine's max batch).", param="n")
+        self.check_kv(prompt, params)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         def sink(ev: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, ev)
 
-        req = Request(id=request_id or uuid.uuid4().hex, prompt=prompt, params=params, adapter=adapter, sink=sink)
+        req = Request(id=request_id or uuid.uuid4().hex, prompt=prompt, params=params, adapter=adapter, sink=sink,
+                      tenant=tenant, worst=self.budget.worst(len(prompt), params.max_tokens))
         stream = RequestStream(self, req, queue)
         self.scheduler.submit(req)
         return stream

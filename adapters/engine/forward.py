@@ -16,9 +16,12 @@ and runs:
 * LoRA through a :class:`~adapters.engine.lora.LoraBatch` that adds
   ``scale * B(A x)`` per row to the targeted projections.
 
-The KV cache is one tensor ``[layers, 2, rows, kv_heads, capacity, head_dim]``.
-Rows are the running sequences, kept contiguous (``move_row`` compacts after a
-sequence leaves); capacity grows by doubling, rounded to 64 positions.
+The KV cache is one tensor ``[2, rows, kv_heads, capacity, head_dim]`` per
+layer.  Rows are the running sequences, kept contiguous (``move_row`` compacts
+after a sequence leaves); capacity grows by doubling, rounded to 64 positions,
+and never past the cache's byte limit: a resize re-lays out one layer at a time,
+so even mid-resize the cache holds at most its limit plus one layer
+(the scheduler admits against ``limit * L / (L + 1)``; see ``admission.py``).
 """
 
 from __future__ import annotations
@@ -33,46 +36,95 @@ from adapters.models.hf import Checkpoint
 ROUND = 64
 
 
+class KVBudgetExceeded(RuntimeError):
+    """A resize would take the KV cache past its byte limit (admission should have prevented it)."""
+
+
 class KVCache:
     """Per-row keys and values for every layer; rows = running sequences."""
 
-    def __init__(self, n_layers: int, n_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device):
-        self.shape = (n_layers, 2, 0, n_kv, 0, head_dim)
+    def __init__(self, n_layers: int, n_kv: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 limit_bytes: int | None = None):
         self.dtype, self.device = dtype, device
-        self.data = torch.zeros(self.shape, dtype=dtype, device=device)
+        self.n_kv, self.head_dim = n_kv, head_dim
+        self.limit_bytes = limit_bytes
+        self.layers = [self._empty(0, 0) for _ in range(n_layers)]
+
+    def _empty(self, rows: int, capacity: int) -> torch.Tensor:
+        return torch.zeros((2, rows, self.n_kv, capacity, self.head_dim), dtype=self.dtype, device=self.device)
 
     @property
     def rows(self) -> int:
-        return self.data.shape[2]
+        return self.layers[0].shape[1]
 
     @property
     def capacity(self) -> int:
-        return self.data.shape[4]
+        return self.layers[0].shape[3]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.layers)
 
     def bytes_per_position(self) -> int:
-        L, _, _, h, _, d = self.data.shape
-        return L * 2 * h * d * self.data.element_size()
+        """Bytes one row needs per position, over every layer."""
+        return len(self.layers) * 2 * self.n_kv * self.head_dim * self.layers[0].element_size()
 
-    def ensure(self, rows: int, capacity: int) -> None:
-        """Grow to at least ``rows`` rows and ``capacity`` positions (never shrinks)."""
+    def ensure(self, rows: int, capacity: int, live: int | None = None) -> None:
+        """Hold at least ``rows`` rows and ``capacity`` positions, never past the byte limit.
+
+        Capacity grows by doubling while that fits.  With ``live`` (the scheduler's call) ``rows`` is every
+        live row and ``live`` the positions worth keeping, so stale rows and capacity left by earlier,
+        longer sequences are dropped rather than exceeding the limit; without it everything is kept.
+        Raises :class:`KVBudgetExceeded` when the request does not fit even so.
+        """
         if rows <= self.rows and capacity <= self.capacity:
             return
+        exact = live is not None
+        need = _round_up(max(capacity, live if exact else self.capacity))
         new_rows = max(rows, self.rows)
-        new_cap = self.capacity
-        while new_cap < capacity:
-            new_cap = max(ROUND, new_cap * 2)
-        L, two, r, h, c, d = self.data.shape
-        grown = torch.zeros((L, two, new_rows, h, new_cap, d), dtype=self.dtype, device=self.device)
-        grown[:, :, :r, :, :c] = self.data
-        self.data = grown
+        if exact and self._room(new_rows) < need:
+            new_rows = rows
+        if self._room(new_rows) < need:
+            raise KVBudgetExceeded(f"{new_rows} rows x {need} positions x {self.bytes_per_position()} B exceed "
+                                   f"the KV-cache limit of {self.limit_bytes} B")
+        new_cap = self.capacity if self.capacity >= need else max(need, 2 * self.capacity)
+        self._relayout(new_rows, max(need, min(new_cap, self._room(new_rows))))
+
+    def _room(self, rows: int) -> int:
+        """Positions per row that ``rows`` rows may have within the limit (rounded down)."""
+        if self.limit_bytes is None or rows == 0:
+            return 1 << 62
+        return (self.limit_bytes // (rows * self.bytes_per_position())) // ROUND * ROUND
+
+    def _relayout(self, rows: int, capacity: int) -> None:
+        """Copy into the new shape one layer at a time (each old layer is freed before the next is made)."""
+        r, c = min(rows, self.rows), min(capacity, self.capacity)
+        for i, old in enumerate(self.layers):
+            grown = self._empty(rows, capacity)
+            grown[:, :r, :, :c] = old[:, :r, :, :c]
+            self.layers[i] = grown
+            del old
 
     def shrink(self) -> None:
         """Release memory when idle."""
-        L, two, _, h, _, d = self.data.shape
-        self.data = torch.zeros((L, two, 0, h, 0, d), dtype=self.dtype, device=self.device)
+        self.layers = [self._empty(0, 0) for _ in self.layers]
 
     def move_row(self, src: int, dst: int) -> None:
-        self.data[:, :, dst] = self.data[:, :, src]
+        for t in self.layers:
+            t[:, dst] = t[:, src]
+
+    def read(self, row: int, length: int) -> torch.Tensor:
+        """A copy of ``row``'s first ``length`` positions: ``[layers, 2, kv_heads, length, head_dim]``."""
+        return torch.stack([t[:, row, :, :length] for t in self.layers])
+
+    def write(self, row: int, kv: torch.Tensor, length: int) -> None:
+        """Copy ``kv[..., :length, :]`` (as :meth:`read` returns it) into ``row``."""
+        for i, t in enumerate(self.layers):
+            t[:, row, :, :length] = kv[i, :, :, :length]
+
+
+def _round_up(n: int) -> int:
+    return -(-n // ROUND) * ROUND
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -146,7 +198,7 @@ class BatchedLlama:
         cos, sin = self._rope(pos)  # [n, 1, T, d]
         group = self.n_heads // self.n_kv
         masks = {w: self._mask(pos, span, group, w) for w in {layer.window for layer in self.layers}}
-        self.cache.ensure(row0 + n, span)
+        self.cache.ensure(row0 + n, span)  # a no-op under the scheduler, which sizes the cache first
         rows = torch.arange(row0, row0 + n, device=dev)
         scale = self.head_dim**-0.5
         x = self.embed[tokens]  # [n, T, hidden]
@@ -167,7 +219,7 @@ class BatchedLlama:
                 q, k = _rms(q, layer.q_norm, self.eps), _rms(k, layer.k_norm, self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            kv = self.cache.data[li]  # [2, rows, kv, cap, d]
+            kv = self.cache.layers[li]  # [2, rows, kv, cap, d]
             kv[0, rows[:, None], :, pos] = k.transpose(1, 2)
             kv[1, rows[:, None], :, pos] = v.transpose(1, 2)
             K = kv[0, row0 : row0 + n, :, :span]  # [n, kv, span, d]

@@ -133,7 +133,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
         adapter = engine.resolve_model(req.model)
         prompt = await engine.encode_chat(req, messages)
         explicit = req.requested_max() is not None
-        params = engine.generation.apply(req, req.sampling(default_max=max(1, engine.max_model_len - len(prompt))))
+        default_max = engine.budget.default_max_tokens(len(prompt), req.n or 1)
+        params = engine.generation.apply(req, req.sampling(default_max=default_max))
         engine.check_lengths(prompt, params, explicit)
         model = req.model or engine.model_name
         tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)
@@ -261,6 +262,8 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
 
     from adapters.engine.model import default_home
 
+    if scheduling_policy not in ("fair", "fcfs"):
+        raise SystemExit(f"--scheduling-policy must be fair or fcfs, got {scheduling_policy!r}")
     logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
     engine = Engine(home=Path(home) if home else default_home(), adapters_dir=adapters_dir, max_loras=max_loras,
                     max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device,
