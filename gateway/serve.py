@@ -1,7 +1,8 @@
 """``tuneloop serve``: the gateway under uvicorn, plus the embedded engine as a child process.
 
 The engine runs in its own process so inference never competes with the gateway's event
-loop; it is started for every target marked ``embedded`` and stopped when the gateway exits.
+loop; it is started for every target marked ``embedded``, restarted with backoff if it exits on its
+own (``supervisor.py``), and stopped when the gateway exits.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.http_timeouts import HTTP_PROTOCOL  # httptools, plus header/body read timeouts
+from gateway.ratelimit import SHARED_LIMITS_ENV
 from gateway.settings import Settings
+from gateway.supervisor import EngineSupervisor
 
 log = logging.getLogger("tuneloop.serve")
 
 
-def start_engines(settings: Settings, config: GatewayConfig) -> list[subprocess.Popen]:
+def start_engines(settings: Settings, config: GatewayConfig) -> list[EngineSupervisor]:
+    """One supervised child per embedded target: restarted with backoff if it exits (``supervisor.py``)."""
     children = []
     for name, target in config.targets.items():
         if not target.embedded:
@@ -37,7 +42,7 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[subprocess.
         env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the engine keeps its own metrics
         log.info("starting the embedded engine for target %r on %s", name, target.base_urls[0])
-        children.append(subprocess.Popen(cmd, env=env))
+        children.append(EngineSupervisor(name, cmd, env))
     return children
 
 
@@ -86,7 +91,7 @@ def worker_app() -> object:
     return create_app(settings, config)
 
 
-def _run_workers(settings: Settings) -> None:
+def _run_workers(settings: Settings, redis_url: str | None) -> None:
     """Several worker processes on one port; metrics aggregated through files
     (Prometheus multiprocess mode), everything else shared through the database/Redis."""
     metrics_dir = settings.resolved_home() / f"prometheus-{os.getpid()}"
@@ -97,9 +102,13 @@ def _run_workers(settings: Settings) -> None:
                        "TUNELOOP_PORT": str(settings.port), "TUNELOOP_ENGINE_PORT": str(settings.engine_port)})
     if settings.config is not None:
         os.environ["TUNELOOP_CONFIG"] = str(settings.config)
+    if not redis_url:  # one limit for all the workers, not one per worker (gateway.limits_sqlite)
+        os.environ[SHARED_LIMITS_ENV] = str(settings.resolved_home() / "limits.sqlite")
+    log.info("%d workers share per-key limits through %s", settings.workers,
+             "Redis" if redis_url else os.environ[SHARED_LIMITS_ENV])
     try:
         uvicorn.run("gateway.serve:worker_app", factory=True, workers=settings.workers, host=settings.host,
-                    port=settings.port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
+                    port=settings.port, loop="uvloop", http=HTTP_PROTOCOL, access_log=False, lifespan="on",
                     timeout_graceful_shutdown=settings.drain_timeout_s, log_config=None)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -111,14 +120,14 @@ def run(settings: Settings, config: GatewayConfig) -> None:
         resume_training(settings, config)
     if settings.workers > 1:
         try:
-            _run_workers(settings)
+            _run_workers(settings, settings.redis_url or config.redis_url)
         finally:
             _stop(children)
         return
     app = create_app(settings, config)
     try:
         server = _Server(uvicorn.Config(
-            app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+            app, host=settings.host, port=settings.port, loop="uvloop", http=HTTP_PROTOCOL,
             access_log=False, lifespan="on", timeout_graceful_shutdown=settings.drain_timeout_s,
             log_config=None), app.state)  # our JSON logging, secrets redacted
         server.run()
@@ -126,7 +135,7 @@ def run(settings: Settings, config: GatewayConfig) -> None:
         _stop(children)
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
+def _stop(children: list[EngineSupervisor]) -> None:
     for child in children:
         child.terminate()
     for child in children:
