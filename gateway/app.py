@@ -29,7 +29,7 @@ from gateway.log import LogService
 from gateway.log.keys import KeyStore
 from gateway.log.routes import RouteStore
 from gateway.log.service import default_database_url
-from gateway.ratelimit import MemoryLimiter, RedisLimiter
+from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings
@@ -116,15 +116,13 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
                 watcher.cancel()
             await chat.shadows.drain()
             await app.state.routes.router.aclose()
-            if isinstance(limiter, RedisLimiter):
-                await limiter.aclose()
+            await limiter.aclose()
             await app.state.log.close()
 
     api = FastAPI(title="TuneLoop", version="0.1.0", lifespan=lifespan)
     mode = os.environ.get("TUNELOOP_AUTH") or config.auth or settings.auth
     auth = api.state.auth = Authenticator(resolve_mode(mode, settings.host))
-    redis_url = settings.redis_url or config.redis_url
-    limiter = RedisLimiter(redis_url) if redis_url else MemoryLimiter()
+    limiter = make_limiter(settings.redis_url or config.redis_url)
     api.state.limiter = limiter  # write routes count against a key's rpm too (gateway.api.deps)
     api.state.settings = settings
     api.state.routes = Routes(config)

@@ -34,15 +34,40 @@ def create(
     max_tokens: Annotated[int | None, typer.Option(help="cap on max_tokens per request")] = None,
     usd_per_day: Annotated[float | None, typer.Option(help="daily budget in USD")] = None,
     usd_per_month: Annotated[float | None, typer.Option(help="monthly budget in USD")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="requests in flight at once")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key. The last line printed is the key itself; it is not stored anywhere."""
     limits = {k: v for k, v in dict(rpm=rpm, tpm=tpm, max_tokens=max_tokens, usd_per_day=usd_per_day,
-                                    usd_per_month=usd_per_month).items() if v is not None}
+                                    usd_per_month=usd_per_month, max_concurrency=max_concurrency).items()
+              if v is not None}
+    if usd_per_day is not None or usd_per_month is not None:
+        _check_budget_enforceable(config)
     key, secret = _store(config).create(project, name=name, admin=admin, limits=limits)
     typer.echo(f"created {key['id']} for project {project!r}{' (admin)' if admin else ''}; "
                "copy the key now, it is shown only once:", err=True)
     typer.echo(secret)
+
+
+def _check_budget_enforceable(config: Path | None) -> None:
+    """A USD budget holds only where a price is known: refuse when no target is priced and there
+    are no ``default_prices``; warn about the models whose requests such a key will be refused."""
+    from gateway.cli import load_settings
+
+    cfg = load_settings(config)[1]
+    if cfg.default_prices:
+        return
+    unpriced = sorted(n for n, t in cfg.targets.items() if not t.prices)
+    if len(unpriced) == len(cfg.targets):
+        typer.echo("refused: no target in the config has `prices` and there are no `default_prices`, "
+                   "so a USD budget could not be enforced (every request of this key would be 403). "
+                   "Add prices to the config first.", err=True)
+        raise typer.Exit(2)
+    models = sorted(m for m, mc in cfg.models.items() if any(r.target in unpriced for r in mc.routes))
+    if models:
+        typer.echo(f"warning: targets {', '.join(unpriced)} have no prices: this key's requests to "
+                   f"{', '.join(models)} will be refused (403) until they do, or `default_prices` is set.",
+                   err=True)
 
 
 @app.command("list")

@@ -27,7 +27,8 @@ from gateway.cost import request_cost
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.log.record import InteractionRecord
 from gateway.providers.base import Reply
-from gateway.ratelimit import Limiter
+from gateway.ratelimit import Limiter, Reservation
+from gateway.reserve import ask_for, used
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 from gateway.shadow import Shadower
@@ -60,7 +61,7 @@ class _Call:
     """Per-request state shared by the plain and the streamed path."""
 
     __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft", "principal",
-                 "limit_headers")
+                 "limit_headers", "reservation")
 
     def __init__(self, body: dict[str, Any], principal: Principal, limit_headers: Any) -> None:
         self.principal = principal
@@ -72,6 +73,7 @@ class _Call:
         self.attempt: Attempt | None = None
         self.attempts = 0
         self.ttft: float | None = None
+        self.reservation: Reservation | None = None
 
 
 class ChatCompletions:
@@ -96,17 +98,22 @@ class ChatCompletions:
             validate_chat_request(body, self.max_messages)
             if principal.limits:
                 apply_key_limits(principal, body)
-            limit_headers = await self.limiter.admit(principal) if principal.limits else None
             user = body.get("user") or (header(scope, b"x-tuneloop-user") or b"").decode() or None
             plan = router.plan(body["model"], user)
+            reservation = (await self.limiter.admit(principal, ask_for(
+                principal, body, plan, router.config.default_prices)) if principal.limits else None)
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        call = _Call(body, principal, limit_headers)
-        if body.get("stream"):
-            await self._stream(call, plan, scope, receive, send)
-        else:
-            await self._complete(call, plan, send)
+        call = _Call(body, principal, reservation.headers if reservation else None)
+        call.reservation = reservation
+        try:
+            if body.get("stream"):
+                await self._stream(call, plan, scope, receive, send)
+            else:
+                await self._complete(call, plan, send)
+        finally:
+            self._settle(call, None, None, None)  # released if the request ended without _finish
 
     def _upstream_body(self, call: _Call, attempt: Attempt) -> dict[str, Any]:
         up = dict(call.body)
@@ -251,15 +258,23 @@ class ChatCompletions:
         except OSError:
             pass
 
-    def _spend(self, principal: Principal, tokens: int, usd: float) -> None:
-        task = asyncio.get_running_loop().create_task(self.limiter.spend(principal, tokens, usd))
+    def _settle(self, call: _Call, usage: dict[str, Any] | None, cost: float | None,
+                out: dict[str, Any] | None) -> None:
+        """Swap the key's reservation for what the request used, once (see gateway.reserve.used)."""
+        res = call.reservation
+        if res is None or res.settled:
+            return
+        res.settled = True
+        tokens, usd = used(res, usage, cost, out)
+        task = asyncio.get_running_loop().create_task(self.limiter.settle(res, tokens, usd))
         self._spending.add(task)
         task.add_done_callback(self._spending.discard)
 
-    @staticmethod
-    def _cost(call: _Call, usage: dict[str, Any] | None) -> float | None:
+    def _cost(self, call: _Call, usage: dict[str, Any] | None) -> float | None:
         a = call.attempt
-        return request_cost(a.provider.cfg.prices, usage) if a is not None else None
+        if a is None:
+            return None
+        return request_cost(a.provider.cfg.prices or self.router_ref.router.config.default_prices, usage)
 
     def _finish(self, call: _Call, status: int, out: dict[str, Any] | None, *,
                 upstream_id: str | None = None, base_url: str | None = None,
@@ -283,8 +298,7 @@ class ChatCompletions:
         router: Router = self.router_ref.router
         if status == 200 and a is not None and call.body["model"] in router:
             self.shadows.maybe(router, call.body["model"], call.body, call.id)
-        if call.principal.limits and usage:
-            self._spend(call.principal, usage.get("total_tokens") or 0, cost or 0.0)
+        self._settle(call, usage, cost, out)
         requested = router.aliases.get(call.body["model"])  # None if a reload removed it meanwhile
         policy = requested.cfg.log if requested else "all"
         if policy == "none" or (policy == "store" and call.body.get("store") is not True):

@@ -142,13 +142,14 @@ def test_key_max_tokens_caps_requests(secured, fake_upstream, upstream_requests)
 
 
 def test_daily_budget(secured):
-    key = make_key(secured, "--project", f"budget-{uuid.uuid4().hex[:6]}", "--usd-per-day", "0.0000001")
+    # one request reserves at most ~$0.0000087 (prompt estimate + 5 tokens) and spends ~$0.0000027
+    key = make_key(secured, "--project", f"budget-{uuid.uuid4().hex[:6]}", "--usd-per-day", "0.00001")
     client = secured.client(api_key=key)
-    client.chat.completions.create(model="ft-bot", messages=MSG)  # priced: spends the budget
+    client.chat.completions.create(model="ft-bot", messages=MSG, max_tokens=5)  # priced: spends the budget
     deadline = time.time() + 5
     while time.time() < deadline:
         try:
-            client.chat.completions.create(model="ft-bot", messages=MSG)
+            client.chat.completions.create(model="ft-bot", messages=MSG, max_tokens=5)
             time.sleep(0.2)
         except openai.RateLimitError as err:
             assert err.code == "insufficient_quota"
