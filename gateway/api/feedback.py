@@ -3,27 +3,33 @@
 POST /v1/feedback                                     add one: {completion_id, rating?,
                                                       rating_scale?, correction?, comment?,
                                                       tags?, metadata?} -> the feedback object
-GET  /v1/chat/completions/{completion_id}/feedback    every feedback on it, newest first, plus
-                                                      ``summary``: the newest of each kind
+GET  /v1/chat/completions/{completion_id}/feedback    its feedback, a page at a time (after,
+                                                      limit 1..100 (20), order desc|asc (desc:
+                                                      newest first)), plus ``summary``: the
+                                                      newest of each kind over all of it
 
-Unknown completion -> 404, bad shape -> 400, both in OpenAI's error envelope. Feedback
-is not on the hot path: it goes straight to the database, in a thread.
+Unknown completion -> 404, bad shape -> 400, a body over ``MAX_BODY`` -> 413, all in
+OpenAI's error envelope. Caps on each field: gateway.log.feedback. A POST counts against
+the key's rpm (gateway.api.deps). Feedback is not on the hot path: it goes straight to the
+database, in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 
 from gateway.api.openapi import METADATA_SCHEMA, json_body
-from gateway.errors import InvalidRequest, NotFound
-from gateway.log.feedback import feedback_object, parse_feedback, summary
+from gateway.api.paging import page_limit
+from gateway.asgi import parse_json, read_body
+from gateway.errors import NotFound
+from gateway.log.feedback import MAX_COMMENT, MAX_CORRECTION, MAX_TAG, MAX_TAGS, feedback_object, page, parse_feedback
 from gateway.log.service import LogService
 
 router = APIRouter(tags=["feedback"])
+MAX_BODY = 1024 * 1024  # far above what the field caps allow
 
 
 def _log(request: Request) -> LogService:
@@ -42,12 +48,13 @@ FEEDBACK_BODY = json_body({
         "rating": {"type": ["number", "null"], "minimum": -1, "maximum": 1,
                    "description": "-1..1 (thumbs); with rating_scale 'stars', 1..5"},
         "rating_scale": {"enum": ["signed", None]},
-        "correction": {"anyOf": [{"type": "null"}, {"type": "string"}, {
+        "correction": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": MAX_CORRECTION}, {
             "type": "object", "required": ["content"],
-            "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}]},
-        "comment": {"type": ["string", "null"], "maxLength": 100_000},
-        "tags": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 32, "items": {
-            "type": "string", "minLength": 1, "maxLength": 64}}]},
+            "properties": {"role": {"const": "assistant"},
+                           "content": {"type": "string", "maxLength": MAX_CORRECTION}}}]},
+        "comment": {"type": ["string", "null"], "maxLength": MAX_COMMENT},
+        "tags": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": MAX_TAGS, "items": {
+            "type": "string", "minLength": 1, "maxLength": MAX_TAG}}]},
         "metadata": METADATA_SCHEMA,
     },
     "anyOf": [{"required": [k], "properties": {k: {"not": {"type": "null"}}}}
@@ -57,11 +64,7 @@ FEEDBACK_BODY = json_body({
 
 @router.post("/v1/feedback", openapi_extra=FEEDBACK_BODY)
 async def add_feedback(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    row = parse_feedback(body)
+    row = parse_feedback(parse_json(await read_body(request.scope, request.receive, MAX_BODY) or b"null"))
     log = _log(request)
     await log.sync()  # the completion may have been created a moment ago
     saved = await asyncio.to_thread(log.store.add_feedback, row,
@@ -72,15 +75,17 @@ async def add_feedback(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/chat/completions/{completion_id}/feedback")
-async def list_feedback(completion_id: str, request: Request) -> dict[str, Any]:
+async def list_feedback(completion_id: str, request: Request, limit: Annotated[int, page_limit(20)],
+                        after: str | None = None, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
     log = _log(request)
     await log.sync()
-    rows = await asyncio.to_thread(log.store.list_feedback, completion_id,
-                                   getattr(request.state, "project", None))
-    if rows is None:
+    found = await asyncio.to_thread(page, log.engine, completion_id, getattr(request.state, "project", None),
+                                    after=after, limit=limit, order=order)
+    if found is None:
         raise _not_found(completion_id)
+    rows, has_more, summary = found
     data = [feedback_object(r) for r in rows]
     return {"object": "list", "data": data,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
-            "has_more": False, "summary": summary(rows)}
+            "has_more": has_more, "summary": summary}

@@ -1,7 +1,7 @@
 """OpenAI's Files API, for fine-tuning files (thin router; storage in adapters.training.service).
 
 POST   /v1/files                 multipart {file, purpose} -> ``OpenAIFile``
-GET    /v1/files                 ?purpose, after, limit, order -> ``ListFilesResponse``
+GET    /v1/files                 ?purpose, after, limit (1-100, default 100; OpenAI allows 10,000), order
 GET    /v1/files/{file_id}       -> ``OpenAIFile``
 GET    /v1/files/{file_id}/content   the bytes as uploaded
 DELETE /v1/files/{file_id}       -> ``DeleteFileResponse``
@@ -18,11 +18,12 @@ from email.policy import HTTP
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from adapters.training.service import PURPOSES, JobError, delete_file, store_file
 from adapters.training.wire import file_object
+from gateway.api.paging import page_limit
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.files import FileStore
 
@@ -86,9 +87,8 @@ async def create_file(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/files")
-async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
-                     limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
-                     order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+async def list_files(request: Request, limit: Annotated[int, page_limit(100)], purpose: str | None = None,
+                     after: str | None = None, order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
     rows, more = await asyncio.to_thread(FileStore(_engine(request)).list, purpose, after, limit, order,
                                          _project(request))
     data = [file_object(r) for r in rows]

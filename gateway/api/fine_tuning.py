@@ -19,11 +19,12 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.training.service import JobError, JobFinished, JobNotFound, cancel_job, create_job
 from adapters.training.wire import checkpoint_object, event_object, job_object, page
+from gateway.api.paging import page_limit
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.log.jobs import JobStore
 
@@ -80,8 +81,8 @@ async def create(body: CreateJobRequest, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/fine_tuning/jobs")
-async def list_jobs(request: Request, after: str | None = None,
-                    limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+async def list_jobs(request: Request, limit: Annotated[int, page_limit(20)],
+                    after: str | None = None) -> dict[str, Any]:
     # metadata[key]=value, as the SDK sends ``metadata={"key": "value"}``
     meta = {k[9:-1]: v for k, v in request.query_params.items() if k.startswith("metadata[") and k.endswith("]")}
     rows, more = await asyncio.to_thread(JobStore(_engine(request)).list, after, limit, meta or None,
@@ -95,16 +96,16 @@ async def retrieve(job_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
-async def events(job_id: str, request: Request, after: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+async def events(job_id: str, request: Request, limit: Annotated[int, page_limit(20)],
+                 after: str | None = None) -> dict[str, Any]:
     await asyncio.to_thread(_job, request, job_id)
     rows, more = await asyncio.to_thread(JobStore(_engine(request)).events, job_id, after, limit)
     return page([event_object(r) for r in rows], more)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
-async def checkpoints(job_id: str, request: Request, after: str | None = None,
-                      limit: int = 10) -> dict[str, Any]:
+async def checkpoints(job_id: str, request: Request, limit: Annotated[int, page_limit(10)],
+                      after: str | None = None) -> dict[str, Any]:
     await asyncio.to_thread(_job, request, job_id)
     rows, more = await asyncio.to_thread(JobStore(_engine(request)).checkpoints, job_id, after, limit)
     return page([checkpoint_object(r) for r in rows], more, ids=True)

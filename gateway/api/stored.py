@@ -18,20 +18,19 @@ page has ``first_id``/``last_id`` null. An unknown ``after`` is a 400.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from gateway.api.openapi import METADATA_SCHEMA, json_body
+from gateway.api.paging import check_limit
+from gateway.asgi import parse_json, read_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.feedback import validate_metadata
 from gateway.log.service import LogService
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["stored completions"])
-
-MAX_LIMIT = 100
-
+MAX_UPDATE_BODY = 64 * 1024  # 16 metadata pairs fit many times over
 
 def _log(request: Request) -> LogService:
     return request.app.state.log
@@ -47,14 +46,7 @@ def _not_found(completion_id: str) -> NotFound:
 
 def _page(request: Request) -> tuple[str | None, int, str]:
     q = request.query_params
-    raw = q.get("limit", "20")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Invalid value for 'limit': {raw!r} is not an integer.",
-                             param="limit") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidRequest(f"'limit' must be between 1 and {MAX_LIMIT}.", param="limit")
+    limit = check_limit(q.get("limit"), 20)
     order = q.get("order", "asc")
     if order not in ("asc", "desc"):
         raise InvalidRequest("'order' must be 'asc' or 'desc'.", param="order")
@@ -105,10 +97,7 @@ UPDATE_BODY = json_body({"type": "object", "required": ["metadata"], "additional
 
 @router.post("/{completion_id}", openapi_extra=UPDATE_BODY)
 async def update_completion(completion_id: str, request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    body = parse_json(await read_body(request.scope, request.receive, MAX_UPDATE_BODY) or b"null")
     if not isinstance(body, dict) or "metadata" not in body:
         raise InvalidRequest("Missing required parameter: 'metadata'.", param="metadata")
     extra = sorted(set(body) - {"metadata"})

@@ -11,6 +11,10 @@
 - ``comment``: free text. ``tags``: a list of strings. ``metadata``: string pairs.
 At least one of rating / correction / comment / tags. A completion may collect many;
 for each kind, the newest counts (see ``summary``).
+
+Caps (a 400 naming the field beyond them): ``comment`` at most ``MAX_COMMENT`` characters,
+a correction's strings at most ``MAX_CORRECTION`` characters in all, at most ``MAX_TAGS``
+tags of at most ``MAX_TAG`` characters each (``tags[i]`` names the one too long).
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ import secrets
 import time
 from typing import Any
 
+import sqlalchemy as sa
+
 from gateway.errors import InvalidRequest
+from gateway.log.schema import feedback as fb
 
 KINDS = ("rating", "correction", "comment", "tags")
 _FIELDS = {"completion_id", "rating", "rating_scale", "correction", "comment", "tags", "metadata"}
-MAX_TEXT = 100_000
+MAX_COMMENT = 8_192
+MAX_CORRECTION = 65_536
+MAX_TAGS, MAX_TAG = 32, 64
 
 
 def _number(value: Any) -> float:
@@ -60,16 +69,38 @@ def _correction(value: Any) -> dict[str, Any] | None:
             and not value.get("tool_calls"):
         raise InvalidRequest("'correction' needs 'content' (or 'tool_calls').",
                              param="correction.content")
+    if _chars([v for k, v in value.items() if k != "role"]) > MAX_CORRECTION:
+        raise InvalidRequest(f"'correction' is too long: at most {MAX_CORRECTION} characters in all.",
+                             param="correction")
     return {**value, "role": "assistant"}
 
 
-def _strings(value: Any, param: str, max_items: int, max_len: int) -> list[str] | None:
+def _chars(value: Any) -> int:
+    """Characters in every string of a JSON value (keys of nested objects too); other scalars count 8."""
+    total, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v)
+        elif isinstance(v, dict):
+            total += sum(len(str(k)) for k in v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        else:
+            total += 8
+    return total
+
+
+def _tags(value: Any) -> list[str] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or len(value) > max_items or not all(
-            isinstance(v, str) and 0 < len(v) <= max_len for v in value):
-        raise InvalidRequest(f"'{param}' must be a list of at most {max_items} non-empty strings "
-                             f"of at most {max_len} characters.", param=param)
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise InvalidRequest(f"'tags' must be a list of at most {MAX_TAGS} strings.", param="tags")
+    for i, tag in enumerate(value):
+        if not isinstance(tag, str) or not 0 < len(tag) <= MAX_TAG:
+            raise InvalidRequest(f"'tags[{i}]' must be a non-empty string of at most {MAX_TAG} characters.",
+                                 param=f"tags[{i}]")
     return value
 
 
@@ -97,8 +128,10 @@ def parse_feedback(body: Any) -> dict[str, Any]:
     if not isinstance(cid, str) or not cid:
         raise InvalidRequest("Missing required parameter: 'completion_id'.", param="completion_id")
     comment = body.get("comment")
-    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_TEXT):
+    if comment is not None and not isinstance(comment, str):
         raise InvalidRequest("'comment' must be a string.", param="comment")
+    if comment is not None and len(comment) > MAX_COMMENT:
+        raise InvalidRequest(f"'comment' is too long: at most {MAX_COMMENT} characters.", param="comment")
     row = {
         "id": "fb-" + secrets.token_hex(12),
         "completion_id": cid,
@@ -107,7 +140,7 @@ def parse_feedback(body: Any) -> dict[str, Any]:
         **_rating(body),
         "correction": _correction(body.get("correction")),
         "comment": comment,
-        "tags": _strings(body.get("tags"), "tags", 32, 64),
+        "tags": _tags(body.get("tags")),
         "metadata": validate_metadata(body.get("metadata")),
     }
     if all(row[k] is None for k in KINDS):
@@ -132,3 +165,49 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[kind] = None if newest is None else newest[kind]
         out[f"{kind}_id"] = None if newest is None else newest["id"]
     return out
+
+
+# ---- the paginated list (GET /v1/chat/completions/{id}/feedback) ----
+
+def _set(column: Any) -> Any:
+    """``column`` holds a value (JSON columns store an absent value as JSON null)."""
+    if isinstance(column.type, (sa.Float, sa.Text, sa.String)):
+        return column.is_not(None)
+    return sa.and_(column.is_not(None), sa.cast(column, sa.Text) != "null")
+
+
+def _newest(conn: sa.Connection, completion_id: str) -> dict[str, Any]:
+    """``summary`` over every feedback row of a completion, without reading them all."""
+    mine = fb.c.completion_id == completion_id
+    out: dict[str, Any] = {"count": conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()}
+    for kind in KINDS:
+        row = conn.execute(sa.select(fb.c[kind], fb.c.id).where(mine, _set(fb.c[kind]))
+                           .order_by(fb.c.created.desc(), fb.c.id.desc()).limit(1)).first()
+        out[kind] = None if row is None else row[0]
+        out[f"{kind}_id"] = None if row is None else row[1]
+    return out
+
+
+def page(engine: sa.Engine, completion_id: str, project: str | None, *, after: str | None, limit: int,
+         order: str) -> tuple[list[dict[str, Any]], bool, dict[str, Any]] | None:
+    """One page of a completion's feedback (``order`` by creation), whether more follow, and the
+    summary of all of it; None if the completion is unknown (to this project)."""
+    from gateway.log.store import _exists
+
+    desc = order == "desc"
+    mine = fb.c.completion_id == completion_id
+    q = sa.select(fb).where(mine)
+    with engine.connect() as conn:
+        if not _exists(conn, completion_id, project):
+            return None
+        if after is not None:
+            cursor = conn.execute(sa.select(fb.c.created, fb.c.id).where(mine, fb.c.id == after)).first()
+            if cursor is None:
+                raise InvalidRequest(f"No feedback with id '{after}' on this completion.", param="after")
+            created, fid = cursor
+            past = (sa.or_(fb.c.created < created, sa.and_(fb.c.created == created, fb.c.id < fid)) if desc
+                    else sa.or_(fb.c.created > created, sa.and_(fb.c.created == created, fb.c.id > fid)))
+            q = q.where(past)
+        keys = (fb.c.created.desc(), fb.c.id.desc()) if desc else (fb.c.created, fb.c.id)
+        rows = [dict(r) for r in conn.execute(q.order_by(*keys).limit(limit + 1)).mappings()]
+        return rows[:limit], len(rows) > limit, _newest(conn, completion_id)

@@ -39,8 +39,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str, home: Path) -> Iterator[LoopbackGateway]:
-    app = create_app(Settings(home=home, database_url=database_url), GatewayConfig())
+def serve(database_url: str, home: Path, auth: str = "off") -> Iterator[LoopbackGateway]:
+    """The log tests read every project's records: auth off (explicitly), unless ``auth`` says."""
+    app = create_app(Settings(home=home, database_url=database_url, auth=auth), GatewayConfig())
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))
