@@ -1,14 +1,19 @@
 """``tuneloop finetune`` and ``tuneloop jobs list|show|cancel``.
 
-``finetune`` stores the training file like ``POST /v1/files`` does, creates the job and
-starts its worker; with ``--wait`` it follows the job's events (a progress bar over the
-steps) until it ends, and exits non-zero unless it succeeded. Heavy imports stay in the
-worker: these commands never load torch.
+``finetune`` stores the training file like ``POST /v1/files`` does (or names a dataset
+built by ``tuneloop dataset build``: ``--dataset ID``), creates the job and starts its
+worker; with ``--wait`` it follows the job's events (a progress bar over the steps) until
+it ends, and exits non-zero unless it succeeded. ``--in-process`` trains in this process
+instead (a Kubernetes Job, ``torchrun``: see ``inprocess.py``). ``--model`` (alias
+``--base-model``) is a base of the catalog (the config's ``base_models`` and the embedded
+SmolLM2), a local checkpoint folder, a Hugging Face id, or an OpenAI model. Heavy imports
+stay in the worker: without ``--in-process`` these commands never load torch.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,59 +24,103 @@ app = typer.Typer(no_args_is_help=True)
 DbOpt = Annotated[str | None, typer.Option(help="database URL (default: TUNELOOP_DATABASE_URL or the home's SQLite)")]
 
 
-def _open(database_url: str | None) -> tuple[Any, str, Path]:
+def _open(database_url: str | None, config: Path | None = None, migrate: bool = True) -> tuple[Any, str, Path, Any]:
+    from gateway.cli import resolve
     from gateway.log import db
-    from gateway.settings import Settings
 
-    settings = Settings()
-    home = settings.resolved_home().resolve()
-    url = database_url or settings.database_url or db.default_database_url(home)
+    settings, cfg, url = resolve(config, database_url)
     engine = db.create_engine(url)
-    db.upgrade(engine)
-    return engine, url, home
+    if migrate:
+        db.upgrade(engine)
+    return engine, url, settings.resolved_home().resolve(), cfg
 
 
 def finetune(
-    model: Annotated[str, typer.Option(help="base model: smollm2-135m-instruct (local) or an OpenAI model")],
-    training_file: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL file")],
-    method: Annotated[str, typer.Option(help="sft | dpo")] = "sft",
+    model: Annotated[str, typer.Option("--model", "--base-model",
+                                       help="a base of the catalog, a checkpoint folder, a HF id, or an OpenAI model")],
+    training_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="JSONL file")] = None,
+    dataset: Annotated[str | None, typer.Option(help="a dataset id (tuneloop dataset list) or a JSONL file")] = None,
+    method: Annotated[str | None, typer.Option(help="sft | dpo (default: the dataset's kind, else sft)")] = None,
     validation_file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     suffix: str | None = None,
     epochs: Annotated[int | None, typer.Option(help="n_epochs (default auto)")] = None,
     lr: Annotated[float | None, typer.Option(help="learning_rate_multiplier (default auto)")] = None,
-    batch_size: int | None = None,
+    batch_size: Annotated[int | None, typer.Option(help="global batch (default: by the base's size)")] = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta")] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (local only)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="cap on steps (local only)")] = None,
     max_length: Annotated[int | None, typer.Option(help="tokens per example (local only)")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints (local)")] = None,
+    micro_batch_size: Annotated[int | None, typer.Option(help="examples per forward pass and rank (local)")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(help="default: on for 1B+ bases on GPU")] = None,
+    qlora: Annotated[bool, typer.Option(help="4-bit base (CUDA + bitsandbytes)")] = False,
+    seed: Annotated[int | None, typer.Option(help="default: random")] = None,
+    output: Annotated[Path | None, typer.Option(help="the adapter's folder; its name is the model's")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (local)")] = None,
+    in_process: Annotated[bool, typer.Option(help="train here, not in a detached worker (Jobs, torchrun)")] = False,
     wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")] = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Fine-tune a model on a JSONL file: a local LoRA adapter or an OpenAI fine-tuning job."""
-    from adapters.training.service import JobError, create_job, store_file
-
-    engine, url, home = _open(database_url)
+    """Fine-tune a model on a JSONL file or a dataset: a local LoRA adapter or an OpenAI fine-tuning job."""
+    if device not in (None, "auto", "cpu", "cuda"):
+        raise typer.BadParameter("--device must be auto, cpu or cuda")
     hp = {k: v for k, v in {"n_epochs": epochs, "learning_rate_multiplier": lr, "batch_size": batch_size,
                             "beta": beta, "lora_r": lora_r, "max_steps": max_steps, "max_length": max_length,
-                            "checkpoint_every": checkpoint_every}.items() if v is not None}
-    kind = {"sft": "supervised", "supervised": "supervised", "dpo": "dpo"}.get(method)
-    if kind is None:
-        raise typer.BadParameter("--method must be sft or dpo")
+                            "checkpoint_every": checkpoint_every, "micro_batch_size": micro_batch_size,
+                            "gradient_checkpointing": gradient_checkpointing,
+                            "qlora": qlora or None}.items() if v is not None}
+    if training_file is None and dataset is None:
+        raise typer.BadParameter("give --training-file or --dataset")
+    opts = {"model": model, "training_file": training_file, "dataset": dataset, "method": method,
+            "validation_file": validation_file, "suffix": suffix, "hp": hp, "seed": seed, "output": output,
+            "device": device}
+    if in_process:
+        from adapters.training import inprocess
+
+        rank0 = os.environ.get("RANK", "0") == "0"
+        engine, url, home, cfg = _open(database_url, config, migrate=rank0)
+        code = inprocess.run(lambda: _create(engine, url, home, cfg, opts, start=False), url, home, device)
+        raise typer.Exit(code)
+    engine, url, home, cfg = _open(database_url, config)
+    from adapters.training.service import JobError
+
     try:
-        ids = {}
-        for key, path in (("training", training_file), ("validation", validation_file)):
-            if path is not None:
-                ids[key] = store_file(engine, home, path.name, path.read_bytes(), "fine-tune")["id"]
-        job = create_job(engine, home, url, model=model, training_file=ids["training"],
-                         validation_file=ids.get("validation"), suffix=suffix,
-                         method={"type": kind, kind: {"hyperparameters": hp}})
+        job = _create(engine, url, home, cfg, opts, start=True)
     except JobError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"{job['id']} {job['status']} ({job['backend']})")
     if wait:
         raise typer.Exit(_follow(engine, job["id"]))
+
+
+def _create(engine: Any, url: str, home: Path, cfg: Any, o: dict[str, Any], start: bool) -> dict[str, Any]:
+    """Store the files (or find the dataset) and create the job; raises ``JobError``."""
+    from adapters.training.service import JobError, create_job, store_file
+    from gateway.log.datasets import DatasetStore
+
+    dataset_id, train_path = None, o["training_file"]
+    if o["dataset"] is not None:
+        if Path(o["dataset"]).is_file():
+            train_path = Path(o["dataset"])
+        else:
+            row = DatasetStore(engine).get(o["dataset"])
+            if row is None:
+                raise JobError(f"no dataset {o['dataset']!r} and no such file", "dataset")
+            dataset_id, default_kind = o["dataset"], row["kind"]
+    kind = {"sft": "supervised", "supervised": "supervised", "dpo": "dpo", None: None}.get(o["method"], "bad")
+    if kind == "bad":
+        raise JobError("--method must be sft or dpo", "method")
+    kind = kind or ("dpo" if dataset_id and default_kind == "dpo" else "supervised")
+    ids = {}
+    for key, path in (("training", train_path), ("validation", o["validation_file"])):
+        if path is not None:
+            ids[key] = store_file(engine, home, path.name, path.read_bytes(), "fine-tune")["id"]
+    return create_job(engine, home, url, model=o["model"], training_file=ids.get("training"),
+                      validation_file=ids.get("validation"), suffix=o["suffix"], seed=o["seed"],
+                      method={"type": kind, kind: {"hyperparameters": o["hp"]}}, config=cfg, allow_paths=True,
+                      dataset_id=dataset_id, output=o["output"], device=o["device"], start=start)
 
 
 def _follow(engine: Any, job_id: str) -> int:
@@ -156,7 +205,7 @@ def resume(job_id: str, database_url: DbOpt = None) -> None:
     from adapters.training.service import start_worker
     from gateway.log.jobs import TERMINAL, JobStore
 
-    engine, url, home = _open(database_url)
+    engine, url, home, _ = _open(database_url)
     row = JobStore(engine).get(job_id)
     if row is None or row["status"] in TERMINAL:
         typer.echo(f"no unfinished job {job_id}", err=True)

@@ -10,6 +10,11 @@ second copy of the weights is held. For a pair (chosen ``w``, rejected ``l``):
 ``log pi(y)`` is the sum of the reply's token log-probabilities (prompt tokens are
 labelled ``-100`` and do not count). The batch holds the chosen rows first, then the
 rejected rows (``data.pad_dpo``), so both go through one forward pass.
+
+Losses come back as *sums* over the batch (tokens for SFT, pairs for DPO) with their
+metrics as sums too: the trainer divides by the global count, so micro-batches and
+``torchrun`` ranks add up to exactly the one-batch mean (:func:`count` gives that count
+before any forward pass).
 """
 
 from __future__ import annotations
@@ -45,15 +50,23 @@ def token_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     return -nll.view(labels.shape), labels != IGNORE
 
 
+def count(batch: dict[str, torch.Tensor], method: str) -> int:
+    """What the batch's loss sums over: labelled next tokens (SFT) or pairs (DPO)."""
+    if method == "dpo":
+        return int(batch["input_ids"].size(0) // 2)
+    return int((_shifted(batch["labels"]) != IGNORE).sum())
+
+
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean cross-entropy over assistant tokens, and the share predicted right (greedy)."""
+    """Summed cross-entropy over assistant tokens, and how many were predicted right (greedy)."""
     logits = _logits(model, batch)
     labels = _shifted(batch["labels"])
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
     with torch.no_grad():
         mask = labels != IGNORE
-        acc = (logits[mask].argmax(-1) == labels[mask]).float().mean() if mask.any() else torch.zeros(())
-    return loss, {"train_mean_token_accuracy": acc.item()}
+        correct = (logits[mask].argmax(-1) == labels[mask]).sum() if mask.any() else torch.zeros(())
+    return loss, {"train_mean_token_accuracy": float(correct)}
 
 
 @dataclass
@@ -92,26 +105,21 @@ class RefCache:
         return ref
 
 
-def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float,
-             cache: RefCache | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """DPO loss, with the implicit rewards' margin and accuracy as metrics."""
+def dpo_loss(model: Any, batch: dict[str, torch.Tensor], beta: float, cache: RefCache | None = None,
+             reference: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Summed DPO loss over the pairs, with the implicit rewards' margin and accuracy summed too.
+    ``reference`` is the peft model whose adapter is switched off for the reference pass
+    (default ``model``; under DDP the unwrapped module)."""
     policy = pair_logps(model, batch)
-    ref = (cache or RefCache()).reference(model, batch)
+    ref = (cache or RefCache()).reference(reference if reference is not None else model, batch)
     chosen_reward = beta * (policy.chosen - ref.chosen)
     rejected_reward = beta * (policy.rejected - ref.rejected)
     margin = chosen_reward - rejected_reward
-    loss = -F.logsigmoid(margin).mean()
+    loss = -F.logsigmoid(margin).sum()
     margin, chosen_reward, rejected_reward = margin.detach(), chosen_reward.detach(), rejected_reward.detach()
     return loss, {
-        "reward_margin": margin.mean().item(),
-        "reward_accuracy": (margin > 0).float().mean().item(),
-        "chosen_reward": chosen_reward.mean().item(),
-        "rejected_reward": rejected_reward.mean().item(),
+        "reward_margin": margin.sum().item(),
+        "reward_accuracy": (margin > 0).float().sum().item(),
+        "chosen_reward": chosen_reward.sum().item(),
+        "rejected_reward": rejected_reward.sum().item(),
     }
-
-
-@torch.no_grad()
-def dpo_eval(model: Any, batch: dict[str, torch.Tensor], beta: float) -> dict[str, float]:
-    """Preference metrics of the current policy without a gradient (before/after checks)."""
-    _, metrics = dpo_loss(model, batch, beta)
-    return metrics

@@ -1,4 +1,4 @@
-"""The local backend: peft LoRA on the engine's base model, in a worker process.
+"""The local backend: peft LoRA on a base of the catalog, in a worker process (or ``torchrun`` ranks).
 
 ``LocalBackend.launch(job)`` starts the worker and ``poll(handle)`` reads the job's row.
 Inside the worker, :func:`run_job` walks OpenAI's states:
@@ -6,9 +6,15 @@ Inside the worker, :func:`run_job` walks OpenAI's states:
     validating_files  every line checked (a bad one fails the job, naming its line number)
     queued            waiting for the machine's training lock (one local run at a time)
     running           train.train(...), events per step, checkpoints every N steps
-    succeeded         the adapter renamed into $TUNELOOP_HOME/adapters/<name>, row "candidate"
+    succeeded         the adapter renamed into its folder (``--output``, the base's
+                      ``adapters_dir`` or $TUNELOOP_HOME/adapters, then <name>), row
+                      "candidate", and a route ``<name>`` to the targets serving the base
+                      (``publish``): callable through every gateway replica
     failed/cancelled  nothing published: the temporary output is removed, no adapters row
 
+The training file is the job's uploaded file, or the file of its dataset (``dataset_id``,
+from ``tuneloop dataset build``). Under ``torchrun`` every rank runs this; rank 0 alone
+writes rows, checkpoints and the adapter, and tells the others whether to go on.
 A re-run of the same job (the worker died) resumes from its newest checkpoint.
 """
 
@@ -17,19 +23,19 @@ from __future__ import annotations
 import fcntl
 import shutil
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from adapters.models.catalog import EMBEDDED, BaseModel, catalog
 from adapters.training.backend import JobHandle, JobInfo, info_from_row
 from adapters.training.data import DataError, read_jsonl
+from adapters.training.hparams import to_config
 from adapters.training.service import adapter_name, start_worker
 from adapters.training.wire import hyperparameters_of
+from gateway.log.datasets import DatasetStore
 from gateway.log.files import FileStore
 from gateway.log.jobs import JobStore
-
-AUTO = {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 1.0, "beta": 0.1}
-EXTRA = ("lora_r", "lora_alpha", "max_steps", "max_length", "learning_rate", "checkpoint_every", "warmup_steps")
 
 
 class LocalBackend:
@@ -48,19 +54,29 @@ class LocalBackend:
 
 
 def train_config(job: dict[str, Any]) -> Any:
-    """OpenAI's hyperparameters ("auto" or a number) plus local extras -> ``TrainConfig``."""
-    from adapters.training.train import BASE_LR, TrainConfig
+    """OpenAI's hyperparameters ("auto" or a number) plus local extras -> ``TrainConfig``
+    ("auto" stays None: the trainer chooses by the base's size)."""
+    from adapters.training.train import TrainConfig
 
     method = job["method"] or {"type": "supervised"}
-    hp = {k: v for k, v in hyperparameters_of(method).items() if v != "auto"}
-    val = {**AUTO, **hp}
-    cfg = TrainConfig(method="dpo" if method["type"] == "dpo" else "sft", n_epochs=int(val["n_epochs"]),
-                      batch_size=int(val["batch_size"]), beta=float(val["beta"]),
-                      learning_rate=BASE_LR * float(val["learning_rate_multiplier"]), seed=int(job["seed"] or 0))
-    for key in EXTRA:  # an explicit learning_rate wins over the multiplier
-        if key in hp:
-            setattr(cfg, key, float(hp[key]) if key == "learning_rate" else int(hp[key]))
-    return cfg
+    local = method.get("_local") or {}
+    fields = to_config(hyperparameters_of(method))
+    return TrainConfig(method="dpo" if method["type"] == "dpo" else "sft", seed=int(job["seed"] or 0),
+                       device=local.get("device"), **fields)
+
+
+def base_of(job: dict[str, Any]) -> BaseModel:
+    local = (job.get("method") or {}).get("_local") or {}
+    return BaseModel.from_dict(local["base"]) if local.get("base") else catalog()[EMBEDDED]
+
+
+def output_of(job: dict[str, Any], base: BaseModel, home: Path) -> Path:
+    """The adapter's folder: ``--output``, else ``<adapters_dir or home/adapters>/<name>``."""
+    local = (job.get("method") or {}).get("_local") or {}
+    if local.get("output"):
+        return Path(local["output"]).resolve()
+    name = adapter_name(base.name, job.get("suffix"), job["id"])
+    return (Path(base.adapters_dir) if base.adapters_dir else Path(home) / "adapters").resolve() / name
 
 
 class DbHooks:
@@ -97,61 +113,92 @@ def training_lock(home: Path) -> Any:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _sources(store: JobStore, files: FileStore, job: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """param -> (what to name in messages, path): the uploaded files, else the dataset's files."""
+    if not job.get("training_file") and job.get("dataset_id"):
+        row = DatasetStore(store.engine).get(job["dataset_id"]) or {}
+        found = {"training_file": (f"dataset {job['dataset_id']}", row.get("path"))}
+        if row.get("val_path") and Path(row["val_path"]).is_file():
+            found["validation_file"] = (f"dataset {job['dataset_id']} (validation)", row["val_path"])
+        return found
+    found = {}
+    for param in ("training_file", "validation_file"):
+        if job.get(param):
+            row = files.get(job[param])
+            found[param] = (f"{param.replace('_', ' ')} {job[param]}", row["path"] if row else None)
+    return found
+
+
 def _validate(store: JobStore, files: FileStore, job: dict[str, Any], fmt: str) -> dict[str, Path] | None:
     paths: dict[str, Path] = {}
-    for param in ("training_file", "validation_file"):
-        fid = job.get(param)
-        if not fid:
-            continue
-        row = files.get(fid)
+    for param, (what, path) in _sources(store, files, job).items():
         try:
-            if row is None:
-                raise DataError(f"file {fid} no longer exists")
-            read_jsonl(Path(row["path"]), fmt)
+            if path is None:
+                raise DataError("its file no longer exists")
+            if not Path(path).is_file():
+                raise DataError(f"{path} does not exist here (mount the volume it was written to)")
+            read_jsonl(Path(path), fmt)
         except DataError as exc:
-            msg = f"The {param.replace('_', ' ')} {fid} is invalid: {exc}"
+            msg = f"The {what} is invalid: {exc}"
             store.add_event(job["id"], msg, level="error", data={"param": param, "line": exc.line})
             store.finish(job["id"], "failed", error={"code": "invalid_file", "message": msg, "param": param})
             return None
-        paths[param] = Path(row["path"])
+        paths[param] = Path(path)
     store.add_event(job["id"], "Validated training file(s)")
     return paths
 
 
 def run_job(store: JobStore, files: FileStore, home: Path, job: dict[str, Any]) -> None:
+    from adapters.training import dist
     from adapters.training.train import Cancelled, train
 
-    job_id, cfg = job["id"], train_config(job)
-    paths = _validate(store, files, job, "dpo" if cfg.method == "dpo" else "sft")
-    if paths is None or not store.update(job_id, status="queued"):
+    job_id, cfg, base = job["id"], train_config(job), base_of(job)
+    ctx = dist.setup(cfg.device)
+    paths = None
+    if ctx.main:
+        paths = _validate(store, files, job, "dpo" if cfg.method == "dpo" else "sft")
+        paths = paths if paths is not None and store.update(job_id, status="queued") else None
+    paths = ctx.broadcast(paths)  # the other ranks go on only if rank 0 does
+    if paths is None:
         return
-    name = adapter_name(job["model"], job.get("suffix"), job_id)
-    out, work = Path(home) / "adapters" / name, Path(home) / "jobs" / job_id
-    with training_lock(home):
-        if not store.update(job_id, status="running"):
+    out, work = output_of(job, base, home), Path(home) / "jobs" / job_id
+    with training_lock(home) if not ctx.distributed else nullcontext():  # torchrun owns its devices
+        if not ctx.broadcast(store.update(job_id, status="running") if ctx.main else None):
             return
-        store.add_event(job_id, "Fine-tuning job started")
+        hooks = DbHooks(store, job_id, out.name)
+        if ctx.main:
+            store.add_event(job_id, "Fine-tuning job started", data={"base": base.name, "ranks": ctx.world})
         try:
-            result = train(cfg, paths["training_file"], out, work, home, DbHooks(store, job_id, name),
-                           validation_file=paths.get("validation_file"))
+            result = train(cfg, paths["training_file"], out, work, home, hooks,
+                           validation_file=paths.get("validation_file"), base=base)
         except Cancelled:
-            store.add_event(job_id, "Training stopped: the job was cancelled")
+            if ctx.main:
+                store.add_event(job_id, "Training stopped: the job was cancelled")
             return
         except Exception as exc:  # any failure ends the job, with the reason in its error
+            if not ctx.main:
+                raise
             store.add_event(job_id, f"Training failed: {exc}", level="error",
                             data={"traceback": traceback.format_exc()[-4000:]})
             store.finish(job_id, "failed", error={"code": "training_error", "message": str(exc), "param": None})
             return
-        finally:
-            shutil.rmtree(work / "output.tmp", ignore_errors=True)
-    _register(store, job_id, job["model"], name, out, result)
+    if ctx.main:
+        _register(store, job, base, out, result)
 
 
-def _register(store: JobStore, job_id: str, model: str, name: str, out: Path, result: Any) -> None:
+def _register(store: JobStore, job: dict[str, Any], base: BaseModel, out: Path, result: Any) -> None:
+    from adapters.training.publish import publish, unpublish
+
+    job_id, name = job["id"], out.name
+    targets = publish(store.engine, job, name, str(out), base)
     if not store.finish(job_id, "succeeded", fine_tuned_model=name, trained_tokens=result.trained_tokens):
-        shutil.rmtree(out, ignore_errors=True)  # cancelled while the adapter was being written
+        unpublish(store.engine, name)  # cancelled while the adapter was being written
+        shutil.rmtree(out, ignore_errors=True)
         return
-    store.register_adapter(name, model, str(out), job_id, result.metrics)
+    store.register_adapter(name, job["model"], str(out), job_id, result.metrics)
     store.add_event(job_id, f"New fine-tuned model created: {name}",
-                    data={"path": str(out), "tokens_per_s": result.tokens_per_s})
+                    data={"path": str(out), "tokens_per_s": result.tokens_per_s, "targets": targets})
+    if not targets:
+        store.add_event(job_id, f"No target serves base {base.name!r}: {name} is not routed by the gateway "
+                        "(name the serving targets in its base_models entry, or promote it)", level="warn")
     store.add_event(job_id, "The job has successfully completed")

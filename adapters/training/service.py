@@ -3,13 +3,17 @@
 No torch here: the gateway imports this module. Training itself happens in the worker
 process (``python -m adapters.training.worker JOB_ID --database-url URL --home DIR``),
 started detached (its own session, output to ``<home>/jobs/<id>/worker.log``), so a
-gateway restart neither kills nor waits for it.
+gateway restart neither kills nor waits for it; or, for a Kubernetes Job or ``torchrun``,
+in the calling process (``tuneloop finetune --in-process``, see ``inprocess.py``).
 
-Which backend a job goes to follows its ``model``: the engine's base model
-(``smollm2-135m-instruct``) trains a local LoRA; anything else is an OpenAI model and
-goes to OpenAI's fine-tuning API. The OpenAI connection is, in order: the job's
-``openai`` settings (from the gateway config's first target of kind ``openai``:
-its ``base_url`` and ``api_key_env``), then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
+Which backend a job goes to follows its ``model``: a base of the catalog
+(``adapters.models.catalog``: the gateway YAML's ``base_models`` and the embedded
+``smollm2-135m-instruct``) trains a local LoRA; anything else is an OpenAI model and goes
+to OpenAI's fine-tuning API. The OpenAI connection is, in order: the job's ``openai``
+settings (from the gateway config's first target of kind ``openai``: its ``base_url`` and
+``api_key_env``), then ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. A local job's base, its
+serving candidates, its output folder and device travel in the private ``_local`` key of
+its ``method`` row (``wire.method_of`` hides it).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from adapters.models.catalog import EMBEDDED, BaseModel, lookup
 from gateway.log.files import FileStore
 from gateway.log.jobs import TERMINAL, JobStore
 
-LOCAL_BASE = "smollm2-135m-instruct"  # adapters.engine.model.BASE_MODEL_NAME, without importing torch
+LOCAL_BASE = EMBEDDED  # the default base (adapters.engine.model.BASE_MODEL_NAME, without importing torch)
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 METHODS = ("supervised", "dpo")
 
@@ -52,8 +57,8 @@ class JobFinished(RuntimeError):
     """The job already ended (HTTP 409 for a cancel)."""
 
 
-def backend_for(model: str) -> str:
-    return "local" if model == LOCAL_BASE else "openai"
+def backend_for(model: str, config: Any = None) -> str:
+    return "local" if lookup(model, config) is not None else "openai"
 
 
 def adapter_name(model: str, suffix: str | None, job_id: str) -> str:
@@ -102,12 +107,52 @@ def normalize_method(method: dict[str, Any] | None, hyperparameters: dict[str, A
     return {"type": kind, kind: body}
 
 
-def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, training_file: str,
+def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, training_file: str | None = None,
                validation_file: str | None = None, method: dict[str, Any] | None = None,
                hyperparameters: dict[str, Any] | None = None, suffix: str | None = None,
                seed: int | None = None, metadata: dict[str, str] | None = None,
                openai: dict[str, Any] | None = None, project: str | None = None,
-               start: bool = True) -> dict[str, Any]:
+               start: bool = True, config: Any = None, allow_paths: bool = False,
+               dataset_id: str | None = None, output: Path | None = None, device: str | None = None) -> dict[str, Any]:
+    """A new job (``validating_files``). ``config``: the gateway config (its base-model catalog and
+    targets); ``allow_paths`` (the CLI only): ``model`` may be a checkpoint folder; ``dataset_id``
+    instead of ``training_file``: a dataset from ``tuneloop dataset build``; ``output``: the adapter's
+    folder (its name is the fine-tuned model's); ``device``: cpu, cuda or auto."""
+    _check_files(engine, training_file, validation_file, project)
+    if suffix is not None and len(suffix) > 64:
+        raise JobError("suffix must be at most 64 characters", "suffix")
+    base = lookup(model, config, allow_paths)
+    method = normalize_method(method, hyperparameters)
+    private: dict[str, Any] = {}
+    if base is not None:
+        _check_local(method, base)
+        private["_local"] = {"base": base.to_dict(), "output": str(output) if output else None, "device": device}
+    elif dataset_id or output or device:
+        raise JobError(f"{model!r} is not a base model of the catalog: datasets, --output and --device are "
+                       "for local jobs (OpenAI jobs take an uploaded training_file)", "model")
+    if dataset_id is not None:
+        _check_dataset(engine, dataset_id, method["type"])
+    elif training_file is None:
+        raise JobError("training_file is required", "training_file")
+    store = JobStore(engine)
+    meta = dict(metadata or {})
+    job = store.create({"backend": "local" if base else "openai", "model": model, "training_file": training_file,
+                        "validation_file": validation_file, "method": {**method, **private},
+                        "suffix": suffix, "seed": seed if seed is not None else secrets.randbelow(2**31),
+                        "metadata": meta or None, "project": project,
+                        "result_files": [], "external_id": None,
+                        "dataset_id": dataset_id, "error": None})
+    # connection settings for the OpenAI backend travel in a private key of the method row
+    if openai:
+        store.update(job["id"], method={**job["method"], "_openai": openai})
+    store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+    if start:
+        start_worker(engine, job["id"], database_url, home)
+    return store.get(job["id"]) or job
+
+
+def _check_files(engine: sa.Engine, training_file: str | None, validation_file: str | None,
+                 project: str | None) -> None:
     files = FileStore(engine)
     for param, fid in (("training_file", training_file), ("validation_file", validation_file)):
         if fid is None:
@@ -117,23 +162,27 @@ def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, 
             raise JobError(f"Invalid file ID {fid!r}: no such file.", param, "invalid_file")
         if row["purpose"] != "fine-tune":
             raise JobError(f"File {fid!r} has purpose {row['purpose']!r}, not 'fine-tune'.", param)
-    if suffix is not None and len(suffix) > 64:
-        raise JobError("suffix must be at most 64 characters", "suffix")
-    store = JobStore(engine)
-    meta = dict(metadata or {})
-    job = store.create({"backend": backend_for(model), "model": model, "training_file": training_file,
-                        "validation_file": validation_file, "method": normalize_method(method, hyperparameters),
-                        "suffix": suffix, "seed": seed if seed is not None else secrets.randbelow(2**31),
-                        "metadata": meta or None, "project": project,
-                        "result_files": [], "external_id": None,
-                        "dataset_id": None, "error": None})
-    # connection settings for the OpenAI backend travel in a private key of the method row
-    if openai:
-        store.update(job["id"], method={**job["method"], "_openai": openai})
-    store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
-    if start:
-        start_worker(engine, job["id"], database_url, home)
-    return store.get(job["id"]) or job
+
+
+def _check_local(method: dict[str, Any], base: BaseModel) -> None:
+    from adapters.training.hparams import HyperparameterError, check
+
+    kind = method["type"]
+    try:
+        check(kind, method[kind]["hyperparameters"], base)
+    except HyperparameterError as exc:
+        raise JobError(str(exc), f"method.{kind}.hyperparameters.{exc.key}") from None
+
+
+def _check_dataset(engine: sa.Engine, dataset_id: str, kind: str) -> None:
+    from gateway.log.datasets import DatasetStore
+
+    row = DatasetStore(engine).get(dataset_id)
+    if row is None:
+        raise JobError(f"No dataset {dataset_id!r} (tuneloop dataset list shows them).", "dataset", "invalid_file")
+    want = "dpo" if kind == "dpo" else "sft"
+    if row["kind"] != want:
+        raise JobError(f"Dataset {dataset_id!r} is {row['kind']}, but the method is {kind}.", "dataset")
 
 
 def start_worker(engine: sa.Engine, job_id: str, database_url: str, home: Path) -> subprocess.Popen[bytes]:

@@ -1,52 +1,63 @@
-"""The local LoRA trainer: one flat loop (nanoGPT's ``train.py`` shape), SFT or DPO.
+"""The local LoRA trainer: one flat loop (nanoGPT's ``train.py`` shape), SFT or DPO, on any base.
 
-    result = train(TrainConfig(method="sft", ...), train_file, out_dir, work_dir, home, hooks)
+    result = train(TrainConfig(method="sft", ...), train_file, out_dir, work_dir, home, hooks, base=base)
 
-Reads on top to bottom: load the base model (the engine's, ``load_base_model``), wrap it
-with a peft LoRA, tokenize the file, resume from the newest checkpoint in ``work_dir`` if
-there is one, then ``while step < total``: a batch, the loss, a step; between steps the
+Reads on top to bottom: join the ``torchrun`` group if there is one (``dist``), fill the
+"auto" hyperparameters by the base's size (``base.size_defaults``), load the base (any
+local Hugging Face checkpoint from the catalog, or the embedded SmolLM2) with a peft LoRA
+(``base.load``), tokenize the file with the base's chat template, resume from the newest
+checkpoint in ``work_dir`` if there is one, then ``while step < total``: the global batch's
+gradients (``steps.accumulate``: ranks and micro-batches), clip, a step; between steps the
 hooks report metrics and may ask to stop (cancel); every ``checkpoint_every`` steps the
-adapter, optimizer state and step are saved. At the end the adapter (peft's
-``adapter_config.json`` + ``adapter_model.safetensors``, what vLLM and the engine load)
-and ``tuneloop.json`` are written to a temporary folder that is renamed to ``out_dir``:
-a reader never sees half an adapter.
+adapter, optimizer state and step are saved. At the end rank 0 writes the adapter (peft's
+``adapter_config.json`` + ``adapter_model.safetensors``, what vLLM and the engine load) and
+``tuneloop.json`` into ``out_dir`` in one rename, and checks it against vLLM's loader rules
+(``vllm_rules``): an adapter vLLM would refuse fails the run.
 
 Batches are a seeded permutation per epoch, so a resumed run sees the same batches an
-uninterrupted one would. The learning rate is constant after a short linear warmup
-(few steps are typical here; a decay would mostly shrink them). On CUDA the base runs
-in bf16 and the LoRA weights stay fp32 (peft's ``autocast_adapter_dtype``).
+uninterrupted one would, and N ranks see the same global batches one process would. The
+learning rate is constant after a short linear warmup (few steps are typical here; a decay
+would mostly shrink them). On CUDA the base runs in bf16 and the LoRA weights stay fp32.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
 
-from adapters.training import data
-from adapters.training.dpo import RefCache, dpo_loss, sft_loss
+from adapters.models.catalog import EMBEDDED, BaseModel, catalog, weights
+from adapters.training import base as bases
+from adapters.training import checkpoints, data, dist
+from adapters.training.dpo import RefCache
+from adapters.training.steps import accumulate, evaluate
+from adapters.training.vllm_rules import check_vllm
 
-BASE_LR = 2e-4  # OpenAI's learning_rate_multiplier scales this
+BASE_LR = 2e-4  # the auto learning rate of small bases; OpenAI's learning_rate_multiplier scales it
 
 
 @dataclass
 class TrainConfig:
     method: str = "sft"  # "sft" | "dpo"
     n_epochs: int = 1
-    batch_size: int = 8
-    learning_rate: float = BASE_LR
-    lora_r: int = 8
-    lora_alpha: int = 16
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # None: chosen by the base's size (base.size_defaults)
+    batch_size: int | None = None  # the global batch (all ranks, all micro-batches)
+    learning_rate: float | None = None
+    learning_rate_multiplier: float = 1.0  # scales the auto learning rate
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    target_modules: list[str] | None = None
+    micro_batch_size: int | None = None  # examples per forward pass on one rank
+    gradient_checkpointing: bool | None = None
+    qlora: bool = False  # 4-bit base (CUDA + bitsandbytes)
     max_length: int = 512
     beta: float = 0.1
     max_steps: int | None = None  # cap on optimizer steps (None: epochs decide)
@@ -55,7 +66,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     seed: int = 0
-    device: str | None = None  # None: cuda when present
+    device: str | None = None  # None/"auto": cuda when present
     threads: int | None = None  # CPU threads; None: TUNELOOP_TRAIN_THREADS or half the cores
 
 
@@ -79,58 +90,84 @@ class TrainResult:
     metrics: dict[str, float]
 
 
+def resolve(cfg: TrainConfig, n_params: float, device_type: str, max_lora_rank: int) -> TrainConfig:
+    """``cfg`` with its "auto" (None) fields chosen by size; an explicit rank above the
+    serving engine's ``--max-lora-rank`` is refused (vLLM would not load the adapter)."""
+    auto = bases.size_defaults(n_params, device_type)
+    if cfg.lora_r is not None and cfg.lora_r > max_lora_rank:
+        raise bases.BaseModelError(f"lora_r {cfg.lora_r} is above the serving engine's max_lora_rank {max_lora_rank}")
+    r = cfg.lora_r or min(auto["lora_r"], max_lora_rank)
+    lr = cfg.learning_rate if cfg.learning_rate is not None else auto["learning_rate"] * cfg.learning_rate_multiplier
+    batch = cfg.batch_size or auto["batch_size"]
+    gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else auto["gradient_checkpointing"]
+    return replace(cfg, lora_r=r, lora_alpha=cfg.lora_alpha or 2 * r, learning_rate=lr, batch_size=batch,
+                   micro_batch_size=cfg.micro_batch_size or min(batch, auto["micro_batch_size"]),
+                   target_modules=list(cfg.target_modules or auto["target_modules"]), gradient_checkpointing=gc)
+
+
 def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, home: Path | None,
-          hooks: Hooks, validation_file: Path | None = None) -> TrainResult:
+          hooks: Hooks, validation_file: Path | None = None, base: BaseModel | None = None) -> TrainResult:
+    base = base or catalog()[EMBEDDED]
+    ctx = dist.setup(cfg.device)
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu":
+    if ctx.device.type == "cpu":
         torch.set_num_threads(cfg.threads or default_threads())
-    model, tok, base_info = _load_model(cfg, home, device)
+    cfg = resolve(cfg, bases.count_params(weights(base, home)), ctx.device.type, base.max_lora_rank)
+    model, tok, base_info = bases.load(base, cfg, ctx.device, home)
     examples, val = _tokenize(cfg, tok, train_file), _tokenize(cfg, tok, validation_file)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = per_epoch * cfg.n_epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.n_epochs)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    step = _resume(model, opt, work_dir, hooks)
-    hooks.on_event(f"Training {cfg.method} on {len(examples)} examples: {total} steps of {cfg.batch_size}",
-                   {"examples": len(examples), "steps": total, "device": str(device)})
+    step, resumed = checkpoints.resume(model, opt, work_dir, ctx)
+    main = hooks if ctx.main else None
+    if main and resumed:
+        main.on_event(f"Resumed from checkpoint at step {step}", {"step": step, "path": str(resumed)})
+    wrapped = ctx.wrap(model)
+    if main:
+        main.on_event(f"Training {cfg.method} on {len(examples)} examples: {total} steps of {cfg.batch_size}",
+                      {"examples": len(examples), "steps": total, "device": str(ctx.device), "ranks": ctx.world,
+                       "base": base.name, "lora_r": cfg.lora_r, "learning_rate": cfg.learning_rate})
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
     seen_tokens, t0, metrics, ref_cache = 0, time.perf_counter(), {}, RefCache()
-    bar = tqdm(total=total, initial=step, desc=f"{cfg.method} {out_dir.name}", unit="step", mininterval=1.0)
+    bar = tqdm(total=total, initial=step, desc=f"{cfg.method} {out_dir.name}", unit="step", mininterval=1.0,
+               disable=not ctx.main)
     while step < total:
-        if hooks.should_stop():
+        if ctx.broadcast(bool(main and main.should_stop())):
             bar.close()
             raise Cancelled(f"cancelled at step {step}")
-        batch = _to(_batch(cfg, examples, step, per_epoch, pad), device)
         for group in opt.param_groups:  # linear warmup, then constant
             group["lr"] = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        loss, extra = _loss(cfg, model, batch, ref_cache)
-        loss.backward()
+        rows = _rows(cfg, len(examples), step, per_epoch)
+        step_metrics, tokens = accumulate(cfg, ctx, wrapped, model, examples, rows, pad, ref_cache)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        loss_v = loss.item()
-        seen_tokens += int(batch["attention_mask"].sum())
+        seen_tokens += tokens
         tps = seen_tokens / max(time.perf_counter() - t0, 1e-9)
-        metrics = {"step": step, "total_steps": total, "train_loss": loss_v, **extra, "tokens_per_s": tps}
+        metrics = {"step": step, "total_steps": total, **step_metrics, "tokens_per_s": tps}
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_v:.4f}", tok_s=f"{tps:.0f}")
-        if step % cfg.log_every == 0 or step == total:
-            hooks.on_metrics(step, metrics)
-        if step % cfg.checkpoint_every == 0 and step < total:
-            hooks.on_checkpoint(step, _save_checkpoint(model, opt, work_dir, step, metrics, cfg), metrics)
+        bar.set_postfix(loss=f"{step_metrics['train_loss']:.4f}", tok_s=f"{tps:.0f}")
+        if main and (step % cfg.log_every == 0 or step == total):
+            main.on_metrics(step, metrics)
+        if main and step % cfg.checkpoint_every == 0 and step < total:
+            main.on_checkpoint(step, checkpoints.save(model, opt, work_dir, step, metrics, cfg.keep_checkpoints),
+                               metrics)
     bar.close()
     elapsed = time.perf_counter() - t0
-    if val:
-        metrics.update(_validate(cfg, model, val, pad, device))
+    if val and ctx.main:
+        metrics.update(evaluate(cfg, model, val, pad, ctx.device))
     trained = _trained_tokens(cfg, examples)
     final = {**metrics, "tokens_per_s": seen_tokens / max(elapsed, 1e-9), "seconds": elapsed}
-    meta = {"base_model": base_info, "dataset": {"path": str(train_file), "sha256": data.file_sha256(train_file),
-            "examples": len(examples)}, "method": cfg.method, "hyperparameters": asdict(cfg),
-            "metrics": final, "trained_tokens": trained, "steps": step}
-    _publish(model, out_dir, work_dir, meta)
+    if ctx.main:
+        meta = {"base_model": base_info, "dataset": {"path": str(train_file), "sha256": data.file_sha256(train_file),
+                "examples": len(examples)}, "method": cfg.method, "hyperparameters": asdict(cfg),
+                "ranks": ctx.world, "metrics": final, "trained_tokens": trained, "steps": step}
+        checkpoints.publish(model, out_dir, meta)
+        _check_loadable(out_dir, base, base_info)
+    ctx.barrier()
     return TrainResult(out_dir, step, trained, final["tokens_per_s"], final)
 
 
@@ -141,38 +178,11 @@ def default_threads() -> int:
     return max(1, int(env)) if env else max(1, (os.cpu_count() or 2) // 2)
 
 
-def _load_model(cfg: TrainConfig, home: Path | None, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
-    from peft import LoraConfig, get_peft_model
-
-    from adapters.engine.model import BASE_MODEL_NAME, cache_dir, default_home, load_base_model, strip_quantizer
-
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    base, tok = load_base_model(home, dtype=dtype, device=device)
-    strip_quantizer(base)
-    base.config.use_cache = False
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    model = get_peft_model(base, lora)
-    folder = cache_dir(home or default_home())
-    info = {"name": BASE_MODEL_NAME, "sha256": base_hash(folder), "dtype": str(dtype).removeprefix("torch.")}
-    return model, tok, info
-
-
-_HASHES: dict[tuple[str, int, float], str] = {}
-
-
-def base_hash(folder: Path) -> str:
-    """sha256 over the base model's config and weights (memoised per file size and mtime)."""
-    import hashlib
-
-    files = [folder / "config.json", folder / "model.safetensors"]
-    key = (str(folder), sum(f.stat().st_size for f in files), max(f.stat().st_mtime for f in files))
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        for f in files:
-            h.update(bytes.fromhex(data.file_sha256(f)))
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
+def _check_loadable(out_dir: Path, base: BaseModel, info: dict[str, Any]) -> None:
+    problems = check_vllm(out_dir, base.max_lora_rank, base_model=info["path"])
+    if problems:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise bases.BaseModelError(f"the adapter would not load in vLLM: {'; '.join(problems)}")
 
 
 def _tokenize(cfg: TrainConfig, tok: Any, path: Path | None) -> list[Any]:
@@ -185,38 +195,12 @@ def _tokenize(cfg: TrainConfig, tok: Any, path: Path | None) -> list[Any]:
     return [data.sft_example(tok, r, cfg.max_length) for r in rows]
 
 
-def _batch(cfg: TrainConfig, examples: list[Any], step: int, per_epoch: int, pad: int) -> dict[str, Any]:
+def _rows(cfg: TrainConfig, n: int, step: int, per_epoch: int) -> list[int]:
+    """The global batch of ``step``: a slice of the epoch's seeded permutation."""
     epoch, i = divmod(step, per_epoch)
-    order = list(range(len(examples)))
+    order = list(range(n))
     random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-    chosen = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-    picked = [examples[j] for j in chosen]
-    if cfg.method != "dpo":
-        return data.pad_sft(picked, pad)
-    return {**data.pad_dpo(picked, pad), "index": torch.tensor(chosen)}  # keys of the reference cache
-
-
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def _loss(cfg: TrainConfig, model: Any, batch: dict[str, torch.Tensor],
-          cache: RefCache | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    return dpo_loss(model, batch, cfg.beta, cache) if cfg.method == "dpo" else sft_loss(model, batch)
-
-
-@torch.no_grad()
-def _validate(cfg: TrainConfig, model: Any, val: list[Any], pad: int, device: torch.device) -> dict[str, float]:
-    model.eval()
-    losses, accs = [], []
-    for i in range(0, len(val), cfg.batch_size):
-        chunk = val[i:i + cfg.batch_size]
-        batch = _to(data.pad_dpo(chunk, pad) if cfg.method == "dpo" else data.pad_sft(chunk, pad), device)
-        loss, extra = _loss(cfg, model, batch)
-        losses.append(float(loss))
-        accs.append(extra.get("train_mean_token_accuracy", extra.get("reward_accuracy", 0.0)))
-    model.train()
-    return {"valid_loss": sum(losses) / len(losses), "valid_mean_token_accuracy": sum(accs) / len(accs)}
+    return order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
 
 
 def _trained_tokens(cfg: TrainConfig, examples: list[Any]) -> int:
@@ -226,53 +210,3 @@ def _trained_tokens(cfg: TrainConfig, examples: list[Any]) -> int:
     else:
         per = sum(len(e.input_ids) for e in examples)
     return per * cfg.n_epochs
-
-
-# --- checkpoints: <work_dir>/checkpoints/step-<N>/ {adapter files, optimizer.pt, state.json} ---
-
-def _checkpoints(work_dir: Path) -> list[Path]:
-    root = work_dir / "checkpoints"
-    found = [p for p in root.glob("step-*") if (p / "state.json").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
-
-
-def _save_checkpoint(model: Any, opt: torch.optim.Optimizer, work_dir: Path, step: int,
-                     metrics: dict[str, float], cfg: TrainConfig) -> Path:
-    final = work_dir / "checkpoints" / f"step-{step}"
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))  # a loadable adapter, like OpenAI's checkpoint models
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "metrics": metrics}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    for old in _checkpoints(work_dir)[:-cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _resume(model: Any, opt: torch.optim.Optimizer, work_dir: Path, hooks: Hooks) -> int:
-    found = _checkpoints(work_dir)
-    if not found:
-        return 0
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    ckpt = found[-1]
-    set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
-    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    step = int(json.loads((ckpt / "state.json").read_text())["step"])
-    hooks.on_event(f"Resumed from checkpoint at step {step}", {"step": step, "path": str(ckpt)})
-    return step
-
-
-def _publish(model: Any, out_dir: Path, work_dir: Path, meta: dict[str, Any]) -> None:
-    """Write the adapter beside the checkpoints, then rename it into place in one step."""
-    tmp = work_dir / "output.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    (tmp / "tuneloop.json").write_text(json.dumps(meta, indent=2, default=str))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists")
-    os.rename(tmp, out_dir)
