@@ -7,7 +7,8 @@ GET  /v1/fine_tuning/jobs/{id}/events           ?after, limit -> ``ListFineTunin
 GET  /v1/fine_tuning/jobs/{id}/checkpoints      ?after, limit -> ``ListFineTuningJobCheckpointsResponse``
 POST /v1/fine_tuning/jobs/{id}/cancel           -> ``FineTuningJob`` (409 once it ended)
 
-``model: smollm2-135m-instruct`` trains a local LoRA adapter in a worker process; any
+A ``model`` of the base-model catalog (the config's ``base_models``, and the embedded
+``smollm2-135m-instruct``) trains a local LoRA adapter in a worker process; any
 other model goes to OpenAI through the config's first target of kind ``openai`` (its
 ``base_url`` and ``api_key_env``), else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The
 request returns at once with ``validating_files``; the worker moves the job on.
@@ -74,7 +75,7 @@ async def create(body: CreateJobRequest, request: Request) -> dict[str, Any]:
             create_job, engine, home, url, model=body.model, training_file=body.training_file,
             validation_file=body.validation_file, method=body.method, hyperparameters=body.hyperparameters,
             suffix=body.suffix, seed=body.seed, metadata=body.metadata, openai=_openai_target(request),
-            project=getattr(request.state, "project", None))
+            project=getattr(request.state, "project", None), config=request.app.state.routes.config)
     except JobError as exc:
         raise InvalidRequest(str(exc), param=exc.param, code=exc.code) from None
     return job_object(row)
