@@ -70,6 +70,8 @@ def wait_applied(ws: Workspace, alias: str, entry: dict[str, Any] | None, timeou
         try:
             resp = httpx.get(f"{root}/v1/admin/routes", timeout=5,
                              headers={"Authorization": f"Bearer {ws.api_key}"})
+            if resp.status_code in (401, 403):  # no admin key (a loopback gateway without keys)
+                return _wait_listed(ws, alias, want, deadline)
             if resp.status_code != 200:
                 return False
             model = resp.json()["models"].get(alias)
@@ -77,6 +79,27 @@ def wait_applied(ws: Workspace, alias: str, entry: dict[str, Any] | None, timeou
             if want is None or have == want:
                 return True
         except httpx.HTTPError:
+            return False
+        time.sleep(0.3)
+    return False
+
+
+def _wait_listed(ws: Workspace, alias: str, want: list[str] | None, deadline: float) -> bool:
+    """Without an admin key: wait until ``/v1/models/{alias}`` shows the change (its routes when
+    the card lists them, else only whether the alias exists)."""
+    while time.time() < deadline:
+        try:
+            resp = httpx.get(f"{ws.gateway_url}/models/{alias}", timeout=5,
+                             headers={"Authorization": f"Bearer {ws.api_key}"})
+        except httpx.HTTPError:
+            return False
+        if resp.status_code == 404 and want is None:
+            return True
+        if resp.status_code == 200 and want is not None:
+            routes = resp.json().get("routes")
+            if routes is None or sorted(r["model"] for r in routes) == want:
+                return True
+        elif resp.status_code not in (200, 404):
             return False
         time.sleep(0.3)
     return False

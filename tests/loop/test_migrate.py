@@ -32,7 +32,8 @@ def test_migrate_shadows_compares_cuts_over_and_rolls_back(fake_upstream, tmp_pa
         },
         "models": {"gpt-support": {"routes": [{"target": "openai", "model": FT}]}},
     }
-    gw = GatewayProcess(config, tmp_path, env={"TUNELOOP_TRAIN_THREADS": "1"})
+    # auth off, explicitly: the test watches /v1/admin/routes for the shadow without a key
+    gw = GatewayProcess(config, tmp_path, env={"TUNELOOP_TRAIN_THREADS": "1", "TUNELOOP_AUTH": "off"})
     try:
         gw.wait_ready()
         for question in QUESTIONS:  # the ft: model's traffic, rated well by users
