@@ -30,9 +30,12 @@ NAMES = [name for name, _ in STAGES]
 
 
 def due(ws: Workspace, alias: str, cfg: LoopSettings) -> tuple[bool, int]:
-    """Enough new feedback since the last cycle began?"""
+    """Enough new feedback (from the projects that may train ``alias``) since the last cycle began?"""
+    from adapters.loop.ownership import training_projects
+
     last = CycleStore(ws.engine).last_finished(alias)
-    n = feedback_count(ws.engine, alias, since=last["created"] if last else None)
+    n = feedback_count(ws.engine, alias, since=last["created"] if last else None,
+                       projects=training_projects(ws, alias))
     return n >= cfg.min_feedback, n
 
 

@@ -64,7 +64,8 @@ def compare(ctx: Ctx, ms: MigrateSettings) -> dict[str, Any]:
 
     deadline = time.time() + ms.wait_s
     while True:
-        pairs = [p for p in shadow_pairs(ctx.ws.engine, ctx.alias, ctx.state["shadow_start"]) if p["status"] == 200]
+        pairs = [p for p in shadow_pairs(ctx.ws.engine, ctx.alias, ctx.state["shadow_start"], projects=ctx.projects)
+                 if p["status"] == 200]
         if len(pairs) >= ms.min_pairs or time.time() >= deadline:
             break
         time.sleep(2.0)

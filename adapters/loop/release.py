@@ -50,11 +50,19 @@ def gate(ctx: Ctx) -> dict[str, Any]:
     return {"gate": verdict}
 
 
-def canary(ctx: Ctx) -> dict[str, Any]:
+def canary_decision(ctx: Ctx, start: float) -> Any:
+    """The canary's verdict on the traffic since ``start``: only the projects that may train the
+    alias count (adapters.loop.ownership), so another tenant cannot force or block a promotion."""
     from adapters.loop.canary import decide
+    from gateway.log.canary import arm_stats
+
+    stats = arm_stats(ctx.ws.engine, ctx.alias, start, projects=ctx.projects)
+    return decide(stats, ctx.state["canary_live"], ctx.state["adapter"], ctx.cfg.canary)
+
+
+def canary(ctx: Ctx) -> dict[str, Any]:
     from adapters.registry.promote import promote, rollback
     from adapters.registry.routes import current_entry, live_route
-    from gateway.log.canary import arm_stats
 
     c = ctx.cfg.canary
     if c.percent <= 0:
@@ -68,8 +76,7 @@ def canary(ctx: Ctx) -> dict[str, Any]:
         ctx.state.update(canary_start=start, canary_live=live_model)
         ctx.say(f"canary: {c.percent:g}% of {ctx.alias} on {ctx.state['adapter']}")
     while True:
-        stats = arm_stats(ctx.ws.engine, ctx.alias, start)
-        d = decide(stats, ctx.state["canary_live"], ctx.state["adapter"], c)
+        d = canary_decision(ctx, start)
         if d.action == "wait" and time.time() - start < c.timeout_s:
             time.sleep(c.poll_s)
             continue

@@ -46,6 +46,13 @@ class Ctx:
         tqdm.write(f"[loop {self.alias}] {msg}")
 
     @property
+    def projects(self) -> list[str]:
+        """The projects whose traffic and feedback may train this alias (adapters.loop.ownership)."""
+        from adapters.loop.ownership import training_projects
+
+        return training_projects(self.ws, self.alias)
+
+    @property
     def folder(self) -> Path:
         return self.ws.home / "loop" / self.cycle_id
 
@@ -55,7 +62,8 @@ def dataset(ctx: Ctx) -> dict[str, Any]:
     from gateway.log.export import ExportFilters
 
     d = ctx.cfg.dataset
-    filters = ExportFilters(model=ctx.alias, has_correction=d.has_correction, min_rating=d.min_rating)
+    filters = ExportFilters(model=ctx.alias, has_correction=d.has_correction, min_rating=d.min_rating,
+                            projects=ctx.projects)
     opts = BuildOptions(fmt=d.format, out=ctx.folder / "train.jsonl", val_fraction=d.val_fraction,
                         filters=filters, name=f"{ctx.alias}-{ctx.cycle_id}", progress=ctx.progress)
     report = build(ctx.ws.engine, opts)

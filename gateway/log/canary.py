@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.log.owners import feedback_of, interactions_of
 from gateway.log.schema import feedback
 from gateway.log.schema import interactions as t
 
@@ -21,18 +22,21 @@ def _not_eval() -> sa.ColumnElement[bool]:
     return sa.or_(t.c.metadata.is_(None), tag.is_(None), tag != "eval")
 
 
-def _newest_rating() -> Any:
+def _newest_rating(projects: list[str] | None = None) -> Any:
     return (sa.select(feedback.c.rating)
-            .where(feedback.c.completion_id == t.c.id, feedback.c.rating.is_not(None))
+            .where(feedback.c.completion_id == t.c.id, feedback.c.rating.is_not(None), *feedback_of(projects))
             .order_by(feedback.c.created.desc(), feedback.c.id.desc())
             .limit(1).correlate(t).scalar_subquery())
 
 
-def arm_stats(engine: sa.Engine, model: str, since: float, until: float | None = None) -> dict[str, dict[str, Any]]:
-    """Per arm (the upstream model a request reached): n, errors, error_rate, latency p50/mean, rating mean."""
-    rating = _newest_rating().label("rating")
+def arm_stats(engine: sa.Engine, model: str, since: float, until: float | None = None,
+              projects: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per arm (the upstream model a request reached): n, errors, error_rate, latency p50/mean, rating mean;
+    ``projects``: only their traffic and feedback (gateway.log.owners)."""
+    rating = _newest_rating(projects).label("rating")
     q = (sa.select(t.c.upstream_model, t.c.status, t.c.latency_s, rating)
-         .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since, _not_eval()))
+         .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since, _not_eval(),
+                *interactions_of(projects)))
     if until is not None:
         q = q.where(t.c.created < until)
     arms: dict[str, dict[str, list[Any]]] = {}
@@ -58,15 +62,17 @@ def _summary(v: dict[str, list[Any]]) -> dict[str, Any]:
             "rating_mean": sum(v["rating"]) / len(v["rating"]) if v["rating"] else None}
 
 
-def shadow_pairs(engine: sa.Engine, model: str, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+def shadow_pairs(engine: sa.Engine, model: str, since: float, limit: int = 5000,
+                 projects: list[str] | None = None) -> list[dict[str, Any]]:
     """Primary records of ``model`` since ``since`` that have a shadow, with both replies and ratings."""
     s = t.alias("s")
-    rating = _newest_rating().label("rating")
+    rating = _newest_rating(projects).label("rating")
     q = (sa.select(t.c.id, t.c.request, t.c.response, t.c.status, t.c.upstream_model, rating,
                    s.c.id.label("shadow_id"), s.c.response.label("shadow_response"),
                    s.c.status.label("shadow_status"), s.c.upstream_model.label("shadow_model"))
          .join(s, sa.and_(s.c.parent_id == t.c.id, s.c.kind == "shadow"))
-         .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since)
+         .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since,
+                *interactions_of(projects))
          .order_by(t.c.created).limit(limit))
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]

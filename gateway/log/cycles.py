@@ -84,11 +84,16 @@ class CycleStore:
             conn.execute(t.update().where(t.c.id == cycle_id).values(error=error[-4000:], updated=time.time()))
 
 
-def feedback_count(engine: sa.Engine, model: str, since: float | None = None) -> int:
-    """Feedback rows (ratings or corrections) on ``model``'s primary records since ``since``."""
+def feedback_count(engine: sa.Engine, model: str, since: float | None = None,
+                   projects: list[str] | None = None) -> int:
+    """Feedback rows (ratings or corrections) on ``model``'s primary records since ``since``;
+    ``projects``: only their traffic and feedback (gateway.log.owners)."""
+    from gateway.log.owners import feedback_of, interactions_of
+
     q = (sa.select(sa.func.count()).select_from(feedback.join(interactions,
                                                                feedback.c.completion_id == interactions.c.id))
-         .where(interactions.c.requested_model == model, interactions.c.kind == "primary"))
+         .where(interactions.c.requested_model == model, interactions.c.kind == "primary",
+                *interactions_of(projects), *feedback_of(projects)))
     if since is not None:
         q = q.where(feedback.c.created >= since)
     with engine.connect() as conn:

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from gateway.log.owners import feedback_of, interactions_of
 from gateway.log.schema import feedback, interactions
 
 t = interactions
@@ -45,6 +46,7 @@ class ExportFilters:
     model: str | None = None  # the alias clients sent (requested_model)
     upstream_model: str | None = None  # the model/adapter the request reached
     project: str | None = None
+    projects: list[str] | None = None  # the alias owner's choice: only these projects' traffic and feedback
     since: float | None = None  # unix seconds, inclusive
     until: float | None = None  # unix seconds, exclusive
     metadata: dict[str, str] = field(default_factory=dict)  # every pair must match
@@ -75,9 +77,10 @@ def _metadata_match(dialect: str, key: str, value: str) -> sa.ColumnElement[bool
 
 def export_query(filters: ExportFilters, dialect: str, raw: bool = False) -> sa.Select[Any]:
     """The export query; ``raw``: only ``RAW_COLUMNS``, JSON columns cast to text."""
-    rating = _newest(feedback.c.rating)
+    by = feedback_of(filters.projects)
+    rating = _newest(feedback.c.rating, *by)
     # A feedback row without a correction stores JSON null, not SQL NULL.
-    correction = _newest(feedback.c.correction, sa.cast(feedback.c.correction, sa.Text) != "null")
+    correction = _newest(feedback.c.correction, sa.cast(feedback.c.correction, sa.Text) != "null", *by)
     if raw:
         cols = {name: sa.cast(t.c[name], sa.Text).label(name) if name in _JSON_COLUMNS
                 else t.c[name] for name in RAW_COLUMNS if name in t.c}
@@ -95,6 +98,7 @@ def export_query(filters: ExportFilters, dialect: str, raw: bool = False) -> sa.
         conds.append(t.c.upstream_model == f.upstream_model)
     if f.project is not None:
         conds.append(t.c.project == f.project)
+    conds.extend(interactions_of(f.projects))
     if f.since is not None:
         conds.append(t.c.created >= f.since)
     if f.until is not None:
