@@ -43,7 +43,12 @@ def create(
               if v is not None}
     if usd_per_day is not None or usd_per_month is not None:
         _check_budget_enforceable(config)
-    key, secret = _store(config).create(project, name=name, admin=admin, limits=limits)
+    store = _store(config)
+    first = not store.any()
+    key, secret = store.create(project, name=name, admin=admin, limits=limits)
+    if first:
+        typer.echo("this is the first API key: from now on every request to the gateway needs a key "
+                   "(auth: auto), within a second", err=True)
     typer.echo(f"created {key['id']} for project {project!r}{' (admin)' if admin else ''}; "
                "copy the key now, it is shown only once:", err=True)
     typer.echo(secret)
@@ -81,7 +86,7 @@ def list_(project: Annotated[str | None, typer.Option()] = None, config: ConfigO
 
 @app.command()
 def revoke(key_id: str, config: ConfigOpt = None) -> None:
-    """Revoke a key (every replica stops accepting it within a few seconds)."""
+    """Revoke a key (every replica stops accepting it within a second)."""
     if not _store(config).revoke(key_id):
         typer.echo(f"no live key {key_id}", err=True)
         raise typer.Exit(1)
