@@ -82,6 +82,9 @@ def engine(
 ) -> None:
     """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
     over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
+    from adapters.models.options import precheck
+
+    precheck(model)  # an unsupported architecture is refused before torch loads
     from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine
     from adapters.models.options import with_model

@@ -52,6 +52,11 @@ def supported_text() -> str:
     return ", ".join(SUPPORTED)
 
 
+def unsupported(archs: list[str]) -> ModelError:
+    return ModelError(f"Unsupported model architecture {', '.join(map(str, archs))}: this engine serves "
+                      f"{supported_text()} (the `architectures` field of config.json).")
+
+
 def rope_parameters(config: Any) -> dict[str, Any]:
     """The rope dict (``rope_parameters`` in transformers v5, ``rope_scaling`` before)."""
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
@@ -63,9 +68,7 @@ def resolve(config: Any) -> Arch:
     archs = list(getattr(config, "architectures", None) or [])
     name = next((a for a in archs if a in SUPPORTED), None)
     if name is None:
-        got = ", ".join(archs) or f"model_type {getattr(config, 'model_type', '?')!r}"
-        raise ModelError(f"Unsupported model architecture {got}: this engine serves {supported_text()} "
-                         "(the `architectures` field of config.json).")
+        raise unsupported(archs or [f"model_type {getattr(config, 'model_type', '?')!r}"])
     family = SUPPORTED[name]
     if getattr(config, "model_type", family) != family:
         raise ModelError(f"config.json says {name} but model_type {config.model_type!r}; expected {family!r}.")

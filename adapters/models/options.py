@@ -64,6 +64,22 @@ def model_options(model: str | None, served_model_name: str | None, generation_c
             "lora_modules": [parse_lora_module(e) for e in entries]}
 
 
+def precheck(model: str | None) -> None:
+    """Refuse a ``--model`` folder whose config.json names no supported architecture, before torch loads
+    (the full checks run when the engine opens the checkpoint)."""
+    if model is None:
+        return
+    from adapters.models.arch import SUPPORTED, unsupported  # no torch there
+
+    cfg = Path(model).expanduser() / "config.json"
+    try:
+        archs = json.loads(cfg.read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # missing or unreadable: the engine's own error says which
+    if not any(a in SUPPORTED for a in archs):
+        _refuse(unsupported(archs or ["(none in config.json)"]))
+
+
 def with_model(run: Callable[..., None], extra: list[str], **flags: Any) -> Callable[..., None]:
     """``run`` (``run_engine``) with the base-model options added; a refusal exits with status 2 and its reason."""
     from adapters.engine.lora import AdapterError
@@ -83,6 +99,6 @@ def with_model(run: Callable[..., None], extra: list[str], **flags: Any) -> Call
     return runner
 
 
-def _refuse(exc: Exception) -> None:
+def _refuse(exc: Exception | str) -> None:
     sys.stderr.write(f"Error: {exc}\n")
     raise SystemExit(2)
