@@ -1,8 +1,8 @@
 """Cost of one request from the target's price table (USD per 1M tokens).
 
 ``prices`` in a target's config: ``input``, ``cached_input`` (defaults to ``input``) and
-``output``; an optional per-model table ``models: {name: {...}}`` overrides them. Cached
-prompt tokens are billed at the cached rate, the rest of the prompt at the input rate.
+``output``; a target without them takes the config's ``default_prices`` (same keys), if any.
+Cached prompt tokens are billed at the cached rate, the rest of the prompt at the input rate.
 """
 
 from __future__ import annotations

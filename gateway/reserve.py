@@ -7,7 +7,7 @@ plus 4 tokens per message and 3 for the reply's priming; an image, audio or file
 about 3 on code, so this errs high for most text (a false 429 near the limit, never an
 overrun); settling replaces the estimate with the upstream's count.
 
-**Completion**: ``max_completion_tokens`` or ``max_tokens``, times ``n``. A key with a tpm or
+**Completion**: ``max_completion_tokens`` or ``max_tokens`` (the larger if both), times ``n``. A key with a tpm or
 USD budget whose request sets neither gets ``max_tokens`` = the key's ``max_tokens`` or
 ``DEFAULT_MAX_TOKENS`` (written into the request, as a key's ``max_tokens`` cap already is),
 so that the reservation bounds what the upstream may produce.
@@ -67,9 +67,8 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 
 def completion_budget(p: Principal, body: dict[str, Any]) -> int:
     """max_tokens × n; sets max_tokens when the request leaves it (and max_completion_tokens) out."""
-    asked = body.get("max_completion_tokens")
-    if asked is None:
-        asked = body.get("max_tokens")
+    given = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens")) if v is not None]
+    asked = max(given) if given else None  # both given: whichever the upstream honours
     if asked is None:
         asked = int(p.limits.get("max_tokens") or DEFAULT_MAX_TOKENS)
         body["max_tokens"] = asked
