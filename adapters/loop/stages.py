@@ -99,7 +99,8 @@ def _start_job(ctx: Ctx) -> str:
     job = create_job(ctx.ws.engine, ctx.ws.home, ctx.ws.database_url, model=ctx.cfg.base_model,
                      training_file=fid, suffix=ctx.alias[:24], seed=0,
                      method={"type": kind, kind: {"hyperparameters": dict(ctx.cfg.training)}},
-                     metadata={"loop_cycle": ctx.cycle_id, "alias": ctx.alias}, start=False)
+                     metadata={"loop_cycle": ctx.cycle_id, "alias": ctx.alias}, start=False,
+                     config=ctx.ws.config)  # the config's base_models: the loop trains on any catalog base
     JobStore(ctx.ws.engine).update(job["id"], dataset_id=ctx.state["dataset_id"])
     CycleStore(ctx.ws.engine).update_state(ctx.cycle_id, {"job_id": job["id"]})  # before the worker starts
     return str(job["id"])
