@@ -154,7 +154,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
 
 # Routers of parts built beside the core: included when their module exists.
-OPTIONAL_ROUTERS = ["gateway.api.files", "gateway.api.fine_tuning"]
+OPTIONAL_ROUTERS = ["gateway.api.files", "gateway.api.fine_tuning", "gateway.api.models_admin"]
 
 
 def _include_log_routers(api: FastAPI, dependencies: list[Any]) -> None:
