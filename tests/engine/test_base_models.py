@@ -83,12 +83,14 @@ def write_generation_config(path: Path, extra: dict[str, Any], model: Any) -> No
 
 
 def build(family: str, root: Path, seed: int) -> tuple[Any, Path, list[int], Any]:
-    """The checkpoint (the Qwen2 one keeps its template in tokenizer_config.json, the older layout)."""
+    """The checkpoint (Llama's in safetensors shards with their index; Qwen2's chat template in
+    tokenizer_config.json, the older layout)."""
     from transformers import AutoTokenizer
 
     path = root / family
     model = make_checkpoint(family, path, TEMPLATE.replace("FAMILY", family), seed=seed,
-                            template_in_config=family == "qwen2")
+                            template_in_config=family == "qwen2", max_shard_size="4MB" if family == "llama" else None)
+    assert family != "llama" or (path / "model.safetensors.index.json").is_file()
     tok = AutoTokenizer.from_pretrained(path)
     prompt = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                      tokenize=True, return_dict=False)

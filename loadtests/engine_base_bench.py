@@ -1,0 +1,172 @@
+"""Engine on a bring-your-own base: a random-initialised Qwen2-shaped ~0.5B checkpoint vs ``generate()``.
+
+The base has Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate
+4864, q/k/v biases, tied embeddings) with SmolLM2's 49152-token vocabulary (its tokenizer is
+reused), ~0.4B parameters; made with ``transformers`` once and cached under
+``$TUNELOOP_HOME/bench-base``.  One run, loopback only, bounded:
+
+* the engine: ``tuneloop engine --model DIR`` in a subprocess; at concurrency 1, 8 and 32,
+  that many streamed chat requests sent at once, each exactly ``--tokens`` tokens
+  (``ignore_eos``, greedy);
+* the baseline, after the engine has exited: ``transformers`` ``generate()`` in this
+  process on the same checkpoint, dtype (fp32) and thread count, a left-padded batch of the
+  same size and the same prompts.
+
+tok/s = completion tokens / wall time of the phase (prefill included on both sides).
+Goals: ours/generate() >= 1 at 1, >= 2 at 32.  Writes ``loadtests/results/engine-base.md``.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python loadtests/engine_base_bench.py [--threads 1] [--tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+NAME = "qwen2-0.5b-shaped"
+SHAPE = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+         "head_dim": 64, "intermediate_size": 4864, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+         "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "use_sliding_window": False}
+PROMPTS = ["Write a short story about a robot learning to paint.", "Explain how rainbows form.",
+           "List some tips for staying productive.", "Describe the city of Paris."]
+CONCURRENCY = (1, 8, 32)
+
+
+def build_base(home: Path) -> Path:
+    """The checkpoint, built once (about 1.6 GB of fp32 safetensors)."""
+    target = home / "bench-base" / NAME
+    if (target / "DONE").exists():
+        return target
+    from tests.fixtures.base_models import make_checkpoint, smollm2_tokenizer
+
+    template = smollm2_tokenizer().chat_template
+    make_checkpoint("qwen2", target, template, seed=0, scale=0.02, **SHAPE)
+    (target / "DONE").write_text("ok\n")
+    return target
+
+
+async def one(client: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> int:
+    body = {"model": NAME, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
+            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    n = 0
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]" and (ch := orjson.loads(line[6:])).get("usage"):
+                n = ch["usage"]["completion_tokens"]
+    return n
+
+
+async def engine_phase(url: str, conc: int, tokens: int) -> float:
+    """``conc`` requests at once (as ``generate()`` gets a batch of ``conc``); completion tok/s."""
+    async with httpx.AsyncClient(timeout=1200, limits=httpx.Limits(max_connections=conc + 4)) as client:
+        await one(client, url, PROMPTS[0], 2)  # warm
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(one(client, url, PROMPTS[i % 4], tokens) for i in range(conc)))
+        wall = time.perf_counter() - t0
+    assert sum(done) == conc * tokens, done
+    return sum(done) / wall
+
+
+def run_engine(path: Path, threads: int, tokens: int, home: Path) -> dict[int, float]:
+    from tests.fixtures.base_models import start_engine_process, wait_healthy
+
+    proc, url, log = start_engine_process(["--model", str(path), "--served-model-name", NAME, "--threads",
+                                           str(threads), "--max-batch", "32"], home, "engine-base-bench.log")
+    out: dict[int, float] = {}
+    try:
+        wait_healthy(proc, url, log, timeout=600)
+        for conc in CONCURRENCY:
+            out[conc] = asyncio.run(engine_phase(url, conc, tokens))
+            print(f"engine c{conc}: {out[conc]:.1f} tok/s", flush=True)  # noqa: T201
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return out
+
+
+def baseline(path: Path, threads: int, tokens: int) -> dict[int, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    kw = {"do_sample": False, "pad_token_id": tok.pad_token_id}
+    out: dict[int, float] = {}
+    for bs in CONCURRENCY:
+        texts = [tok.apply_chat_template([{"role": "user", "content": PROMPTS[i % 4]}], tokenize=False,
+                                         add_generation_prompt=True) for i in range(bs)]
+        enc = tok(texts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            model.generate(**enc, max_new_tokens=2, min_new_tokens=2, **kw)  # warm
+            t0 = time.perf_counter()
+            model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
+            out[bs] = bs * tokens / (time.perf_counter() - t0)
+        print(f"generate() batch {bs}: {out[bs]:.1f} tok/s", flush=True)  # noqa: T201
+    return out
+
+
+def report(ours: dict[int, float], base: dict[int, float], threads: int, tokens: int, params: int) -> str:
+    load = os.getloadavg()[0]
+    lines = [
+        "# Engine on a bring-your-own base (Qwen2-shaped, ~0.5B, random weights)", "",
+        "`loadtests/engine_base_bench.py` (one run, loopback only, bounded): `tuneloop engine --model DIR` on a",
+        f"random-initialised Qwen2.5-0.5B-shaped checkpoint ({params / 1e6:.0f}M parameters with SmolLM2's 49152-token",
+        "vocabulary; hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, q/k/v biases, tied",
+        "embeddings), against `transformers` `generate()` on the same checkpoint, dtype and threads, in the",
+        "same run (after the engine exited). Each phase: N streamed requests sent at once vs a left-padded",
+        f"batch of N; every request {tokens} tokens (`ignore_eos`, greedy); tok/s = completion tokens / wall",
+        "(prefill included on both sides).", "",
+        f"Machine: {os.cpu_count()} cores ({platform.machine()}), no GPU, shared with other jobs (load average "
+        f"{load:.1f} at the end of the run); {threads} torch thread(s), fp32. Compare ratios within one run.", "",
+        "| concurrency / batch | engine tok/s | generate() tok/s | ratio | goal |", "|---|---|---|---|---|"]
+    goals = {1: ">= 1", 8: "", 32: ">= 2"}
+    for c in CONCURRENCY:
+        lines.append(f"| {c} | {ours[c]:.1f} | {base[c]:.1f} | {ours[c] / base[c]:.2f} | {goals[c]} |")
+    lines += ["", "The CUDA path (bf16) is untested here: this machine has no GPU.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (engine and baseline)")
+    ap.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
+    ap.add_argument("--home", type=Path, default=Path(os.environ.get("TUNELOOP_HOME", REPO / ".tuneloop")))
+    ap.add_argument("--out", type=Path, default=REPO / "loadtests" / "results" / "engine-base.md")
+    a = ap.parse_args()
+    from adapters.engine.engine import default_threads
+
+    threads = a.threads or default_threads()
+    home = a.home.resolve()
+    path = build_base(home)
+    ours = run_engine(path, threads, a.tokens, home)
+    base = baseline(path, threads, a.tokens)
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        params = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+    text = report(ours, base, threads, a.tokens, params)
+    a.out.write_text(text)
+    print(text)  # noqa: T201
+
+
+def _prod(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+if __name__ == "__main__":
+    main()
