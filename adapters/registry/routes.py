@@ -71,7 +71,7 @@ def wait_applied(ws: Workspace, alias: str, entry: dict[str, Any] | None, timeou
             resp = httpx.get(f"{root}/v1/admin/routes", timeout=5,
                              headers={"Authorization": f"Bearer {ws.api_key}"})
             if resp.status_code in (401, 403):  # no admin key (a loopback gateway without keys)
-                return _wait_listed(ws, alias, want, deadline)
+                return _wait_listed(ws, alias, entry, deadline)
             if resp.status_code != 200:
                 return False
             model = resp.json()["models"].get(alias)
@@ -84,20 +84,24 @@ def wait_applied(ws: Workspace, alias: str, entry: dict[str, Any] | None, timeou
     return False
 
 
-def _wait_listed(ws: Workspace, alias: str, want: list[str] | None, deadline: float) -> bool:
-    """Without an admin key: wait until ``/v1/models/{alias}`` shows the change (its routes when
-    the card lists them, else only whether the alias exists)."""
+def _wait_listed(ws: Workspace, alias: str, entry: dict[str, Any] | None, deadline: float) -> bool:
+    """Without an admin key: wait until ``/v1/models/{alias}`` shows the change: the routes when the
+    card lists them (admin), else its ``root`` (the heaviest route's model), so a canary's weights,
+    which leave the root alone, are not confirmed."""
+    want = None if entry is None else sorted(r["model"] for r in entry["routes"])
+    root = None if entry is None else live_route(entry)["model"]
     while time.time() < deadline:
         try:
             resp = httpx.get(f"{ws.gateway_url}/models/{alias}", timeout=5,
                              headers={"Authorization": f"Bearer {ws.api_key}"})
         except httpx.HTTPError:
             return False
-        if resp.status_code == 404 and want is None:
+        if resp.status_code == 404 and entry is None:
             return True
-        if resp.status_code == 200 and want is not None:
-            routes = resp.json().get("routes")
-            if routes is None or sorted(r["model"] for r in routes) == want:
+        if resp.status_code == 200 and entry is not None:
+            card = resp.json()
+            if ("routes" in card and sorted(r["model"] for r in card["routes"]) == want) \
+                    or ("routes" not in card and card.get("root") == root):
                 return True
         elif resp.status_code not in (200, 404):
             return False
