@@ -49,6 +49,7 @@ class KVCache:
         self.n_kv, self.head_dim = n_kv, head_dim
         self.limit_bytes = limit_bytes
         self.layers = [self._empty(0, 0) for _ in range(n_layers)]
+        self.peak_bytes = 0  # the most the cache has held, mid-resize included
 
     def _empty(self, rows: int, capacity: int) -> torch.Tensor:
         return torch.zeros((2, rows, self.n_kv, capacity, self.head_dim), dtype=self.dtype, device=self.device)
@@ -101,6 +102,7 @@ class KVCache:
         r, c = min(rows, self.rows), min(capacity, self.capacity)
         for i, old in enumerate(self.layers):
             grown = self._empty(rows, capacity)
+            self.peak_bytes = max(self.peak_bytes, self.nbytes + grown.numel() * grown.element_size())
             grown[:, :r, :, :c] = old[:, :r, :, :c]
             self.layers[i] = grown
             del old

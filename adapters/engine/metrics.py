@@ -37,6 +37,10 @@ class EngineMetrics:
                                registry=r).labels(model_name)
         self.failed = Counter("tuneloop:engine_failed_requests", "Requests failed inside a step (the others "
                               "went on).", lab, registry=r).labels(model_name)
+        self.kv_bytes = Gauge("tuneloop:engine_kv_cache_bytes", "Bytes the KV cache holds now.", lab,
+                              registry=r).labels(model_name)
+        self.kv_peak_bytes = Gauge("tuneloop:engine_kv_cache_peak_bytes", "The most bytes the KV cache has held "
+                                   "(resizes included); never above the budget.", lab, registry=r).labels(model_name)
         self.loras_held = Gauge("tuneloop:engine_loras_held", "LoRA adapters held in memory.", lab,
                                 registry=r).labels(model_name)
         self.loras_registered = Gauge("tuneloop:engine_loras_registered", "LoRA adapters registered.", lab,

@@ -235,3 +235,5 @@ class Scheduler(Steps):
         m.lora_loads.set(self.registry.loads)
         m.lora_evictions.set(self.registry.evictions)
         m.kv_usage.set(min(1.0, self.model.cache.nbytes / self.budget.limit_bytes))
+        m.kv_bytes.set(self.model.cache.nbytes)
+        m.kv_peak_bytes.set(self.model.cache.peak_bytes)

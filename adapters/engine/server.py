@@ -200,10 +200,10 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watch.cancel()
-        if not work.done():
+        if not work.done():  # the client went away (or this handler was cancelled)
             work.cancel()
             stream.abort()
-    if work.cancelled():
+    if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
         return Response(status_code=499)
     work.result()
     choices = [P.choice(i, texts[i], finish[i], tokens[i]) for i in range(n)]

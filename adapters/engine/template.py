@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 from typing import Any
@@ -29,7 +30,7 @@ import jinja2.meta
 
 from adapters.engine.jinja_sandbox import TemplateLimit, environment, render
 
-TIMEOUT_S = 2.0
+TIMEOUT_S = float(os.environ.get("TUNELOOP_ENGINE_TEMPLATE_TIMEOUT_S", "2"))  # per render, either path
 CHILD_MEMORY_BYTES = 1 << 30
 CHILD_STARTUP_S = 3.0  # the child's own start (python + jinja2), on top of the render's deadline
 FLAGS = ("add_generation_prompt", "continue_final_message", "enable_thinking")
