@@ -4,6 +4,10 @@ It parses the body once (orjson), checks what routing and logging need, forwards
 request to the chosen route and relays the reply. Streams are relayed chunk by chunk;
 a failed attempt moves on to the next route (fallback) only while nothing has reached
 the client. The interaction record is handed to the log without waiting.
+
+A client that goes away mid-request (``DisconnectWatch``) cancels the upstream call at
+once and is recorded as 499, with the text relayed so far. The caller's project goes to
+the provider as ``tenant`` (vLLM's ``x-tuneloop-tenant``; the breakers' notion of who).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway import metrics
+from gateway.api.disconnect import DisconnectWatch, client_closed
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
 from gateway.assemble import StreamAssembler
 from gateway.auth import ANONYMOUS, Authenticator, Principal
@@ -107,12 +112,14 @@ class ChatCompletions:
             return
         call = _Call(body, principal, reservation.headers if reservation else None)
         call.reservation = reservation
+        watch = DisconnectWatch(receive)
         try:
             if body.get("stream"):
-                await self._stream(call, plan, scope, receive, send)
+                await self._stream(call, plan, watch, send)
             else:
-                await self._complete(call, plan, send)
+                await self._complete(call, plan, watch, send)
         finally:
+            watch.stop()
             self._settle(call, None, None, None)  # released if the request ended without _finish
 
     def _upstream_body(self, call: _Call, attempt: Attempt) -> dict[str, Any]:
@@ -146,16 +153,24 @@ class ChatCompletions:
         assert error is not None
         raise error
 
-    async def _complete(self, call: _Call, plan: list[Attempt], send: Send) -> None:
+    async def _complete(self, call: _Call, plan: list[Attempt], watch: DisconnectWatch, send: Send) -> None:
         async def op(attempt: Attempt) -> Reply:
-            return await attempt.provider.complete(self._upstream_body(call, attempt), attempt.lora_path)
+            return await attempt.provider.complete(self._upstream_body(call, attempt), attempt.lora_path,
+                                                   call.principal.project)
 
         try:
             reply = await self._try_routes(call, plan, op)
         except GatewayError as exc:
+            watch.stop()
             await send_error(send, exc, call.id)
             self._finish(call, exc.status_code, None, error=exc)
             return
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            self._finish(call, 499, None, error=client_closed())
+            return
+        watch.stop()
         out = reply.body
         upstream_id = out.get("id")
         out["id"] = call.id
@@ -188,7 +203,8 @@ class ChatCompletions:
             limit = cfg.ttft_timeout_s or cfg.timeout_s
             deadline = time.perf_counter() + limit
             try:
-                stream = await asyncio.wait_for(attempt.provider.stream(up, attempt.lora_path), limit)
+                stream = await asyncio.wait_for(
+                    attempt.provider.stream(up, attempt.lora_path, call.principal.project), limit)
             except TimeoutError as exc:
                 raise UpstreamTimeout(f"target {attempt.target!r}: no first token within {limit} s") from exc
             chunks = stream.__aiter__()
@@ -204,20 +220,25 @@ class ChatCompletions:
 
         return await self._try_routes(call, plan, op)
 
-    async def _stream(self, call: _Call, plan: list[Attempt], scope: Scope, receive: Receive,
-                      send: Send) -> None:
+    async def _stream(self, call: _Call, plan: list[Attempt], watch: DisconnectWatch, send: Send) -> None:
         try:
             stream, chunks, first = await self._open_stream(call, plan)
         except GatewayError as exc:
+            watch.stop()
             await send_error(send, exc, call.id)
             self._finish(call, exc.status_code, None, error=exc)
             return
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            self._finish(call, 499, None, error=client_closed())
+            return
         want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         asm = StreamAssembler()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": SSE_HEADERS + self._headers(call)})
         status, error = 200, None
         try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": SSE_HEADERS + self._headers(call)})
             batch, ended = first, False
             while batch is not None:
                 out = []
@@ -232,23 +253,28 @@ class ChatCompletions:
                 ended = stream.done  # [DONE] came in this read: finish in the same write
                 if ended:
                     out.append(DONE)
+                    watch.stop()  # before the last write (after it receive() says "disconnect")
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": not ended})
                     if call.ttft is None:
                         call.ttft = time.perf_counter() - call.started
                 batch = await anext(chunks, None)
             if not ended:
+                watch.stop()
                 await send({"type": "http.response.body", "body": DONE, "more_body": False})
         except GatewayError as exc:  # the upstream broke mid-stream: tell the client in-band
+            watch.stop()
             status, error = exc.status_code, exc
             await self._send_stream_error(send, exc)
-        except OSError:  # the client went away: free the upstream slot at once
-            status = 499
+        except (OSError, asyncio.CancelledError) as exc:  # the client went away: the upstream closes
+            if isinstance(exc, asyncio.CancelledError) and not watch.absorb():
+                raise
+            status, error = 499, client_closed(asm.deltas)
         finally:
             await stream.aclose()
         out = asm.completion(call.id, call.created)
         self._finish(call, status, out, upstream_id=asm.upstream_id, base_url=stream.base_url,
-                     error=error)
+                     error=error, relayed=asm.deltas)
 
     @staticmethod
     async def _send_stream_error(send: Send, exc: GatewayError) -> None:
@@ -278,8 +304,10 @@ class ChatCompletions:
 
     def _finish(self, call: _Call, status: int, out: dict[str, Any] | None, *,
                 upstream_id: str | None = None, base_url: str | None = None,
-                error: GatewayError | None = None, cost: float | None | EllipsisType = ...) -> None:
-        """Metrics, shadow, spend, and the interaction record (``cost``: if already known)."""
+                error: GatewayError | None = None, cost: float | None | EllipsisType = ...,
+                relayed: int | None = None) -> None:
+        """Metrics, shadow, spend, and the interaction record (``cost``: if already known;
+        ``relayed``: streamed deltas, the completion tokens when the upstream sent no usage)."""
         latency = time.perf_counter() - call.started
         a = call.attempt
         if status >= 500 or self.access_log:
@@ -310,10 +338,11 @@ class ChatCompletions:
             target=a.target if a else None, upstream_model=a.model if a else None,
             upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
             attempts=call.attempts, stream=bool(call.body.get("stream")),
-            store=call.body.get("store") is True, request=call.body, response=out if status == 200 else None,
+            store=call.body.get("store") is True, request=call.body,
+            response=out if status in (200, 499) else None,
             finish_reason=choices[0].get("finish_reason") if choices else None,
             prompt_tokens=usage.get("prompt_tokens") if usage else None,
-            completion_tokens=usage.get("completion_tokens") if usage else None,
+            completion_tokens=usage.get("completion_tokens") if usage else relayed,
             cached_tokens=((usage.get("prompt_tokens_details") or {}).get("cached_tokens")
                            if usage else None),
             total_tokens=usage.get("total_tokens") if usage else None,
