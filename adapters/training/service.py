@@ -126,6 +126,7 @@ def create_job(engine: sa.Engine, home: Path, database_url: str, *, model: str, 
     private: dict[str, Any] = {}
     if base is not None:
         _check_local(method, base)
+        _check_output(engine, output, config)
         private["_local"] = {"base": base.to_dict(), "output": str(output) if output else None, "device": device}
     elif dataset_id or output or device:
         raise JobError(f"{model!r} is not a base model of the catalog: datasets, --output and --device are "
@@ -172,6 +173,18 @@ def _check_local(method: dict[str, Any], base: BaseModel) -> None:
         check(kind, method[kind]["hyperparameters"], base)
     except HyperparameterError as exc:
         raise JobError(str(exc), f"method.{kind}.hyperparameters.{exc.key}") from None
+
+
+def _check_output(engine: sa.Engine, output: Path | None, config: Any) -> None:
+    """The output folder's name becomes a model name: it must not take over an existing one."""
+    from gateway.log.routes import RouteStore
+
+    if output is None:
+        return
+    name = Path(output).name
+    if (config is not None and name in config.models) or RouteStore(engine).get(name) is not None:
+        raise JobError(f"{name!r} is already a model name of the gateway: choose another output folder name",
+                       "output")
 
 
 def _check_dataset(engine: sa.Engine, dataset_id: str, kind: str) -> None:

@@ -23,5 +23,5 @@ def fake_finetune() -> Iterator[FakeFineTuning]:
 
 @pytest.fixture(scope="session")
 def tiny_base() -> Path:
-    """A Qwen2-shaped checkpoint (2 layers, width 64, q/k/v biases) with SmolLM2's tokenizer."""
-    return tiny.build(test_home() / "tiny-bases" / f"qwen2-{tiny.VERSION}", "qwen2", home=test_home())
+    """A Qwen2 checkpoint (2 layers, width 64, q/k/v biases, a sliding layer) with SmolLM2's tokenizer."""
+    return tiny.build(test_home() / "tiny-bases" / f"qwen2-{tiny.VERSION}", "qwen2")

@@ -1,7 +1,9 @@
 """Fine-tuning on a base the project has never seen: a random-initialised Qwen2 checkpoint in the
-gateway's ``base_models`` catalog, trained through the real ``openai`` SDK (files + jobs) by
-real worker processes; every adapter passes vLLM's loader rules; the rules themselves refuse
-what vLLM refuses; values the local trainer cannot honour are 400s."""
+gateway's ``base_models`` catalog, served by ``tuneloop engine --model PATH --served-model-name
+NAME``, trained through the real ``openai`` SDK (files + jobs) by real worker processes. Every
+adapter passes vLLM's loader rules, and the fine-tuned model answers through the gateway at once
+with the greedy tokens ``transformers`` + ``peft`` give with that adapter. The rules themselves
+refuse what vLLM refuses; values the local trainer cannot honour are 400s."""
 
 from __future__ import annotations
 
@@ -15,17 +17,36 @@ import openai
 import pytest
 
 from adapters.training.vllm_rules import check_vllm, vllm_compatible
+from gateway.log import db
+from gateway.log.routes import RouteStore
 from tests.fixtures.gateway import GatewayProcess
 from tests.training.data import dpo_rows, sft_rows, write_jsonl
 from tests.training.spec_check import validate
 
 BASE = "tiny-qwen2"
 FAST = {"n_epochs": 1, "batch_size": 2, "max_length": 48, "max_steps": 2}
+MSG = [{"role": "system", "content": "Support bot."}, {"role": "user", "content": "Refund window?"}]
 
 
 @pytest.fixture(scope="module")
-def gw(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    config = {"targets": {"gpu": {"kind": "vllm", "base_urls": ["http://127.0.0.1:9/v1"]}},
+def engine(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.fixtures.base_models import start_engine_process, wait_healthy
+
+    home = tmp_path_factory.mktemp("tiny-engine")
+    proc, url, log = start_engine_process(["--model", str(tiny_base), "--served-model-name", BASE, "--enable-lora",
+                                           "--threads", "1", "--max-batch", "4"], home, "engine.log")
+    try:
+        wait_healthy(proc, url, log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gw(tiny_base: Path, engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    config = {"targets": {"gpu": {"kind": "vllm", "base_urls": [engine + "/v1"], "timeout_s": 120},
+                          "idle": {"kind": "vllm", "base_urls": ["http://127.0.0.1:9/v1"]}},  # serves nothing
               "models": {}, "base_models": {BASE: str(tiny_base)}}
     gateway = GatewayProcess(config, tmp_path_factory.mktemp("any-base"), env={"TUNELOOP_TRAIN_THREADS": "1"})
     yield gateway
@@ -71,9 +92,32 @@ def test_sft_and_dpo_jobs_on_a_catalog_base_make_adapters_vllm_loads(gw: Gateway
         meta = json.loads((folder / "tuneloop.json").read_text())
         assert meta["base_model"]["name"] == BASE and meta["base_model"]["architecture"] == "Qwen2ForCausalLM"
         assert meta["steps"] == 2
-        # nothing serves the tiny base here (the target is down): trained, not routed, and said so
-        assert any("is not routed" in m for m in events), events
-    assert BASE + "-ft-" not in json.dumps(client.models.list().model_dump())
+        # routed at once to the target serving the base (its /v1/models lists BASE), not to "idle"
+        assert client.models.retrieve(done.fine_tuned_model).id == done.fine_tuned_model
+        entry, _ = RouteStore(db.create_engine(db.default_database_url(gw.home))).get(done.fine_tuned_model)
+        assert [(r["target"], r["model"], r["lora_path"]) for r in entry["routes"]] == [
+            ("gpu", done.fine_tuned_model, str(folder))]
+    ft = client.fine_tuning.jobs.retrieve(sft.id).fine_tuned_model
+    reply = client.chat.completions.create(model=ft, messages=MSG, max_tokens=8, temperature=0)
+    assert reply.choices[0].message.content == _peft_greedy(tiny_base, gw.home / "adapters" / ft, 8)
+
+
+def _peft_greedy(base: Path, adapter: Path, max_new: int) -> str:
+    """``transformers`` + ``peft`` with the adapter: greedy reply text, as vLLM returns it (no stop token)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter).eval()
+    prompt = list(tok.apply_chat_template(MSG, add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"])
+    out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new)[0, len(prompt):].tolist()
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    if out and out[-1] in stops:
+        out = out[:-1]
+    return tok.decode(out, skip_special_tokens=True).rstrip("\ufffd")
 
 
 @pytest.mark.parametrize(("hp", "param"), [
