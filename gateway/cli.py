@@ -58,6 +58,8 @@ def engine(
     model: Annotated[str | None, typer.Option(
         help="local Hugging Face checkpoint folder (default: the embedded SmolLM2-135M-Instruct)")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="the model's id in the API (default: --model)")] = None,
+    chat_template: Annotated[str | None, typer.Option(
+        help="chat template file (or the template itself) instead of the checkpoint's")] = None,
     generation_config: Annotated[str | None, typer.Option(
         help="sampling defaults: auto (the model's generation_config.json), vllm (none) or a folder")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="context length (default: the model's)")] = None,
@@ -85,13 +87,17 @@ def engine(
     from adapters.models.options import precheck
 
     precheck(model)  # an unsupported architecture is refused before torch loads
+    from adapters.models.options import precheck
+
+    precheck(model)  # an unsupported architecture is refused before torch loads
     from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine
     from adapters.models.options import with_model
 
     run_engine = with_model(run_engine, ctx.args, model=model, served_model_name=served_model_name,
                             generation_config=generation_config, max_model_len=max_model_len,
-                            enable_lora=enable_lora, max_lora_rank=max_lora_rank, lora_modules=lora_modules)
+                            enable_lora=enable_lora, max_lora_rank=max_lora_rank, lora_modules=lora_modules,
+                            chat_template=chat_template)
     run_engine(host=host, port=port, adapters_dir=adapters, home=Settings().resolved_home(),
                max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_batch=max_batch,
                threads=threads, device=device,

@@ -90,7 +90,7 @@ class Engine:
                  device: str | None = None, kv_cache_memory_bytes: int | None = None, model: str | Path | None = None,
                  served_model_name: str | None = None, generation_config: str | None = None,
                  max_model_len: int | None = None, enable_lora: bool | None = None, max_lora_rank: int = 16,
-                 lora_modules: list[tuple[str, Path, str | None]] | None = None,
+                 lora_modules: list[tuple[str, Path, str | None]] | None = None, chat_template: str | None = None,
                  trust_request_chat_template: bool = False, scheduling_policy: str = "fair",
                  max_running_per_tenant: int | None = None):
         self.device, self.dtype = pick_device(device)
@@ -98,7 +98,8 @@ class Engine:
             torch.set_num_threads(threads or default_threads())
         self.threads = torch.get_num_threads()
         self.created = int(time.time())
-        served = open_served_model(model, served_model_name, generation_config, max_model_len, home or default_home())
+        served = open_served_model(model, served_model_name, generation_config, max_model_len, home or default_home(),
+                                   chat_template)
         self.model_name, self.model_root, self.generation = served.name, served.root, served.generation
         self.tokenizer = served.ckpt.tokenizer
         self.model = BatchedLlama(served.ckpt, self.dtype, self.device, served.max_len)

@@ -130,11 +130,13 @@ class ServedModel:
 
 def open_served_model(model: str | Path | None = None, served_name: str | None = None,
                       generation_config: str | None = None, max_model_len: int | None = None,
-                      home: Path | None = None) -> ServedModel:
+                      home: Path | None = None, chat_template: str | None = None) -> ServedModel:
     """Open ``model`` (a local HF checkpoint folder), or the embedded SmolLM2 when ``None``.
 
     Without ``model`` the engine keeps its own sampling defaults (``generation_config`` None);
     with one, ``generation_config`` defaults to vLLM's ``auto`` (the model's own file).
+    ``chat_template`` (vLLM's ``--chat-template``: a file, or the template itself) replaces the
+    checkpoint's; a checkpoint with neither is refused, since this engine serves only chat.
     Raises :class:`~adapters.models.arch.ModelError` for a checkpoint the engine cannot serve.
     """
     if model is None:
@@ -142,6 +144,11 @@ def open_served_model(model: str | Path | None = None, served_name: str | None =
     else:
         path, name, root = Path(model).expanduser(), served_name or str(model), str(model)
     ckpt = open_checkpoint(path)
+    if chat_template is not None:
+        ckpt.tokenizer.chat_template = read_chat_template(chat_template)
+    if not ckpt.tokenizer.chat_template:
+        raise ModelError(f"{path} has no chat template (chat_template in tokenizer_config.json, or "
+                         "chat_template.jinja): start the engine with --chat-template FILE, as with vLLM.")
     if model is None and generation_config is None:
         generation = replace(EMBEDDED, eos_ids=load_generation_defaults(ckpt.path, "vllm").eos_ids)
     else:
@@ -151,3 +158,13 @@ def open_served_model(model: str | Path | None = None, served_name: str | None =
         raise ModelError(f"--max-model-len {max_model_len} must be between 1 and the model's "
                          f"max_position_embeddings ({limit}).")
     return ServedModel(name=name, root=root, ckpt=ckpt, generation=generation, max_len=max_model_len or limit)
+
+
+def read_chat_template(value: str) -> str:
+    """vLLM's ``--chat-template``: a file's content, or the value itself when it is a Jinja template."""
+    file = Path(value).expanduser()
+    if file.is_file():
+        return file.read_text()
+    if "{{" in value or "{%" in value:
+        return value
+    raise ModelError(f"--chat-template {value}: no such file, and not a Jinja template.")

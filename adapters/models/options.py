@@ -1,7 +1,8 @@
 """``tuneloop engine``'s base-model options, with vLLM's flag names and meanings.
 
 ``--model PATH`` (a local Hugging Face checkpoint folder; without it the embedded SmolLM2),
-``--served-model-name NAME`` (default: the ``--model`` string, as vLLM), ``--generation-config
+``--served-model-name NAME`` (default: the ``--model`` string, as vLLM), ``--chat-template
+FILE`` (or the template itself; needed when the checkpoint has none), ``--generation-config
 auto|vllm|FOLDER``, ``--max-model-len N``, ``--enable-lora`` (on by default only for the
 embedded model, whose gateway loads adapters at run time), ``--max-lora-rank R`` (vLLM's
 default 16) and ``--lora-modules``: ``name=path`` or vLLM's JSON form
@@ -46,7 +47,8 @@ def parse_lora_module(item: str) -> LoraModule:
 
 def model_options(model: str | None, served_model_name: str | None, generation_config: str | None,
                   max_model_len: int | None, enable_lora: bool | None, max_lora_rank: int,
-                  lora_modules: list[str] | None, extra: list[str]) -> dict[str, Any]:
+                  lora_modules: list[str] | None, extra: list[str], chat_template: str | None = None
+                  ) -> dict[str, Any]:
     """The :class:`~adapters.engine.engine.Engine` keywords for these flags.
 
     ``extra`` are the command line's leftover arguments: further ``--lora-modules`` entries in
@@ -61,7 +63,7 @@ def model_options(model: str | None, served_model_name: str | None, generation_c
         raise OptionError("--max-lora-rank must be at least 1.")
     return {"model": model, "served_model_name": served_model_name, "generation_config": generation_config,
             "max_model_len": max_model_len, "enable_lora": enable_lora, "max_lora_rank": max_lora_rank,
-            "lora_modules": [parse_lora_module(e) for e in entries]}
+            "lora_modules": [parse_lora_module(e) for e in entries], "chat_template": chat_template}
 
 
 def precheck(model: str | None) -> None:

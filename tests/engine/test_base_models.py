@@ -261,6 +261,28 @@ def test_lora_off_by_default_with_model(served):
         engine.add_adapter("x", s.path / "lora")
 
 
+def test_chat_template_flag_and_checkpoints_without_one(served, tmp_path):
+    """vLLM's --chat-template (a file or the template itself); without one, a template-less checkpoint is
+    refused at start (this engine serves chat only)."""
+    from adapters.engine.engine import Engine
+
+    src = served["families"]["mistral"].path
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name != "chat_template.jinja":
+            (bare / f.name).symlink_to(f)
+    with pytest.raises(ModelError, match="no chat template.*--chat-template"):
+        Engine(home=served["root"], model=str(bare), threads=1)
+    template = TEMPLATE.replace("FAMILY", "flag")
+    (tmp_path / "t.jinja").write_text(template)
+    for value in (str(tmp_path / "t.jinja"), template):
+        engine = Engine(home=served["root"], model=str(bare), threads=1, chat_template=value)
+        assert engine.tokenizer.chat_template == template
+    with pytest.raises(ModelError, match="no such file"):
+        Engine(home=served["root"], model=str(bare), threads=1, chat_template=str(tmp_path / "missing.jinja"))
+
+
 def test_unsupported_architecture_refused_at_start(served):
     proc, _, log = served["refused"]
     assert proc.wait(timeout=120) == 2
