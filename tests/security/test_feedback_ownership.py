@@ -63,8 +63,8 @@ def what_the_loop_sees(ws: Workspace, start: float) -> dict[str, Any]:
             "canary": (decision.action, decision.stats)}
 
 
-def test_another_projects_feedback_does_not_steer_the_owners_alias(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'tuneloop.db'}"
+def test_another_projects_feedback_does_not_steer_the_owners_alias(database_url: str, tmp_path: Path) -> None:
+    url = database_url  # SQLite and PostgreSQL: the export runs its compiled SQL on each driver
     ws = workspace(tmp_path, url, project="acme")
     start = time.time() - 1
     log(url, tmp_path, "acme", 0, "Happy to help.", rating=1.0)
