@@ -154,7 +154,7 @@ class FairQueue:
         while progress and self.queues:
             progress = False
             for tenant in list(self.queues):
-                if self._capped(tenant, running):
+                if tenant not in self.queues or self._capped(tenant, running):
                     continue
                 verdict, req = self._offer(tenant, try_admit)
                 if verdict == "stop":

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
+from adapters.engine.forward import KVBudgetExceeded
 from adapters.engine.lora import LoraBatch, LoraWeights
 from adapters.engine.prefix import BLOCK, block_hashes
 from adapters.engine.sampling import RowError, sample
@@ -36,7 +38,14 @@ class Steps:
     """Mixed into :class:`~adapters.engine.scheduler.Scheduler` (it owns ``running``, the model and caches)."""
 
     def _prefill(self: Scheduler, seqs: list[Sequence]) -> None:
-        self._size_cache(max(len(s.req.prompt) for s in seqs))
+        try:
+            self._size_cache(max(len(s.req.prompt) for s in seqs))
+        except KVBudgetExceeded as exc:  # admission should have prevented it: fail what was just admitted
+            log.error("KV cache: %s", exc)
+            for s in seqs:
+                self._fail(s.req, f"engine failure in this request: {exc}")
+            self._retire(self._failed_rows())
+            return
         todo = {id(s): self._reuse_prefix(s) for s in seqs}  # id -> tokens still to prefill
         done: list[int] = []
         for g in _groups(seqs, todo):
@@ -103,10 +112,11 @@ class Steps:
         done = self._accept([s for s, _ in ok], torch.stack([row for _, row in ok])) if ok else []
         self._retire(done + self._failed_rows())
 
-    def _guarded(self: Scheduler, seqs: list[Sequence], run: object) -> list[tuple[Sequence, torch.Tensor | None]]:
+    def _guarded(self: Scheduler, seqs: list[Sequence], run: Callable[[list[Sequence]], torch.Tensor]
+                 ) -> list[tuple[Sequence, torch.Tensor | None]]:
         """``run(seqs)`` (contiguous rows) -> logits; on an error, each row alone; a row failing alone fails."""
         try:
-            logits = run(seqs)  # type: ignore[operator]
+            logits = run(seqs)
             return list(zip(seqs, logits, strict=True))
         except Exception as exc:
             if len(seqs) == 1:
