@@ -49,11 +49,16 @@ def size_defaults(n_params: float, device_type: str) -> dict[str, Any]:
 
 
 def count_params(folder: str) -> float:
-    """Parameters, from the safetensors files' size and the config's dtype (no load)."""
+    """Parameters, from the safetensors files' size and the config's dtype (no load). A Hugging
+    Face id is downloaded first (into ``HF_HOME``, where ``from_pretrained`` then finds it)."""
     path = Path(folder)
+    if not path.is_dir():
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(folder, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model"]))
     files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
     if not files:
-        return 0.0  # a hub id not downloaded yet: the small defaults, refined after load
+        return 0.0
     cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
     width = 4 if "32" in dtype else 2
