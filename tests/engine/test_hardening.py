@@ -238,9 +238,9 @@ def test_a_faulty_rows_request_fails_alone(small, test_adapters, tmp_path):
     r = httpx.post(small + "/v1/load_lora_adapter", json={"lora_name": "nan", "lora_path": str(path)})
     assert r.status_code == 200, r.text
     failed = metric(small, "tuneloop:engine_failed_requests_total")
-    alone = chat(small, max_tokens=48, ignore_eos=True).json()["choices"][0]["message"]["content"]
+    alone = chat(small, max_tokens=32, ignore_eos=True).json()["choices"][0]["message"]["content"]
     out: dict[str, httpx.Response] = {}
-    mates = [threading.Thread(target=lambda i=i: out.setdefault(f"base{i}", chat(small, max_tokens=48,
+    mates = [threading.Thread(target=lambda i=i: out.setdefault(f"base{i}", chat(small, max_tokens=32,
                                                                                  ignore_eos=True)))
              for i in range(2)]
     for t in mates:
@@ -259,7 +259,7 @@ def test_a_faulty_rows_request_fails_alone(small, test_adapters, tmp_path):
 # -- fair queueing --------------------------------------------------------------------------------
 def first_token_at(url: str, stamps: dict[str, float], key: str, headers: dict[str, str] | None = None,
                    **extra) -> None:
-    body = {"messages": HI, "max_tokens": 120, "temperature": 0, "ignore_eos": True, "stream": True, **extra}
+    body = {"messages": HI, "max_tokens": 16, "temperature": 0, "ignore_eos": True, "stream": True, **extra}
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=headers, timeout=300) as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and key not in stamps:
@@ -271,20 +271,21 @@ def first_token_at(url: str, stamps: dict[str, float], key: str, headers: dict[s
 def test_another_tenant_does_not_wait_behind_a_busy_one(small):
     stamps: dict[str, float] = {}
     busy = [threading.Thread(target=first_token_at, args=(small, stamps, f"a{i}", {"x-tuneloop-tenant": "a"}))
-            for i in range(8)]  # max batch 4: four run, four wait
+            for i in range(12)]  # max batch 4: three waves of tenant a
     for t in busy:
         t.start()
     deadline = time.monotonic() + 120
-    while len(stamps) < 4 or metric(small, "vllm:num_requests_waiting") < 4:  # a's first four run (120 tokens)
+    while len(stamps) < 4 or metric(small, "vllm:num_requests_waiting") < 8:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    queued = {f"a{i}" for i in range(8)} - set(stamps)  # tenant a's requests still waiting
     other = threading.Thread(target=first_token_at, args=(small, stamps, "b", None), kwargs={"user": "b"})
     other.start()
     for t in [*busy, other]:
         t.join()
-    assert len(queued) == 4
-    assert all(stamps["b"] < stamps[k] for k in queued), (stamps, queued)
+    # first come, first served would put b after all twelve; fair queueing admits it at the next free row,
+    # ahead of at least the last wave of a's (even if a wave ended just before b arrived)
+    after = sorted(k for k in stamps if k != "b" and stamps[k] > stamps["b"])
+    assert len(after) >= 3, (stamps, after)
 
 
 # -- if the scheduler dies anyway, the engine exits non-zero (for a supervisor to restart it) -------------
