@@ -187,15 +187,17 @@ def run_job(store: JobStore, files: FileStore, home: Path, job: dict[str, Any]) 
 
 
 def _register(store: JobStore, job: dict[str, Any], base: BaseModel, out: Path, result: Any) -> None:
-    from adapters.training.publish import publish, unpublish
+    from adapters.training.publish import forget_adapter, publish, unpublish
 
     job_id, name = job["id"], out.name
     targets = publish(store.engine, job, name, str(out), base)
+    # the registry row first: whoever sees "succeeded" finds the adapter
+    adapter_id = store.register_adapter(name, job["model"], str(out), job_id, result.metrics)
     if not store.finish(job_id, "succeeded", fine_tuned_model=name, trained_tokens=result.trained_tokens):
         unpublish(store.engine, name)  # cancelled while the adapter was being written
+        forget_adapter(store.engine, adapter_id)
         shutil.rmtree(out, ignore_errors=True)
         return
-    store.register_adapter(name, job["model"], str(out), job_id, result.metrics)
     store.add_event(job_id, f"New fine-tuned model created: {name}",
                     data={"path": str(out), "tokens_per_s": result.tokens_per_s, "targets": targets})
     if not targets:

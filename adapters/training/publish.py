@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from adapters.models.catalog import BaseModel, serving_targets
 from gateway.log.routes import RouteStore
-from gateway.log.schema import jobs
+from gateway.log.schema import adapters, jobs
 
 PROPAGATION_S = float(os.environ.get("TUNELOOP_ROUTE_PROPAGATION_S", "2.5"))  # the routes poll (2 s) + margin
 
@@ -71,3 +71,9 @@ def job_of_model(engine: sa.Engine, name: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(q).mappings().first()
     return None if row is None else dict(row)
+
+
+def forget_adapter(engine: sa.Engine, adapter_id: str) -> None:
+    """Drop the registry row of an adapter whose job was cancelled before it could succeed."""
+    with engine.begin() as conn:
+        conn.execute(adapters.delete().where(adapters.c.id == adapter_id))
