@@ -11,7 +11,6 @@ never a replica's URL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -24,12 +23,12 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    clip,
 )
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.http1 import ConnectError, Exchange, Pool, ProtocolError
 from gateway.providers.replicas import Replicas
+from gateway.providers.sse import SSEStream
 
 JSON_HEADERS = b"content-type: application/json\r\n"
 _tenant_headers: dict[str, bytes] = {}
@@ -124,7 +123,7 @@ class VLLMProvider:
         return await self._on_replicas(body, lora_path, tenant, self._complete_on)
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None) -> _SSEStream:
+                     tenant: str | None = None) -> SSEStream:
         return await self._on_replicas(body, lora_path, tenant, self._stream_on)
 
     async def _on_replicas(self, body: dict[str, Any], lora_path: str | None, tenant: str | None,
@@ -162,7 +161,7 @@ class VLLMProvider:
         finally:
             self.replicas.in_flight[url] -= 1
 
-    async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> _SSEStream:
+    async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> SSEStream:
         rep = self._http[url]
         self.replicas.in_flight[url] += 1
         try:
@@ -176,7 +175,7 @@ class VLLMProvider:
                 self.replicas.released(url)
                 raise
             raise self._failed(exc, url, tenant) from exc
-        return _SSEStream(self, ex, url, tenant)
+        return SSEStream(self, ex, url, tenant)
 
     def _failed(self, exc: BaseException, url: str, tenant: str | None = None) -> GatewayError:
         """Translate, and tell the replica's breaker (gateway.resilience says what counts)."""
@@ -249,88 +248,3 @@ class VLLMProvider:
     async def aclose(self) -> None:
         for rep in self._http.values():
             rep.pool.close()
-
-
-class _SSEStream:
-    """Parsed chunks of an upstream SSE stream; ``aclose`` frees the connection at once.
-
-    The target's total timeout bounds the whole stream: a timer fails the exchange.
-    """
-
-    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str, tenant: str | None = None) -> None:
-        self.provider = provider
-        self.ex = ex
-        self.base_url = url
-        self.tenant = tenant
-        self._closed = False
-        self.done = False
-        self._timer = asyncio.get_running_loop().call_later(provider.cfg.timeout_s, self._expire)
-
-    def _expire(self) -> None:
-        self.ex.error = TimeoutError()
-        self.ex._wake()
-
-    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Parsed chunks, in batches: every event that arrived in one network read at once,
-        so the relay writes them to the client in one go (nothing is held back)."""
-        buf = b""
-        try:
-            async for piece in self.ex.iter_body():
-                lines = (buf + piece).split(b"\n")
-                buf = lines.pop()
-                batch = []
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        self.done = True
-                        break
-                    chunk = orjson.loads(data)
-                    if "error" in chunk and "choices" not in chunk:
-                        err = chunk["error"]
-                        msg = err.get("message") if isinstance(err, dict) else str(err)
-                        if batch:
-                            yield batch
-                        err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
-                        err.request_suspect = True  # the replica answered: maybe this request's fault
-                        raise err
-                    batch.append(chunk)
-                if batch:
-                    yield batch
-                if self.done:
-                    return
-            raise ProtocolError("the stream ended without [DONE]")
-        except GatewayError as exc:
-            self.provider.replicas.record(self.base_url, exc, self.tenant)
-            raise
-        except TimeoutError as exc:  # the whole stream ran past timeout_s: the replica was answering
-            err = UpstreamTimeout(f"target {self.provider.name!r}: the stream ran past its timeout")
-            err.request_suspect = True
-            self.provider.replicas.record(self.base_url, err, self.tenant)
-            raise err from exc
-        except Exception as exc:
-            raise self.provider._failed(exc, self.base_url, self.tenant) from exc
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._timer.cancel()
-            if self.done:
-                self.provider.replicas.succeeded(self.base_url)
-                await self._drain()
-            else:
-                self.ex.close()  # a cut stream: drop the connection (the engine aborts the request)
-                self.provider.replicas.released(self.base_url)
-            self.provider.replicas.in_flight[self.base_url] -= 1
-
-    async def _drain(self) -> None:
-        """After [DONE] only the chunked terminator is left: read it so the connection is reused."""
-        try:
-            async with asyncio.timeout(1):
-                async for _ in self.ex.iter_body():
-                    pass
-        except (OSError, TimeoutError):
-            self.ex.close()

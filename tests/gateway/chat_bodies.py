@@ -31,7 +31,7 @@ TEMPLATE_KEYS = ["enable_thinking", "add_generation_prompt", "continue_final_mes
                  "truncation", "max_length", "return_tensors", "tokenize", "documents", "tools"]
 
 plain = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
-special = st.sampled_from(["é" * 3000, "🙂" * 500, "\u202e" * 9, "\ufeff", "\\u0000", "\u0085"])
+special = st.sampled_from(["é" * 300, "🙂" * 100, "\u202e" * 9, "\ufeff", "\\u0000", "\u0085"])
 text = st.one_of(plain, plain, plain, plain, special)
 huge_ints = st.integers(-(2**70), 2**70) | st.sampled_from([2**63, 2**64 - 1, 2**64, -(2**63) - 1])
 odd_floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False),

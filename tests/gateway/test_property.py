@@ -40,7 +40,7 @@ NORMAL = {"model": "base", "messages": [{"role": "user", "content": "Say hi."}],
 
 @pytest.fixture(scope="module")
 def engine_gw(engine_server, tmp_path_factory):
-    config = {"targets": {"engine": {"kind": "vllm", "base_urls": [engine_server.base_url], "timeout_s": 60}},
+    config = {"targets": {"engine": {"kind": "vllm", "base_urls": [engine_server.base_url], "timeout_s": 120}},
               "models": {"base": {"routes": [{"target": "engine", "model": DEFAULT_MODEL}]}}}
     gw = GatewayProcess(config, tmp_path_factory.mktemp("property-gw"), env={"TUNELOOP_AUTH": "required"})
     out = subprocess.run(

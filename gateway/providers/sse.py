@@ -1,0 +1,105 @@
+"""A vLLM target's SSE stream: parsed ``chat.completion.chunk`` batches for the relay.
+
+Split from vllm.py. Faults are told to the replica's breaker as gateway.resilience says:
+an error event mid-stream and a stream that outlives ``timeout_s`` while answering are
+``request_suspect``; a broken connection is the replica's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, clip
+from gateway.providers.http1 import Exchange, ProtocolError
+
+if TYPE_CHECKING:
+    from gateway.providers.vllm import VLLMProvider
+
+
+class SSEStream:
+    """Parsed chunks of an upstream SSE stream; ``aclose`` frees the connection at once.
+
+    The target's total timeout bounds the whole stream: a timer fails the exchange.
+    """
+
+    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str, tenant: str | None = None) -> None:
+        self.provider = provider
+        self.ex = ex
+        self.base_url = url
+        self.tenant = tenant
+        self._closed = False
+        self.done = False
+        self._timer = asyncio.get_running_loop().call_later(provider.cfg.timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.ex.error = TimeoutError()
+        self.ex._wake()
+
+    async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
+        """Parsed chunks, in batches: every event that arrived in one network read at once,
+        so the relay writes them to the client in one go (nothing is held back)."""
+        buf = b""
+        try:
+            async for piece in self.ex.iter_body():
+                lines = (buf + piece).split(b"\n")
+                buf = lines.pop()
+                batch = []
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        self.done = True
+                        break
+                    chunk = orjson.loads(data)
+                    if "error" in chunk and "choices" not in chunk:
+                        err = chunk["error"]
+                        msg = err.get("message") if isinstance(err, dict) else str(err)
+                        if batch:
+                            yield batch
+                        err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
+                        err.request_suspect = True  # the replica answered: maybe this request's fault
+                        raise err
+                    batch.append(chunk)
+                if batch:
+                    yield batch
+                if self.done:
+                    return
+            raise ProtocolError("the stream ended without [DONE]")
+        except GatewayError as exc:
+            self.provider.replicas.record(self.base_url, exc, self.tenant)
+            raise
+        except TimeoutError as exc:  # the whole stream ran past timeout_s: the replica was answering
+            err = UpstreamTimeout(f"target {self.provider.name!r}: the stream ran past its timeout")
+            err.request_suspect = True
+            self.provider.replicas.record(self.base_url, err, self.tenant)
+            raise err from exc
+        except Exception as exc:
+            raise self.provider._failed(exc, self.base_url, self.tenant) from exc
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._timer.cancel()
+            if self.done:
+                self.provider.replicas.succeeded(self.base_url)
+                await self._drain()
+            else:
+                self.ex.close()  # a cut stream: drop the connection (the engine aborts the request)
+                self.provider.replicas.released(self.base_url)
+            self.provider.replicas.in_flight[self.base_url] -= 1
+
+    async def _drain(self) -> None:
+        """After [DONE] only the chunked terminator is left: read it so the connection is reused."""
+        try:
+            async with asyncio.timeout(1):
+                async for _ in self.ex.iter_body():
+                    pass
+        except (OSError, TimeoutError):
+            self.ex.close()
