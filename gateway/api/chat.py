@@ -233,6 +233,10 @@ class ChatCompletions:
                 raise
             self._finish(call, 499, None, error=client_closed())
             return
+        if watch.absorb():  # Python 3.11's wait_for returns a result that raced our cancellation
+            await stream.aclose()
+            self._finish(call, 499, None, error=client_closed())
+            return
         want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         asm = StreamAssembler()
         status, error = 200, None
