@@ -8,9 +8,10 @@ reused), ~0.4B parameters; made with ``transformers`` once and cached under
 * the engine: ``tuneloop engine --model DIR`` in a subprocess; at concurrency 1, 8 and 32,
   that many streamed chat requests sent at once, each exactly ``--tokens`` tokens
   (``ignore_eos``, greedy);
-* the baseline, after the engine has exited: ``transformers`` ``generate()`` in this
-  process on the same checkpoint, dtype (fp32) and thread count, a left-padded batch of the
-  same size and the same prompts.
+* the baseline: ``transformers`` ``generate()`` in this process on the same checkpoint,
+  dtype (fp32) and thread count, a left-padded batch of the same size and the same prompts,
+  run right after the engine's phase of that size (the engine idles meanwhile), so both
+  sides of a ratio see the same load on a shared machine.
 
 tok/s = completion tokens / wall time of the phase (prefill included on both sides).
 Goals: ours/generate() >= 1 at 1, >= 2 at 32.  Writes ``loadtests/results/engine-base.md``.
@@ -24,8 +25,10 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -78,46 +81,96 @@ async def engine_phase(url: str, conc: int, tokens: int) -> float:
     return sum(done) / wall
 
 
-def run_engine(path: Path, threads: int, tokens: int, home: Path) -> dict[int, float]:
+class Generate:
+    """The baseline: ``transformers`` ``generate()`` on a left-padded batch of the same prompts."""
+
+    def __init__(self, path: Path, threads: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def phase(self, bs: int, tokens: int) -> float:
+        import torch
+
+        texts = [self.tok.apply_chat_template([{"role": "user", "content": PROMPTS[i % 4]}], tokenize=False,
+                                              add_generation_prompt=True) for i in range(bs)]
+        enc = self.tok(texts, return_tensors="pt", padding=True)
+        kw = {"do_sample": False, "pad_token_id": self.tok.pad_token_id}
+        with torch.inference_mode():
+            self.model.generate(**enc, max_new_tokens=2, min_new_tokens=2, **kw)  # warm
+            t0 = time.perf_counter()
+            self.model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
+            return bs * tokens / (time.perf_counter() - t0)
+
+
+Pairs = dict[int, list[tuple[float, float]]]
+
+
+def measure(path: Path, threads: int, tokens: int, home: Path, reps: int) -> Pairs:
+    """``(engine, generate())`` tok/s pairs per concurrency, each pair's phases back to back (the engine
+    idles during generate()), so both sides of a ratio see the same load on a shared machine."""
     from tests.fixtures.base_models import start_engine_process, wait_healthy
 
     proc, url, log = start_engine_process(["--model", str(path), "--served-model-name", NAME, "--threads",
                                            str(threads), "--max-batch", "32"], home, "engine-base-bench.log")
-    out: dict[int, float] = {}
+    pairs: Pairs = {}
     try:
+        gen = Generate(path, threads)
         wait_healthy(proc, url, log, timeout=600)
         for conc in CONCURRENCY:
-            out[conc] = asyncio.run(engine_phase(url, conc, tokens))
-            print(f"engine c{conc}: {out[conc]:.1f} tok/s", flush=True)  # noqa: T201
+            for _ in range(reps):
+                pairs.setdefault(conc, []).append((asyncio.run(engine_phase(url, conc, tokens)),
+                                                   gen.phase(conc, tokens)))
+                print(f"c{conc}: engine, generate() tok/s {pairs[conc][-1]}", flush=True)  # noqa: T201
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    return out
+    return pairs
 
 
-def baseline(path: Path, threads: int, tokens: int) -> dict[int, float]:
+def kernels(path: Path, threads: int, rows: int = 32, prompt: int = 35) -> dict[str, float]:
+    """Seconds for one prefill of ``rows`` x ``prompt`` tokens and (median of 3, alternating) one decode step
+    of ``rows`` rows: the engine's batched forward vs transformers' forward with its cache."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from adapters.engine.forward import BatchedLlama
+    from adapters.models.hf import open_checkpoint
 
     torch.set_num_threads(threads)
-    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    kw = {"do_sample": False, "pad_token_id": tok.pad_token_id}
-    out: dict[int, float] = {}
-    for bs in CONCURRENCY:
-        texts = [tok.apply_chat_template([{"role": "user", "content": PROMPTS[i % 4]}], tokenize=False,
-                                         add_generation_prompt=True) for i in range(bs)]
-        enc = tok(texts, return_tensors="pt", padding=True)
-        with torch.inference_mode():
-            model.generate(**enc, max_new_tokens=2, min_new_tokens=2, **kw)  # warm
-            t0 = time.perf_counter()
-            model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
-            out[bs] = bs * tokens / (time.perf_counter() - t0)
-        print(f"generate() batch {bs}: {out[bs]:.1f} tok/s", flush=True)  # noqa: T201
+    toks = torch.randint(100, 40000, (rows, prompt))
+    ours = BatchedLlama(open_checkpoint(path), torch.float32, torch.device("cpu"))
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def timed(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    out = {"ours_prefill": timed(lambda: ours.forward(toks, torch.zeros(rows, dtype=torch.long), 0))}
+    with torch.inference_mode():
+        state = {"cache": None}
+
+        def hf_prefill() -> None:
+            state["cache"] = hf(toks, use_cache=True, logits_to_keep=1).past_key_values
+
+        def hf_step() -> None:
+            state["cache"] = hf(toks[:, :1], past_key_values=state["cache"], use_cache=True).past_key_values
+
+        out["hf_prefill"] = timed(hf_prefill)
+        ours_steps, hf_steps = [], []
+        for i in range(3):
+            ours_steps.append(timed(lambda i=i: ours.forward(toks[:, :1], torch.full((rows,), prompt + i), 0)))
+            hf_steps.append(timed(hf_step))
+    out["ours_step"], out["hf_step"] = statistics.median(ours_steps), statistics.median(hf_steps)
+    print(f"kernels: {out}", flush=True)  # noqa: T201
     return out
 
 
-def report(ours: dict[int, float], base: dict[int, float], threads: int, tokens: int, params: int) -> str:
+def report(pairs: Pairs, threads: int, tokens: int, params: int, k: dict[str, float]) -> str:
     load = os.getloadavg()[0]
     lines = [
         "# Engine on a bring-your-own base (Qwen2-shaped, ~0.5B, random weights)", "",
@@ -125,16 +178,34 @@ def report(ours: dict[int, float], base: dict[int, float], threads: int, tokens:
         f"random-initialised Qwen2.5-0.5B-shaped checkpoint ({params / 1e6:.0f}M parameters with SmolLM2's 49152-token",
         "vocabulary; hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, q/k/v biases, tied",
         "embeddings), against `transformers` `generate()` on the same checkpoint, dtype and threads, in the",
-        "same run (after the engine exited). Each phase: N streamed requests sent at once vs a left-padded",
-        f"batch of N; every request {tokens} tokens (`ignore_eos`, greedy); tok/s = completion tokens / wall",
-        "(prefill included on both sides).", "",
+        "same run (each engine phase followed at once by its generate() phase, the engine idle meanwhile).",
+        f"Each phase: N streamed requests sent at once vs a left-padded batch of N; every request {tokens} tokens",
+        "(`ignore_eos`, greedy); tok/s = completion tokens / wall (prefill included on both sides); --reps",
+        "pairs per N, each pair's phases back to back.", "",
         f"Machine: {os.cpu_count()} cores ({platform.machine()}), no GPU, shared with other jobs (load average "
         f"{load:.1f} at the end of the run); {threads} torch thread(s), fp32. Compare ratios within one run.", "",
-        "| concurrency / batch | engine tok/s | generate() tok/s | ratio | goal |", "|---|---|---|---|---|"]
+        "| concurrency / batch | engine tok/s | generate() tok/s | ratio (median of pairs) | goal |",
+        "|---|---|---|---|---|"]
     goals = {1: ">= 1", 8: "", 32: ">= 2"}
     for c in CONCURRENCY:
-        lines.append(f"| {c} | {ours[c]:.1f} | {base[c]:.1f} | {ours[c] / base[c]:.2f} | {goals[c]} |")
-    lines += ["", "The CUDA path (bf16) is untested here: this machine has no GPU.", ""]
+        ours, base = (" / ".join(f"{p[i]:.1f}" for p in pairs[c]) for i in (0, 1))
+        ratio = statistics.median(e / g for e, g in pairs[c])
+        lines.append(f"| {c} | {ours} | {base} | {ratio:.2f} | {goals[c]} |")
+    lines += [
+        "", "Same work per step, measured in-process (32 rows; prompt 35 tokens):", "",
+        "| step | engine forward s | transformers forward s |", "|---|---|---|",
+        f"| prefill 32 x 35 tokens | {k['ours_prefill']:.2f} | {k['hf_prefill']:.2f} |",
+        f"| one decode step, 32 rows | {k['ours_step']:.2f} | {k['hf_step']:.2f} |", "",
+        "Reading: at this size a CPU step is compute-bound (matrix products are ~90% of it on both sides)",
+        "and both sides do the same products, so a static batch of equal requests is generate()'s best",
+        "case: batching alone cannot make the engine 2x faster there (the 135M model's 2.39x in engine.md",
+        "came from per-step overhead, which a 0.4B model amortises). What the engine gains here is its",
+        "prefix cache (the requests rotate over 4 prompts sharing SmolLM2's system block, so most of their",
+        "prefill is skipped; generate() prefills every row); its other advantages (requests joining and",
+        "leaving at any step, mixed adapters in one batch) are outside this static comparison. On this",
+        "shared machine the same phase varies by +-30% from one minute to the next: read ratios near 1 as",
+        "parity.", "",
+        "The CUDA path (bf16) is untested here: this machine has no GPU.", ""]
     return "\n".join(lines)
 
 
@@ -142,6 +213,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (engine and baseline)")
     ap.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
+    ap.add_argument("--reps", type=int, default=1, help="engine/generate() pairs per concurrency")
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("TUNELOOP_HOME", REPO / ".tuneloop")))
     ap.add_argument("--out", type=Path, default=REPO / "loadtests" / "results" / "engine-base.md")
     a = ap.parse_args()
@@ -150,13 +222,13 @@ def main() -> None:
     threads = a.threads or default_threads()
     home = a.home.resolve()
     path = build_base(home)
-    ours = run_engine(path, threads, a.tokens, home)
-    base = baseline(path, threads, a.tokens)
+    pairs = measure(path, threads, a.tokens, home, a.reps)
+    k = kernels(path, threads)
     from safetensors import safe_open
 
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:
         params = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
-    text = report(ours, base, threads, a.tokens, params)
+    text = report(pairs, threads, a.tokens, params, k)
     a.out.write_text(text)
     print(text)  # noqa: T201
 
