@@ -8,11 +8,12 @@ forwarded) and merged into the document. The ``model`` enum lists this deploymen
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.validate import RANGES, ROLES
+from gateway.validate import MAX_DEPTH, RANGES, ROLES
 
 
 class Message(BaseModel):
@@ -78,13 +79,44 @@ class ChatCompletion(BaseModel):
 ERROR_STATUSES = ("400", "401", "403", "404", "413", "429", "502", "503", "504")
 
 
+NO_NUL = r"^[^\u0000]*$"
+STORABLE = "#/components/schemas/StorableValue"
+# validate.check_storable: any JSON without NUL, nested at most MAX_DEPTH levels (the body is one)
+STORABLE_SCHEMA: dict[str, Any] = {
+    "description": f"Any JSON value without NUL characters; the whole body nests at most {MAX_DEPTH} levels.",
+    "anyOf": [{"type": "string", "pattern": NO_NUL}, {"type": ["number", "boolean", "null"]},
+              {"type": "array", "items": {"$ref": STORABLE}},
+              {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": {"$ref": STORABLE}}]}
+
+
+def _storable(node: Any) -> None:
+    """Every string without NUL, every open object's extra values storable (in place)."""
+    if isinstance(node, list):
+        for item in node:
+            _storable(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _storable(value)
+    if node.get("type") == "string" and "enum" not in node:
+        node["pattern"] = NO_NUL
+    if node.get("type") == "object":
+        node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL}
+        if node.get("additionalProperties", True) is True:
+            node["additionalProperties"] = {"$ref": STORABLE}
+
+
 METADATA_SCHEMA: dict[str, Any] = {"anyOf": [{"type": "null"}, {
-    "type": "object", "maxProperties": 16, "propertyNames": {"maxLength": 64},
-    "additionalProperties": {"type": "string", "maxLength": 512}}]}
+    "type": "object", "maxProperties": 16, "propertyNames": {"maxLength": 64, "pattern": NO_NUL},
+    "additionalProperties": {"type": "string", "maxLength": 512, "pattern": NO_NUL}}]}
 
 
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """``openapi_extra`` for a route that parses its JSON body itself."""
+    """``openapi_extra`` for a route that parses its JSON body itself (``asgi.parse_json``:
+    storable, so its strings are documented without NUL)."""
+    schema = copy.deepcopy(schema)
+    _storable(schema)
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -96,7 +128,7 @@ def _mirror_validation(request: dict[str, Any]) -> None:
                                   "maximum": high}, {"type": "null"}]}
     props["stop"] = {"anyOf": [{"type": "string"}, {"type": "null"}, {
         "type": "array", "maxItems": 4, "items": {"type": "string"}}]}
-    props["metadata"] = METADATA_SCHEMA
+    props["metadata"] = copy.deepcopy(METADATA_SCHEMA)
     props["stream_options"] = {"anyOf": [{"type": "object"}, {"type": "null"}]}
     request["if"] = {"properties": {"stream_options": {"type": "object"}}, "required": ["stream_options"]}
     request["then"] = {"properties": {"stream": {"const": True}}, "required": ["stream"]}
@@ -132,6 +164,9 @@ def with_chat_completions(doc: dict[str, Any], model_names: list[str]) -> dict[s
     schemas.update(_schemas())
     request = schemas["ChatRequest"]
     _mirror_validation(request)
+    schemas["StorableValue"] = STORABLE_SCHEMA
+    for name in ("ChatRequest", "Message", "AssistantMessage"):
+        _storable(schemas[name])
     request["properties"]["model"] = {"type": "string", "enum": model_names}
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
     operation = {
