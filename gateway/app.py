@@ -153,20 +153,9 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     return Gateway(api, chat)
 
 
-# Routers of parts built beside the core: included when their module exists.
-OPTIONAL_ROUTERS = ["gateway.api.files", "gateway.api.fine_tuning", "gateway.api.models_admin"]
-
-
+# Routers of the data beside the log: imported plainly, so a broken module fails at start.
 def _include_log_routers(api: FastAPI, dependencies: list[Any]) -> None:
-    import importlib
+    from gateway.api import feedback, files, fine_tuning, models_admin, stored
 
-    from gateway.api import feedback, stored
-
-    api.include_router(stored.router, dependencies=dependencies)
-    api.include_router(feedback.router, dependencies=dependencies)
-    for module in OPTIONAL_ROUTERS:
-        try:
-            api.include_router(importlib.import_module(module).router, dependencies=dependencies)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    for module in (stored, feedback, files, fine_tuning, models_admin):
+        api.include_router(module.router, dependencies=dependencies)
