@@ -26,13 +26,13 @@ from gateway.api.openapi import with_chat_completions
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.log import LogService
-from gateway.log.keys import KeyStore
-from gateway.log.routes import RouteStore
 from gateway.log.service import default_database_url
 from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings
+from gateway.store.keys import KeyStore
+from gateway.store.routes import RouteStore
 
 
 def metrics_registry() -> Any:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import AuthenticationFailed, PermissionDenied
-from gateway.log.keys import KeyStore
+from gateway.store.keys import KeyStore
 
 log = logging.getLogger("tuneloop.auth")
 

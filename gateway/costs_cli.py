@@ -22,8 +22,8 @@ def costs(
 ) -> None:
     """Cost per model, project and day (shadow traffic included)."""
     from gateway.cli import resolve
-    from gateway.log import db
-    from gateway.log.costs import cost_report
+    from gateway.store import db
+    from gateway.store.costs import cost_report
 
     keys = tuple(k.strip() for k in by.split(",") if k.strip())
     if not keys or any(k not in GROUPS for k in keys):

@@ -15,8 +15,8 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 def _store(config: Path | None):  # noqa: ANN202 - KeyStore, imported lazily
     from gateway.app import database_url
     from gateway.cli import load_settings
-    from gateway.log import db
-    from gateway.log.keys import KeyStore
+    from gateway.store import db
+    from gateway.store.keys import KeyStore
 
     settings, cfg = load_settings(config)
     engine = db.create_engine(database_url(settings, cfg))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig
-from gateway.log.routes import RouteStore
 from gateway.providers import Provider, make_provider
 from gateway.router import Router
+from gateway.store.routes import RouteStore
 
 log = logging.getLogger(__name__)
 

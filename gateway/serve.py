@@ -69,7 +69,7 @@ def resume_training(settings: Settings, config: GatewayConfig) -> None:
     """Local fine-tuning jobs cut off by a restart continue from their checkpoints."""
     from adapters.training.service import resume_orphans
     from gateway.app import database_url
-    from gateway.log import db
+    from gateway.store import db
 
     url = database_url(settings, config)
     engine = db.create_engine(url)

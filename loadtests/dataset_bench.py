@@ -83,7 +83,7 @@ def gen_rows(n: int, seed: int = 7):
 def fill_sqlite(path: Path, n: int) -> None:
     import sqlite3
 
-    from gateway.log import db
+    from gateway.store import db
 
     tmp = path.with_suffix(".filling")
     tmp.unlink(missing_ok=True)
@@ -127,7 +127,7 @@ def pg_user() -> str:
 def fill_postgres(n: int) -> str:
     import psycopg
 
-    from gateway.log import db
+    from gateway.store import db
 
     user, name = pg_user(), f"tuneloop_dsbench_{n}"
     url = f"postgresql://{user}@127.0.0.1:5432/{name}"
@@ -163,7 +163,7 @@ def fill_postgres(n: int) -> str:
 
 def child_build(url: str, out: str, workers: int) -> None:
     from adapters.datasets.build import BuildOptions, build
-    from gateway.log import db
+    from gateway.store import db
 
     engine = db.create_engine(url)
     load0 = os.getloadavg()[0]

@@ -89,8 +89,8 @@ def ours(base: Path, rows: list[dict[str, Any]], batch: int, steps: int, lr: flo
     from adapters.models.catalog import BaseModel
     from adapters.training.local import DbHooks
     from adapters.training.train import TrainConfig, train
-    from gateway.log import db
-    from gateway.log.jobs import JobStore
+    from gateway.store import db
+    from gateway.store.jobs import JobStore
 
     path = work / "sft.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

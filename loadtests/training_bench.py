@@ -95,8 +95,8 @@ def ours(method: str, rows: list[dict[str, Any]], batch_size: int, lr: float, se
     """Our trainer with its real hooks: events and checkpoints as rows in a SQLite job store."""
     from adapters.training.local import DbHooks
     from adapters.training.train import TrainConfig, train
-    from gateway.log import db
-    from gateway.log.jobs import JobStore
+    from gateway.store import db
+    from gateway.store.jobs import JobStore
 
     path = work / f"{method}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

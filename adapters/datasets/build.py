@@ -32,10 +32,10 @@ import sqlalchemy as sa
 from adapters.datasets.dedupe import Deduper, digest8, normalized_digest
 from adapters.datasets.dpo import RatedPairs, correction_pair
 from adapters.datasets.encode import Encoded, Workers, encode_sft
-from adapters.datasets.scrub import Scrubber
 from adapters.datasets.split import BUCKETS
 from gateway.log import export
-from gateway.log.datasets import DatasetRow, DatasetStore, new_dataset_id
+from gateway.scrub import Scrubber
+from gateway.store.datasets import DatasetRow, DatasetStore, new_dataset_id
 
 
 @dataclass

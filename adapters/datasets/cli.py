@@ -24,7 +24,7 @@ BaseOpt = Annotated[str, typer.Option("--base-model", help="Target base model fo
 def _engine(database_url: str | None, config: Path | None = None) -> Any:
     """The database every command finds the same way (see ``gateway.cli.resolve``)."""
     from gateway.cli import resolve
-    from gateway.log import db
+    from gateway.store import db
 
     engine = db.create_engine(resolve(config, database_url)[2])
     db.upgrade(engine)
@@ -125,7 +125,7 @@ def import_(
 
     from adapters.datasets.report import render, validate_file
     from adapters.datasets.validate import detect_format
-    from gateway.log.datasets import DatasetRow, DatasetStore, new_dataset_id
+    from gateway.store.datasets import DatasetRow, DatasetStore, new_dataset_id
 
     rep = validate_file(file, fmt, base_model)
     if rep["bad"] or rep["lines"] == 0:
@@ -146,7 +146,7 @@ def import_(
 def list_(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False,
           database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Recorded datasets, newest first."""
-    from gateway.log.datasets import DatasetStore
+    from gateway.store.datasets import DatasetStore
 
     rows = DatasetStore(_engine(database_url, config)).list(limit)
     if as_json:
@@ -161,7 +161,7 @@ def list_(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = Fa
 def show(dataset_id: str, ids: Annotated[bool, typer.Option(help="Print source ids.")] = False,
          database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """One dataset: its filters, counts, hashes, report (and source ids with --ids)."""
-    from gateway.log.datasets import DatasetStore
+    from gateway.store.datasets import DatasetStore
 
     store = DatasetStore(_engine(database_url, config))
     row = store.get(dataset_id)

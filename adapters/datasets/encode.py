@@ -29,8 +29,8 @@ from typing import IO, Any
 import orjson
 
 from adapters.datasets.dedupe import digest8, normalized_digest
-from adapters.datasets.scrub import Scrubber
 from adapters.datasets.sft import sft_line
+from gateway.scrub import Scrubber
 
 # (lines, exact digests, near digests, ids, hows, dropped, scrub counts)
 Encoded = tuple[list[bytes], list[bytes], list[bytes], list[str], list[str], dict[str, int],

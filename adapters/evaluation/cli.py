@@ -48,7 +48,7 @@ def eval_(
     stored = report.store(ws.engine, candidate, rec)
     out = {"eval": rec, "stored_with": stored}
     if traffic:
-        from gateway.log.canary import arm_stats
+        from gateway.store.canary import arm_stats
 
         out["traffic"] = arm_stats(ws.engine, traffic, time.time() - hours * 3600)
     if as_json:

@@ -53,7 +53,7 @@ def load_file(path: Path, limit: int | None = None) -> list[Example]:
 
 def load_dataset(engine: Any, dataset_id: str, limit: int | None = None) -> list[Example]:
     """The dataset's validation split (held out of its training file)."""
-    from gateway.log.datasets import DatasetStore
+    from gateway.store.datasets import DatasetStore
 
     ds = DatasetStore(engine).get(dataset_id)
     if ds is None:

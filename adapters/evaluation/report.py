@@ -77,7 +77,7 @@ def record(result: EvalResult, dataset: str | None = None, plot_path: Path | Non
 
 def store(engine: Any, candidate_model: str, rec: dict[str, Any]) -> str | None:
     """Attach the evaluation to the candidate adapter when it is one of the registry's."""
-    from gateway.log.registry import AdapterRegistry
+    from gateway.store.registry import AdapterRegistry
 
     reg = AdapterRegistry(engine)
     adapter = reg.get(candidate_model)

@@ -20,7 +20,7 @@ from adapters.loop import release, stages
 from adapters.loop.config import LoopSettings
 from adapters.loop.stages import Ctx, NotYet, Rejected
 from adapters.registry.workspace import Workspace
-from gateway.log.cycles import CycleStore, feedback_count
+from gateway.store.cycles import CycleStore, feedback_count
 
 STAGES: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
     ("dataset", stages.dataset), ("train", stages.train), ("eval", release.evaluate),

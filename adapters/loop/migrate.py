@@ -20,7 +20,7 @@ from adapters.loop import stages
 from adapters.loop.config import LoopSettings
 from adapters.loop.stages import Ctx, NotYet, Rejected
 from adapters.registry.workspace import Workspace
-from gateway.log.cycles import CycleStore
+from gateway.store.cycles import CycleStore
 
 
 @dataclass
@@ -43,7 +43,7 @@ def _target(ctx: Ctx, ms: MigrateSettings) -> str:
 def shadow(ctx: Ctx, ms: MigrateSettings) -> dict[str, Any]:
     from adapters.registry.promote import register_eval_alias
     from adapters.registry.routes import current_entry, write
-    from gateway.log.registry import AdapterRegistry, RouteHistory
+    from gateway.store.registry import AdapterRegistry, RouteHistory
 
     adapter = AdapterRegistry(ctx.ws.engine).get(ctx.state["adapter_id"])
     assert adapter is not None
@@ -60,7 +60,7 @@ def shadow(ctx: Ctx, ms: MigrateSettings) -> dict[str, Any]:
 
 def compare(ctx: Ctx, ms: MigrateSettings) -> dict[str, Any]:
     from adapters.evaluation.similarity import chrf
-    from gateway.log.canary import shadow_pairs
+    from gateway.store.canary import shadow_pairs
 
     deadline = time.time() + ms.wait_s
     while True:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from adapters.registry.workspace import Workspace
 from gateway.auth import DEFAULT_PROJECT
 from gateway.config import ModelConfig
-from gateway.log.routes import RouteStore
+from gateway.store.routes import RouteStore
 
 
 def training_projects(ws: Workspace, alias: str) -> list[str]:

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from adapters.loop.stages import Ctx, Rejected
-from gateway.log.cycles import CycleStore
+from gateway.store.cycles import CycleStore
 
 
 def evaluate(ctx: Ctx) -> dict[str, Any]:
     from adapters.evaluation import checks, data, report
     from adapters.evaluation.runner import evaluate as run_eval
     from adapters.registry.promote import register_eval_alias
-    from gateway.log.registry import AdapterRegistry
+    from gateway.store.registry import AdapterRegistry
 
     e = ctx.cfg.eval
     adapter = AdapterRegistry(ctx.ws.engine).get(ctx.state["adapter_id"])
@@ -54,7 +54,7 @@ def canary_decision(ctx: Ctx, start: float) -> Any:
     """The canary's verdict on the traffic since ``start``: only the projects that may train the
     alias count (adapters.loop.ownership), so another tenant cannot force or block a promotion."""
     from adapters.loop.canary import decide
-    from gateway.log.canary import arm_stats
+    from gateway.store.canary import arm_stats
 
     stats = arm_stats(ctx.ws.engine, ctx.alias, start, projects=ctx.projects)
     return decide(stats, ctx.state["canary_live"], ctx.state["adapter"], ctx.cfg.canary)

@@ -16,7 +16,7 @@ from typing import Any
 
 from adapters.loop.config import LoopSettings
 from adapters.registry.workspace import Workspace
-from gateway.log.cycles import CycleStore
+from gateway.store.cycles import CycleStore
 
 
 class Rejected(Exception):
@@ -91,7 +91,7 @@ def _alive(pid: int | None) -> bool:
 
 def _start_job(ctx: Ctx) -> str:
     from adapters.training.service import create_job, store_file
-    from gateway.log.jobs import JobStore
+    from gateway.store.jobs import JobStore
 
     path = Path(ctx.state["train_path"])
     fid = store_file(ctx.ws.engine, ctx.ws.home, path.name, path.read_bytes(), "fine-tune")["id"]
@@ -108,7 +108,7 @@ def _start_job(ctx: Ctx) -> str:
 
 def train(ctx: Ctx) -> dict[str, Any]:
     from adapters.training.service import start_worker
-    from gateway.log.jobs import TERMINAL, JobStore
+    from gateway.store.jobs import TERMINAL, JobStore
 
     store = JobStore(ctx.ws.engine)
     job_id = ctx.state.get("job_id")
@@ -131,7 +131,7 @@ def train(ctx: Ctx) -> dict[str, Any]:
 def _follow(ctx: Ctx, store: Any, job_id: str) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from gateway.log.jobs import TERMINAL
+    from gateway.store.jobs import TERMINAL
 
     bar = None
     while True:

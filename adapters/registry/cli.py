@@ -34,7 +34,7 @@ def list_adapters(status: Annotated[str | None, typer.Option(help="candidate|can
                   limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False,
                   config: ConfigOpt = None, database_url: DbOpt = None) -> None:
     """Adapter versions, newest first, with their state and eval score."""
-    from gateway.log.registry import AdapterRegistry
+    from gateway.store.registry import AdapterRegistry
 
     rows = AdapterRegistry(_ws(config, database_url).engine).list(status, limit)
     if as_json:
@@ -50,7 +50,7 @@ def list_adapters(status: Annotated[str | None, typer.Option(help="candidate|can
 def show(ref: Annotated[str, typer.Argument(help="adapter id, name or name:version")],
          config: ConfigOpt = None, database_url: DbOpt = None) -> None:
     """One adapter with its lineage: dataset -> job -> adapter -> evaluation."""
-    from gateway.log.registry import AdapterRegistry
+    from gateway.store.registry import AdapterRegistry
 
     reg = AdapterRegistry(_ws(config, database_url).engine)
     adapter = reg.get(ref)

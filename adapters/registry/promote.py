@@ -17,7 +17,7 @@ from typing import Any
 from adapters.registry.hotload import load_into_target
 from adapters.registry.routes import current_entry, live_route, stored_entry, wait_applied, write
 from adapters.registry.workspace import Workspace
-from gateway.log.registry import AdapterRegistry, RouteHistory
+from gateway.store.registry import AdapterRegistry, RouteHistory
 
 
 class PromotionError(RuntimeError):

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from adapters.registry.workspace import Workspace
-from gateway.log.routes import RouteStore
+from gateway.store.routes import RouteStore
 
 
 class RouteError(ValueError):

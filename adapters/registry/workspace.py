@@ -35,7 +35,7 @@ def open_workspace(config: Path | None = None, database_url: str | None = None, 
     import os
 
     from gateway.cli import resolve
-    from gateway.log import db
+    from gateway.store import db
 
     overrides: dict[str, Any] = {"home": home, "engine_port": engine_port}
     settings, cfg, url = resolve(config, database_url, **overrides)

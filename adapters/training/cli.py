@@ -26,7 +26,7 @@ DbOpt = Annotated[str | None, typer.Option(help="database URL (default: TUNELOOP
 
 def _open(database_url: str | None, config: Path | None = None, migrate: bool = True) -> tuple[Any, str, Path, Any]:
     from gateway.cli import resolve
-    from gateway.log import db
+    from gateway.store import db
 
     settings, cfg, url = resolve(config, database_url)
     engine = db.create_engine(url)
@@ -98,7 +98,7 @@ def finetune(
 def _create(engine: Any, url: str, home: Path, cfg: Any, o: dict[str, Any], start: bool) -> dict[str, Any]:
     """Store the files (or find the dataset) and create the job; raises ``JobError``."""
     from adapters.training.service import JobError, create_job, store_file
-    from gateway.log.datasets import DatasetStore
+    from gateway.store.datasets import DatasetStore
 
     dataset_id, train_path = None, o["training_file"]
     if o["dataset"] is not None:
@@ -127,7 +127,7 @@ def _follow(engine: Any, job_id: str) -> int:
     """Print events as they arrive and show a bar over the steps; 0 if the job succeeded."""
     from tqdm import tqdm
 
-    from gateway.log.jobs import TERMINAL, JobStore
+    from gateway.store.jobs import TERMINAL, JobStore
 
     store, seen, bar = JobStore(engine), set(), None
     while True:
@@ -157,7 +157,7 @@ def _follow(engine: Any, job_id: str) -> int:
 @app.command("list")
 def list_jobs(limit: int = 20, database_url: DbOpt = None) -> None:
     """Newest jobs first."""
-    from gateway.log.jobs import JobStore
+    from gateway.store.jobs import JobStore
 
     rows, _ = JobStore(_open(database_url)[0]).list(limit=limit)
     for r in rows:
@@ -170,7 +170,7 @@ def list_jobs(limit: int = 20, database_url: DbOpt = None) -> None:
 def show(job_id: str, events: int = 10, database_url: DbOpt = None) -> None:
     """A job as OpenAI's ``fine_tuning.job`` object, and its latest events."""
     from adapters.training.wire import event_object, job_object
-    from gateway.log.jobs import JobStore
+    from gateway.store.jobs import JobStore
 
     store = JobStore(_open(database_url)[0])
     row = store.get(job_id)
@@ -203,7 +203,7 @@ def cancel(job_id: str, database_url: DbOpt = None) -> None:
 def resume(job_id: str, database_url: DbOpt = None) -> None:
     """Start a new worker for a job whose worker died; training continues from its newest checkpoint."""
     from adapters.training.service import start_worker
-    from gateway.log.jobs import TERMINAL, JobStore
+    from gateway.store.jobs import TERMINAL, JobStore
 
     engine, url, home, _ = _open(database_url)
     row = JobStore(engine).get(job_id)

@@ -25,9 +25,9 @@ def run(create: Callable[[], dict[str, Any]], database_url: str, home: Path, dev
     from adapters.training import dist
     from adapters.training.local import run_job
     from adapters.training.service import JobError
-    from gateway.log.db import create_engine
-    from gateway.log.files import FileStore
-    from gateway.log.jobs import JobStore
+    from gateway.store.db import create_engine
+    from gateway.store.files import FileStore
+    from gateway.store.jobs import JobStore
 
     ctx = dist.setup(device)
     made: dict[str, Any] = {}

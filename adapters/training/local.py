@@ -33,9 +33,9 @@ from adapters.training.data import DataError, read_jsonl
 from adapters.training.hparams import to_config
 from adapters.training.service import adapter_name, start_worker
 from adapters.training.wire import hyperparameters_of
-from gateway.log.datasets import DatasetStore
-from gateway.log.files import FileStore
-from gateway.log.jobs import JobStore
+from gateway.store.datasets import DatasetStore
+from gateway.store.files import FileStore
+from gateway.store.jobs import JobStore
 
 
 class LocalBackend:

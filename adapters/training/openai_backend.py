@@ -24,8 +24,8 @@ from typing import Any
 import openai
 
 from adapters.training.backend import Failed, JobHandle, JobInfo, Pending, Succeeded
-from gateway.log.files import FileStore
-from gateway.log.jobs import JobStore
+from gateway.store.files import FileStore
+from gateway.store.jobs import JobStore
 
 
 def make_client(settings: dict[str, Any] | None) -> openai.OpenAI:

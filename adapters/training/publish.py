@@ -28,8 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.models.catalog import BaseModel, serving_targets
-from gateway.log.routes import RouteStore
-from gateway.log.schema import adapters, jobs
+from gateway.store.routes import RouteStore
+from gateway.store.schema import adapters, jobs
 
 PROPAGATION_S = float(os.environ.get("TUNELOOP_ROUTE_PROPAGATION_S", "2.5"))  # the routes poll (2 s) + margin
 

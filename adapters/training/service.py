@@ -32,8 +32,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from adapters.models.catalog import EMBEDDED, BaseModel, lookup
-from gateway.log.files import FileStore
-from gateway.log.jobs import TERMINAL, JobStore
+from gateway.store.files import FileStore
+from gateway.store.jobs import TERMINAL, JobStore
 
 LOCAL_BASE = EMBEDDED  # the default base (adapters.engine.model.BASE_MODEL_NAME, without importing torch)
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -177,7 +177,7 @@ def _check_local(method: dict[str, Any], base: BaseModel) -> None:
 
 def _check_output(engine: sa.Engine, output: Path | None, config: Any) -> None:
     """The output folder's name becomes a model name: it must not take over an existing one."""
-    from gateway.log.routes import RouteStore
+    from gateway.store.routes import RouteStore
 
     if output is None:
         return
@@ -188,7 +188,7 @@ def _check_output(engine: sa.Engine, output: Path | None, config: Any) -> None:
 
 
 def _check_dataset(engine: sa.Engine, dataset_id: str, kind: str) -> None:
-    from gateway.log.datasets import DatasetStore
+    from gateway.store.datasets import DatasetStore
 
     row = DatasetStore(engine).get(dataset_id)
     if row is None:
@@ -235,7 +235,7 @@ def cancel_job(engine: sa.Engine, job_id: str) -> dict[str, Any]:
 def resume_orphans(engine: sa.Engine, database_url: str, home: Path) -> list[str]:
     """Start a worker for every unfinished local job whose worker is gone (the machine or the
     server restarted); each continues from its newest checkpoint. Returns the job ids."""
-    from gateway.log.jobs import unfinished
+    from gateway.store.jobs import unfinished
 
     resumed = []
     for job in unfinished(engine, "local"):

@@ -13,9 +13,9 @@ import logging
 import os
 from pathlib import Path
 
-from gateway.log.db import create_engine, upgrade
-from gateway.log.files import FileStore
-from gateway.log.jobs import TERMINAL, JobStore
+from gateway.store.db import create_engine, upgrade
+from gateway.store.files import FileStore
+from gateway.store.jobs import TERMINAL, JobStore
 
 log = logging.getLogger("adapters.training.worker")
 

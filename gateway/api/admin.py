@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminDep
 from gateway.errors import NotFound
-from gateway.log.keys import KeyStore
+from gateway.store.keys import KeyStore
 
 router = APIRouter(prefix="/v1/admin")
 

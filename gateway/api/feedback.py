@@ -1,4 +1,4 @@
-"""Feedback on completions (thin router; validation in gateway.log.feedback).
+"""Feedback on completions (thin router; validation in gateway.store.feedback).
 
 POST /v1/feedback                                     add one: {completion_id, rating?,
                                                       rating_scale?, correction?, comment?,
@@ -9,7 +9,7 @@ GET  /v1/chat/completions/{completion_id}/feedback    its feedback, a page at a 
                                                       newest of each kind over all of it
 
 Unknown completion -> 404, bad shape -> 400, a body over ``MAX_BODY`` -> 413, all in
-OpenAI's error envelope. Caps on each field: gateway.log.feedback. A POST counts against
+OpenAI's error envelope. Caps on each field: gateway.store.feedback. A POST counts against
 the key's rpm (gateway.api.deps). Feedback is not on the hot path: it goes straight to the
 database, in a thread.
 """
@@ -25,8 +25,8 @@ from gateway.api.openapi import METADATA_SCHEMA, json_body
 from gateway.api.paging import page_limit
 from gateway.asgi import parse_json, read_body
 from gateway.errors import NotFound
-from gateway.log.feedback import MAX_COMMENT, MAX_CORRECTION, MAX_TAG, MAX_TAGS, feedback_object, page, parse_feedback
 from gateway.log.service import LogService
+from gateway.store.feedback import MAX_COMMENT, MAX_CORRECTION, MAX_TAG, MAX_TAGS, feedback_object, page, parse_feedback
 
 router = APIRouter(tags=["feedback"])
 MAX_BODY = 1024 * 1024  # far above what the field caps allow

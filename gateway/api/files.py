@@ -25,7 +25,7 @@ from adapters.training.service import PURPOSES, JobError, delete_file, store_fil
 from adapters.training.wire import file_object
 from gateway.api.paging import page_limit
 from gateway.errors import InvalidRequest, NotFound
-from gateway.log.files import FileStore
+from gateway.store.files import FileStore
 
 router = APIRouter(tags=["files"])
 

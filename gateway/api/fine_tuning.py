@@ -27,7 +27,7 @@ from adapters.training.service import JobError, JobFinished, JobNotFound, cancel
 from adapters.training.wire import checkpoint_object, event_object, job_object, page
 from gateway.api.paging import page_limit
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.log.jobs import JobStore
+from gateway.store.jobs import JobStore
 
 router = APIRouter(tags=["fine-tuning"])
 

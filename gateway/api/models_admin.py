@@ -20,10 +20,10 @@ from fastapi import APIRouter, Request
 
 from adapters.training.publish import job_of_model, unpublish
 from gateway.errors import Conflict, ModelNotFound
-from gateway.log.jobs import JobStore
-from gateway.log.registry import AdapterRegistry
-from gateway.log.routes import RouteStore
 from gateway.reload import apply
+from gateway.store.jobs import JobStore
+from gateway.store.registry import AdapterRegistry
+from gateway.store.routes import RouteStore
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["models"])

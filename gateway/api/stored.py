@@ -1,4 +1,4 @@
-"""Stored chat completions, as OpenAI defines them (thin router; logic in gateway.log.store).
+"""Stored chat completions, as OpenAI defines them (thin router; logic in gateway.store.interactions).
 
 GET    /v1/chat/completions                          list (model, metadata[k]=v, after,
                                                      limit 1..100 (20), order asc|desc (asc))
@@ -26,8 +26,8 @@ from gateway.api.openapi import METADATA_SCHEMA, json_body
 from gateway.api.paging import check_limit
 from gateway.asgi import parse_json, read_body
 from gateway.errors import InvalidRequest, NotFound
-from gateway.log.feedback import validate_metadata
 from gateway.log.service import LogService
+from gateway.store.feedback import validate_metadata
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["stored completions"])
 MAX_UPDATE_BODY = 64 * 1024  # 16 metadata pairs fit many times over

@@ -1,4 +1,6 @@
-"""The interaction log: schema and migrations, the batched writer with its spool, reads.
+"""The interaction log: the relay off the request path, the writer child with its spool, export.
+
+The tables and migrations are the data layer's (``gateway/store/``).
 
 ``LogService`` is the entry point (see ``service.py``).
 """

@@ -29,10 +29,11 @@ from typing import Any
 
 import orjson
 
-from gateway.log import db, metrics
+from gateway.log import metrics
 from gateway.log.sink import Sink
 from gateway.log.spool import Spool
 from gateway.log.writer import Writer, spool_folder
+from gateway.store import db
 
 log = logging.getLogger("gateway.log.child")
 

@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from gateway.log.owners import feedback_of, interactions_of
-from gateway.log.schema import feedback, interactions
+from gateway.store.owners import feedback_of, interactions_of
+from gateway.store.schema import feedback, interactions
 
 t = interactions
 # Only what a dataset line needs: every JSON column read costs a decode per row.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.log import db
-from gateway.log.store import LogStore
+from gateway.store import db
+from gateway.store.interactions import LogStore
 
 
 def prune(database_url: str, older_than_s: float, project: str | None = None) -> int:

@@ -17,13 +17,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from gateway.log import db
 from gateway.log.record import InteractionRecord
 from gateway.log.relay import Relay
 from gateway.log.sink import is_transient
 from gateway.log.spool import Spool
-from gateway.log.store import LogStore
 from gateway.log.writer import spool_folder
+from gateway.store import db
+from gateway.store.interactions import LogStore
 
 log = logging.getLogger(__name__)
 

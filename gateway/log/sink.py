@@ -19,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 
 from gateway.log.record import InteractionRecord
-from gateway.log.schema import interactions
+from gateway.store.schema import interactions
 
 try:  # psycopg is a dependency, but SQLite-only installs should still import
     import psycopg
@@ -59,7 +59,7 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
     get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
     scrubber = None
     if get("redact_pii", False):
-        from adapters.datasets.scrub import Scrubber  # the same rules the dataset builder uses
+        from gateway.scrub import Scrubber  # the same rules the dataset builder uses
 
         scrubber = Scrubber()
     row = []

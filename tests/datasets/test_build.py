@@ -10,9 +10,9 @@ import pytest
 
 from adapters.datasets.build import BuildOptions, build
 from adapters.datasets.report import validate_file
-from gateway.log import db
-from gateway.log.datasets import DatasetStore
 from gateway.log.export import ExportFilters
+from gateway.store import db
+from gateway.store.datasets import DatasetStore
 from tests.datasets.logfill import fill, record
 
 

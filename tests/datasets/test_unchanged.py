@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from adapters.datasets.build import BuildOptions, build
-from gateway.log import db
 from gateway.log.record import InteractionRecord
+from gateway.store import db
 from tests.datasets.logfill import fill, record
 
 SYSTEM_PII = "You are Acme's agent; escalate to boss@acme.example or +1 415 555 0199."

@@ -95,8 +95,8 @@ def test_retry_and_fallback_metrics(gateway):
 
 
 def test_shadow_traffic_is_logged_beside_the_primary(gateway, fake_upstream, upstream_requests):
-    from gateway.log.db import create_engine
-    from gateway.log.store import LogStore
+    from gateway.store.db import create_engine
+    from gateway.store.interactions import LogStore
 
     made = gateway.client().chat.completions.create(model="shadowed", messages=MSG)
     assert made.model == "live-v1"  # the user's reply is the primary's
@@ -159,8 +159,8 @@ def test_config_reloads_live_without_dropping_in_flight(fake_upstream, tmp_path)
 
 
 def test_routes_written_to_the_database_reach_every_replica(fake_upstream, tmp_path):
-    from gateway.log.db import create_engine
-    from gateway.log.routes import RouteStore
+    from gateway.store.db import create_engine
+    from gateway.store.routes import RouteStore
     from tests.fixtures.gateway import GatewayProcess, fake_config
 
     config = fake_config(fake_upstream)

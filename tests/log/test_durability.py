@@ -13,8 +13,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from gateway.log import LogService, db
+from gateway.log import LogService
 from gateway.log.spool import Spool
+from gateway.store import db
 from tests.fixtures.database import PgCluster
 from tests.log.records import make_record
 

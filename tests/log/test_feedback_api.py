@@ -101,7 +101,7 @@ def test_deleting_a_completion_deletes_its_feedback(gw: LoopbackGateway) -> None
     gw.client().chat.completions.delete(rec.id)
     assert gw.log.store.list_feedback(rec.id) is None
     with gw.log.engine.connect() as conn:
-        from gateway.log.schema import feedback
+        from gateway.store.schema import feedback
         assert conn.execute(feedback.select()).all() == []
 
 

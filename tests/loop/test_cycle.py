@@ -11,10 +11,10 @@ import pytest
 from adapters.loop.controller import due, run_cycle
 from adapters.registry.promote import rollback
 from adapters.registry.routes import current_entry
-from gateway.log.cycles import CycleStore
-from gateway.log.datasets import DatasetStore
-from gateway.log.jobs import JobStore
-from gateway.log.registry import AdapterRegistry
+from gateway.store.cycles import CycleStore
+from gateway.store.datasets import DatasetStore
+from gateway.store.jobs import JobStore
+from gateway.store.registry import AdapterRegistry
 from tests.loop.conftest import ALIAS, GREETING, QUESTIONS, ask, settings
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,10 @@ from adapters.loop.controller import due
 from adapters.loop.release import canary_decision
 from adapters.loop.stages import Ctx, dataset
 from adapters.registry.workspace import Workspace, open_workspace
-from gateway.log.canary import arm_stats
-from gateway.log.cycles import CycleStore
 from gateway.log.service import LogService
 from gateway.loop_settings import LoopSettings
+from gateway.store.canary import arm_stats
+from gateway.store.cycles import CycleStore
 from tests.datasets.logfill import record
 
 ALIAS = "support-bot"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from gateway.config import GatewayConfig
-from gateway.log import db
-from gateway.log.keys import KeyStore
+from gateway.store import db
+from gateway.store.keys import KeyStore
 from tests.fixtures.database import reset_postgres
 from tests.fixtures.gateway import GatewayProcess, fake_config
 

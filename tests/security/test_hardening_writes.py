@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.log.keys import KeyStore
+from gateway.store.keys import KeyStore
 from tests.log.records import make_record
 from tests.log.server import LoopbackGateway, serve
 

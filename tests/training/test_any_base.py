@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from adapters.training.vllm_rules import check_vllm, vllm_compatible
-from gateway.log import db
-from gateway.log.routes import RouteStore
+from gateway.store import db
+from gateway.store.routes import RouteStore
 from tests.fixtures.gateway import GatewayProcess
 from tests.training.data import dpo_rows, sft_rows, write_jsonl
 from tests.training.spec_check import validate

@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.log import db
-from gateway.log.jobs import JobStore
+from gateway.store import db
+from gateway.store.jobs import JobStore
 from tests.fakes.openai_finetune import FakeFineTuning
 from tests.fixtures.gateway import FAKE_KEY_ENV, GatewayProcess
 from tests.training.data import dpo_rows, malformed, sft_rows, write_jsonl

@@ -52,8 +52,8 @@ def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path, how: str
     import signal
     import time
 
-    from gateway.log import db
-    from gateway.log.jobs import JobStore
+    from gateway.store import db
+    from gateway.store.jobs import JobStore
 
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     run = tuneloop(tmp_path, "finetune", "--model", "smollm2-135m-instruct", "--training-file", str(data),

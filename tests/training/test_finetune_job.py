@@ -31,9 +31,9 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 def test_the_finetune_job_manifest_trains_marks_the_job_and_writes_where_vllm_looks(
         tiny_base: Path, postgres_database: str, tmp_path: Path) -> None:
-    from gateway.log.datasets import DatasetRow, DatasetStore
-    from gateway.log.db import create_engine, upgrade
-    from gateway.log.jobs import JobStore
+    from gateway.store.datasets import DatasetRow, DatasetStore
+    from gateway.store.db import create_engine, upgrade
+    from gateway.store.jobs import JobStore
 
     job = kustomize.load_all(DEPLOY / "jobs" / "finetune.yaml")[0]
     c = container(job, "finetune")

@@ -11,8 +11,8 @@ import pytest
 
 from adapters.training import worker
 from adapters.training.service import create_job, store_file
-from gateway.log import db
-from gateway.log.jobs import JobStore
+from gateway.store import db
+from gateway.store.jobs import JobStore
 from tests.fakes.openai_finetune import FakeFineTuning
 from tests.training.data import dpo_rows, malformed, write_jsonl
 

@@ -27,8 +27,8 @@ def _engine_models(engine_server: Any) -> set[str]:
 
 def test_a_job_through_replica_a_is_answered_through_replica_b_and_deleted_everywhere(
         engine_server: Any, postgres_database: str, tmp_path: Path) -> None:
-    from gateway.log.db import create_engine, upgrade
-    from gateway.log.keys import KeyStore
+    from gateway.store.db import create_engine, upgrade
+    from gateway.store.keys import KeyStore
 
     reset_postgres(postgres_database)
     db = create_engine(postgres_database)

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import routes as t
+from gateway.store.schema import routes as t
 
 
 class RouteStore:

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import feedback, interactions
+from gateway.store.schema import feedback, interactions
 
 
 def one_of(column: Any, values: Sequence[str]) -> sa.ColumnElement[bool]:

@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.errors import InvalidRequest
-from gateway.log.schema import feedback as fb
+from gateway.store.schema import feedback as fb
 
 KINDS = ("rating", "correction", "comment", "tags")
 _FIELDS = {"completion_id", "rating", "rating_scale", "correction", "comment", "tags", "metadata"}
@@ -192,7 +192,7 @@ def page(engine: sa.Engine, completion_id: str, project: str | None, *, after: s
          order: str) -> tuple[list[dict[str, Any]], bool, dict[str, Any]] | None:
     """One page of a completion's feedback (``order`` by creation), whether more follow, and the
     summary of all of it; None if the completion is unknown (to this project)."""
-    from gateway.log.store import _exists
+    from gateway.store.interactions import _exists
 
     desc = order == "desc"
     mine = fb.c.completion_id == completion_id

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.loop_schema import route_history
-from gateway.log.schema import adapters, datasets, jobs
+from gateway.store.loop_schema import route_history
+from gateway.store.schema import adapters, datasets, jobs
 
 STATES = ("candidate", "canary", "live", "retired")
 
@@ -62,7 +62,7 @@ class AdapterRegistry:
     def register(self, name: str, base_model: str, path: str, job_id: str | None = None,
                  metrics: dict[str, Any] | None = None) -> str:
         """An adapter made outside a job (imported folder): a new ``candidate`` version."""
-        from gateway.log.jobs import new_id
+        from gateway.store.jobs import new_id
 
         with self.engine.begin() as conn:
             version = conn.execute(sa.select(sa.func.coalesce(sa.func.max(adapters.c.version), 0))

@@ -23,15 +23,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gateway.log.schema import adapters, jobs  # jobs: one declaration, in schema.py
+from gateway.store.schema import adapters, jobs, metadata  # jobs: one declaration, in schema.py
 
-_md = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 job_events = sa.Table(
-    "job_events", _md,
+    "job_events", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("job_id", sa.String(64), nullable=False),
@@ -40,10 +39,11 @@ job_events = sa.Table(
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("data", JSONType),
+    sa.Index("ix_job_events_job_seq", "job_id", "seq"),
 )
 
 job_checkpoints = sa.Table(
-    "job_checkpoints", _md,
+    "job_checkpoints", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("job_id", sa.String(64), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
@@ -51,6 +51,7 @@ job_checkpoints = sa.Table(
     sa.Column("model", sa.String(256), nullable=False),
     sa.Column("path", sa.String(1024)),
     sa.Column("metrics", JSONType),
+    sa.Index("ix_job_checkpoints_job_step", "job_id", "step"),
 )
 
 

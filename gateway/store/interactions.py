@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.errors import InvalidRequest
-from gateway.log.messages import stored_messages
-from gateway.log.schema import feedback, interactions
+from gateway.store.messages import stored_messages
+from gateway.store.schema import feedback, interactions
 
 t = interactions
 _VISIBLE = sa.and_(t.c.kind == "primary", t.c.status == 200, t.c.response.is_not(None))

@@ -14,10 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-_md = sa.MetaData()
+from gateway.store.schema import metadata
 
 files = sa.Table(
-    "files", _md,
+    "files", metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("filename", sa.String(512), nullable=False),
@@ -27,6 +27,7 @@ files = sa.Table(
     sa.Column("path", sa.String(1024), nullable=False),
     sa.Column("project", sa.String(128)),
     sa.Column("expires", sa.Float),
+    sa.Index("ix_files_created", "created"),
 )
 
 

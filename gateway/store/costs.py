@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import interactions as t
+from gateway.store.schema import interactions as t
 
 DAY_S = 86_400
 

@@ -4,7 +4,7 @@ Revision ID: 0004_loop
 Revises: 0003_fine_tuning
 Create Date: 2025-01-04
 
-See ``gateway/log/loop_schema.py`` for what the columns mean.
+See ``gateway/store/loop_schema.py`` for what the columns mean.
 """
 
 from __future__ import annotations

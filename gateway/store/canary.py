@@ -12,9 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.owners import feedback_of, interactions_of
-from gateway.log.schema import feedback
-from gateway.log.schema import interactions as t
+from gateway.store.owners import feedback_of, interactions_of
+from gateway.store.schema import feedback
+from gateway.store.schema import interactions as t
 
 
 def _not_eval() -> sa.ColumnElement[bool]:
@@ -32,7 +32,7 @@ def _newest_rating(projects: list[str] | None = None) -> Any:
 def arm_stats(engine: sa.Engine, model: str, since: float, until: float | None = None,
               projects: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per arm (the upstream model a request reached): n, errors, error_rate, latency p50/mean, rating mean;
-    ``projects``: only their traffic and feedback (gateway.log.owners)."""
+    ``projects``: only their traffic and feedback (gateway.store.owners)."""
     rating = _newest_rating(projects).label("rating")
     q = (sa.select(t.c.upstream_model, t.c.status, t.c.latency_s, rating)
          .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since, _not_eval(),

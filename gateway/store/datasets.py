@@ -20,15 +20,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import datasets  # one declaration, in schema.py
-
-_md = sa.MetaData()
+from gateway.store.schema import datasets, metadata  # one declaration, in schema.py
 
 dataset_records = sa.Table(
-    "dataset_records", _md,
+    "dataset_records", metadata,
     sa.Column("dataset_id", sa.String(64), primary_key=True),
     sa.Column("interaction_id", sa.String(96), primary_key=True),
     sa.Column("split", sa.String(8), nullable=False),
+    sa.Index("ix_dataset_records_interaction", "interaction_id"),
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.schema import api_keys as t
+from gateway.store.schema import api_keys as t
 
 KEY_PREFIX = "tl-"
 

@@ -1,7 +1,6 @@
 """Tables of the adapter lifecycle (issue 9): route history (promotion, rollback) and loop cycles.
 
-Kept beside ``schema.py`` on a MetaData of their own so the lifecycle owns its tables;
-migration ``0004_loop`` creates them.
+On the data layer's one MetaData (``schema.metadata``); migration ``0004_loop`` creates them.
 
 * ``route_history``: one row per route change made by promotion. ``before``/``after`` are
   the alias's model entry around the write; ``restore`` is the entry that was fully live
@@ -17,7 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = sa.MetaData()
+from gateway.store.schema import metadata
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 
 route_history = sa.Table(

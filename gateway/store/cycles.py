@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.log.loop_schema import loop_cycles as t
-from gateway.log.schema import feedback, interactions
+from gateway.store.loop_schema import loop_cycles as t
+from gateway.store.schema import feedback, interactions
 
 
 class CycleStore:
@@ -87,8 +87,8 @@ class CycleStore:
 def feedback_count(engine: sa.Engine, model: str, since: float | None = None,
                    projects: list[str] | None = None) -> int:
     """Feedback rows (ratings or corrections) on ``model``'s primary records since ``since``;
-    ``projects``: only their traffic and feedback (gateway.log.owners)."""
-    from gateway.log.owners import feedback_of, interactions_of
+    ``projects``: only their traffic and feedback (gateway.store.owners)."""
+    from gateway.store.owners import feedback_of, interactions_of
 
     q = (sa.select(sa.func.count()).select_from(feedback.join(interactions,
                                                                feedback.c.completion_id == interactions.c.id))

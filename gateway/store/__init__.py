@@ -1,0 +1,24 @@
+"""The data layer: one schema (one ``MetaData``), one migration chain, a module per domain.
+
+* ``db`` — engines (SQLite WAL / PostgreSQL through psycopg 3) and ``upgrade`` (Alembic);
+* ``schema`` — the ``MetaData`` and the core tables (interactions, feedback, datasets,
+  jobs, adapters, routes, api_keys); the other domain modules declare theirs on it;
+* ``interactions`` (stored completions), ``messages``, ``feedback``, ``owners`` (whose
+  data trains an alias), ``files``, ``jobs`` (events, checkpoints), ``registry``
+  (adapter versions, route history), ``routes``, ``keys``, ``datasets`` (lineage),
+  ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``.
+
+The interaction log's relay, writer child and spool live in ``gateway/log/``; its only
+SQL is the writer's insert (``gateway/log/sink.py``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+
+def metadata() -> sa.MetaData:
+    """The one ``MetaData`` with every table declared (importing each domain module)."""
+    from gateway.store import datasets, files, jobs, loop_schema, schema  # noqa: F401  (they declare tables)
+
+    return schema.metadata
