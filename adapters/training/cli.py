@@ -21,7 +21,9 @@ from typing import Annotated, Any
 import typer
 
 app = typer.Typer(no_args_is_help=True)
-DbOpt = Annotated[str | None, typer.Option(help="database URL (default: TUNELOOP_DATABASE_URL or the home's SQLite)")]
+DbOpt = Annotated[str | None, typer.Option(
+    help="database URL (default: $TUNELOOP_DATABASE_URL, the config's, the home's SQLite)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")]
 
 
 def _open(database_url: str | None, config: Path | None = None, migrate: bool = True) -> tuple[Any, str, Path, Any]:
@@ -155,11 +157,11 @@ def _follow(engine: Any, job_id: str) -> int:
 
 
 @app.command("list")
-def list_jobs(limit: int = 20, database_url: DbOpt = None) -> None:
+def list_jobs(limit: int = 20, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Newest jobs first."""
     from gateway.store.jobs import JobStore
 
-    rows, _ = JobStore(_open(database_url)[0]).list(limit=limit)
+    rows, _ = JobStore(_open(database_url, config)[0]).list(limit=limit)
     for r in rows:
         kind = (r.get("method") or {}).get("type", "supervised")
         typer.echo(f"{r['id']}  {r['status']:<16} {r['backend']:<6} {kind:<10} {r['model']}  "
@@ -167,12 +169,12 @@ def list_jobs(limit: int = 20, database_url: DbOpt = None) -> None:
 
 
 @app.command()
-def show(job_id: str, events: int = 10, database_url: DbOpt = None) -> None:
+def show(job_id: str, events: int = 10, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """A job as OpenAI's ``fine_tuning.job`` object, and its latest events."""
     from adapters.training.wire import event_object, job_object
     from gateway.store.jobs import JobStore
 
-    store = JobStore(_open(database_url)[0])
+    store = JobStore(_open(database_url, config)[0])
     row = store.get(job_id)
     if row is None:
         typer.echo(f"no job {job_id}", err=True)
@@ -184,12 +186,12 @@ def show(job_id: str, events: int = 10, database_url: DbOpt = None) -> None:
 
 
 @app.command()
-def cancel(job_id: str, database_url: DbOpt = None) -> None:
+def cancel(job_id: str, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Cancel a job; a running worker stops between two steps and publishes nothing."""
     from adapters.training.service import JobFinished, JobNotFound, cancel_job
 
     try:
-        job = cancel_job(_open(database_url)[0], job_id)
+        job = cancel_job(_open(database_url, config)[0], job_id)
     except JobNotFound as exc:
         typer.echo(f"no job {job_id}", err=True)
         raise typer.Exit(1) from exc
@@ -200,12 +202,12 @@ def cancel(job_id: str, database_url: DbOpt = None) -> None:
 
 
 @app.command()
-def resume(job_id: str, database_url: DbOpt = None) -> None:
+def resume(job_id: str, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Start a new worker for a job whose worker died; training continues from its newest checkpoint."""
     from adapters.training.service import start_worker
     from gateway.store.jobs import TERMINAL, JobStore
 
-    engine, url, home, _ = _open(database_url)
+    engine, url, home, _ = _open(database_url, config)
     row = JobStore(engine).get(job_id)
     if row is None or row["status"] in TERMINAL:
         typer.echo(f"no unfinished job {job_id}", err=True)

@@ -60,6 +60,21 @@ def test_loop_reads_its_section_and_the_configs_database(pg_config: Path, tmp_pa
     assert "bot: 3/50 new feedback" in r.stdout + r.stderr  # min_feedback from the loop: section
 
 
+def test_jobs_list_reads_the_configs_database(pg_config: Path, postgres_database: str, tmp_path: Path) -> None:
+    from gateway.store import db
+    from gateway.store.jobs import JobStore
+
+    engine = db.create_engine(postgres_database)
+    try:
+        JobStore(engine).create({"id": "ftjob-from-config", "model": "smollm2-135m-instruct", "backend": "local",
+                                 "status": "queued", "training_file": "file-x", "project": "default"})
+    finally:
+        engine.dispose()
+    r = _tuneloop("jobs", "list", "--config", str(pg_config), home=tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert "ftjob-from-config" in r.stdout
+
+
 def test_log_prune(pg_config: Path, tmp_path: Path) -> None:
     r = _tuneloop("log", "prune", "--older-than", "1d", "--config", str(pg_config), home=tmp_path / "home")
     assert r.returncode == 0, r.stderr
