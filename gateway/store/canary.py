@@ -32,11 +32,12 @@ def _newest_rating(projects: list[str] | None = None) -> Any:
 def arm_stats(engine: sa.Engine, model: str, since: float, until: float | None = None,
               projects: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per arm (the upstream model a request reached): n, errors, error_rate, latency p50/mean, rating mean;
-    ``projects``: only their traffic and feedback (gateway.store.owners)."""
+    ``projects``: only their traffic and feedback (gateway.store.owners). Requests the client abandoned
+    (499) say nothing about the arm and are left out."""
     rating = _newest_rating(projects).label("rating")
     q = (sa.select(t.c.upstream_model, t.c.status, t.c.latency_s, rating)
          .where(t.c.requested_model == model, t.c.kind == "primary", t.c.created >= since, _not_eval(),
-                *interactions_of(projects)))
+                t.c.status != 499, *interactions_of(projects)))
     if until is not None:
         q = q.where(t.c.created < until)
     arms: dict[str, dict[str, list[Any]]] = {}

@@ -85,3 +85,17 @@ def test_another_projects_feedback_does_not_steer_the_owners_alias(database_url:
                                 start)
     assert shared["due"] == (True, 9) and shared["canary"][0] == "rollback"
     assert any("corrected by evil" in line for line in shared["lines"])
+
+
+def test_abandoned_requests_do_not_count_against_an_arm(tmp_path: Path) -> None:
+    """A 499 (the client left) says nothing about the adapter: the canary leaves it out."""
+    url = f"sqlite:///{tmp_path}/log.db"
+    ws = workspace(tmp_path, url, project="acme")
+    start = time.time() - 1
+    log(url, tmp_path, "acme", 0, "Happy to help.", status=499, rating=1.0)
+    stats = arm_stats(ws.engine, ALIAS, start, projects=["acme"])
+    assert "cand-v2" not in stats
+    assert (stats["live-v1"]["requests"], stats["live-v1"]["errors"]) == (3, 0)
+    log(url, tmp_path, "beta", 200, "Happy to help.", status=500, rating=1.0)  # real failures still count
+    cand = arm_stats(ws.engine, ALIAS, start, projects=["acme", "beta"])["cand-v2"]
+    assert (cand["requests"], cand["errors"]) == (3, 3)
