@@ -25,11 +25,12 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
-    clip,
 )
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.replicas import Replicas
+from gateway.providers.sse import decode
+from gateway.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
@@ -132,27 +133,25 @@ class _SDKStream:
         self.cm = cm
         self.resp = resp
         self.base_url = provider.base_url
-        self.done = False  # the SDK gives lines one by one: [DONE] is seen after the last batch
+        self.done = False
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Parsed chunks in batches of one (the SDK hands us lines)."""
+        """Parsed chunks, in batches: the events of one read of the SDK's byte stream."""
+        parser = SSEParser()
         try:
-            async for line in self.resp.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+            async for piece in self.resp.iter_bytes():
+                batch, fault = decode(self.provider.name, parser.feed(piece))
+                self.done = parser.done and fault is None
+                if self.done:
                     self.provider.replicas.succeeded(self.base_url)
+                if batch:
+                    yield batch
+                if fault is not None:
+                    raise fault
+                if self.done:
                     return
-                chunk = orjson.loads(data)
-                if "error" in chunk and "choices" not in chunk:
-                    err = chunk["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
-                    err.request_suspect = True  # the replica answered: maybe this request's fault
-                    raise err
-                yield [chunk]
+            raise UpstreamError(f"target {self.provider.name!r} failed: the stream ended without [DONE]")
         except GatewayError as exc:
             self.provider.replicas.record(self.base_url, exc, self.tenant)
             raise

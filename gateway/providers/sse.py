@@ -1,8 +1,10 @@
 """A vLLM target's SSE stream: parsed ``chat.completion.chunk`` batches for the relay.
 
-Split from vllm.py. Faults are told to the replica's breaker as gateway.resilience says:
-an error event mid-stream and a stream that outlives ``timeout_s`` while answering are
-``request_suspect``; a broken connection is the replica's.
+Split from vllm.py. Events are framed by the project's one SSE parser (``gateway.sse``) and
+decoded by ``decode``, which the OpenAI provider's stream shares. Faults are told to the
+replica's breaker as gateway.resilience says: an error event mid-stream and a stream that
+outlives ``timeout_s`` while answering are ``request_suspect``; a broken connection is the
+replica's.
 """
 
 from __future__ import annotations
@@ -15,9 +17,26 @@ import orjson
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout, clip
 from gateway.providers.http1 import Exchange, ProtocolError
+from gateway.sse import SSEParser
 
 if TYPE_CHECKING:
     from gateway.providers.vllm import VLLMProvider
+
+
+def decode(target: str, events: list[bytes]) -> tuple[list[dict[str, Any]], UpstreamError | None]:
+    """The chunks of a read's events, up to an error event (OpenAI's envelope in place of a
+    chunk), which comes back as the error to raise once the chunks before it are relayed."""
+    batch = []
+    for data in events:
+        chunk = orjson.loads(data)
+        if "error" in chunk and "choices" not in chunk:
+            err = chunk["error"]
+            msg = err.get("message") if isinstance(err, dict) else str(err)
+            fault = UpstreamError(f"target {target!r} failed mid-stream: {clip(msg, 1024)}")
+            fault.request_suspect = True  # the replica answered: maybe this request's fault
+            return batch, fault
+        batch.append(chunk)
+    return batch, None
 
 
 class SSEStream:
@@ -42,31 +61,15 @@ class SSEStream:
     async def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]:
         """Parsed chunks, in batches: every event that arrived in one network read at once,
         so the relay writes them to the client in one go (nothing is held back)."""
-        buf = b""
+        parser = SSEParser()
         try:
             async for piece in self.ex.iter_body():
-                lines = (buf + piece).split(b"\n")
-                buf = lines.pop()
-                batch = []
-                for line in lines:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        self.done = True
-                        break
-                    chunk = orjson.loads(data)
-                    if "error" in chunk and "choices" not in chunk:
-                        err = chunk["error"]
-                        msg = err.get("message") if isinstance(err, dict) else str(err)
-                        if batch:
-                            yield batch
-                        err = UpstreamError(f"target {self.provider.name!r} failed mid-stream: {clip(msg, 1024)}")
-                        err.request_suspect = True  # the replica answered: maybe this request's fault
-                        raise err
-                    batch.append(chunk)
+                batch, fault = decode(self.provider.name, parser.feed(piece))
+                self.done = parser.done and fault is None
                 if batch:
                     yield batch
+                if fault is not None:
+                    raise fault
                 if self.done:
                     return
             raise ProtocolError("the stream ended without [DONE]")
