@@ -107,12 +107,14 @@ def engine(
 
 
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer
-# `app` and keeps heavy imports (torch, transformers) inside its commands.
+# `app` and keeps heavy imports (torch, transformers) inside its commands. The command line is
+# the top of the stack: in gateway/ it alone imports ``adapters`` (tests/test_layers.py checks);
+# the server reaches the training side through the database (gateway.job_queue) and child processes.
 SUBCOMMANDS = [
     ("gateway.keys_cli", "keys", "API keys per project: create, list, revoke."),
     ("gateway.log.cli", "log", "The interaction log: prune."),
     ("adapters.datasets.cli", "dataset", "Build and validate training sets from the log."),
-    ("adapters.training.cli", "jobs", "Fine-tuning jobs: list, show, cancel."),
+    ("adapters.training.cli", "jobs", "Fine-tuning jobs: list, show, cancel, resume; the job runner."),
     ("adapters.registry.cli", "adapters", "Adapter versions and their lineage: list, show."),
 ]
 

@@ -1,8 +1,11 @@
-"""``tuneloop serve``: the gateway under uvicorn, plus the embedded engine as a child process.
+"""``tuneloop serve``: the gateway under uvicorn, plus the embedded engine and the job runner as child processes.
 
 The engine runs in its own process so inference never competes with the gateway's event
 loop; it is started for every target marked ``embedded``, restarted with backoff if it exits on its
-own (``supervisor.py``), and stopped when the gateway exits.
+own (``supervisor.py``), and stopped when the gateway exits. The fine-tuning job runner
+(``python -m adapters.training.runner``: the training side, reached through the jobs table,
+never imported) starts the workers of the jobs the API queues; ``TUNELOOP_TRAINING_RUNNER=0``
+leaves that to runners elsewhere. Workers outlive the gateway (they are detached).
 """
 
 from __future__ import annotations
@@ -65,9 +68,18 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def resume_training(settings: Settings, config: GatewayConfig) -> None:
-    """Local fine-tuning jobs cut off by a restart continue from their checkpoints."""
-    from adapters.training.service import resume_orphans
+RUNNER_ENV = "TUNELOOP_TRAINING_RUNNER"  # 0: this gateway queues fine-tuning jobs, runners elsewhere run them
+
+
+def start_runner(settings: Settings, config: GatewayConfig, resume: bool) -> subprocess.Popen[bytes] | None:
+    """The training side's job runner as a child process, started by module name (the gateway
+    never imports the training code): it starts a worker for each job the API queues and, with
+    ``resume`` (the embedded default trains on this machine), first resumes the local jobs a
+    restart cut off from their checkpoints. The database is migrated first, so the runner's
+    first look finds the tables; if it is away, serving goes on and the runner retries."""
+    if os.environ.get(RUNNER_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        log.info("%s is off: fine-tuning jobs wait in the queue for a runner elsewhere", RUNNER_ENV)
+        return None
     from gateway.app import database_url
     from gateway.store import db
 
@@ -75,12 +87,16 @@ def resume_training(settings: Settings, config: GatewayConfig) -> None:
     engine = db.create_engine(url)
     try:
         db.upgrade(engine)
-        for job_id in resume_orphans(engine, url, settings.resolved_home()):
-            log.info("resumed fine-tuning job %s from its last checkpoint", job_id)
     except Exception as exc:  # the database may be away: serving must not depend on it
-        log.warning("could not look for unfinished fine-tuning jobs: %s", exc)
+        log.warning("could not migrate the database before starting the job runner: %s", exc)
     finally:
         engine.dispose()
+    env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home().resolve()), "TUNELOOP_DATABASE_URL": url,
+           "HF_HUB_OFFLINE": "1"}  # the URL in the environment: a password stays off the command line
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "adapters.training.runner", "--parent", str(os.getpid())]
+    cmd += ["--resume"] if resume else []
+    return subprocess.Popen(cmd, env=env)
 
 
 def worker_app() -> object:
@@ -115,9 +131,10 @@ def _run_workers(settings: Settings, redis_url: str | None) -> None:
 
 
 def run(settings: Settings, config: GatewayConfig) -> None:
-    children = start_engines(settings, config)
-    if children:  # the embedded default trains on this machine
-        resume_training(settings, config)
+    children: list[EngineSupervisor | subprocess.Popen[bytes]] = list(start_engines(settings, config))
+    runner = start_runner(settings, config, resume=bool(children))  # the embedded default trains here
+    if runner is not None:
+        children.append(runner)
     if settings.workers > 1:
         try:
             _run_workers(settings, settings.redis_url or config.redis_url)
@@ -135,7 +152,7 @@ def run(settings: Settings, config: GatewayConfig) -> None:
         _stop(children)
 
 
-def _stop(children: list[EngineSupervisor]) -> None:
+def _stop(children: list[EngineSupervisor | subprocess.Popen[bytes]]) -> None:
     for child in children:
         child.terminate()
     for child in children:

@@ -86,9 +86,9 @@ def plain_loop(base: Path, rows: list[dict[str, Any]], batch: int, steps: int, l
 
 
 def ours(base: Path, rows: list[dict[str, Any]], batch: int, steps: int, lr: float, work: Path) -> dict[str, float]:
-    from adapters.models.catalog import BaseModel
     from adapters.training.local import DbHooks
     from adapters.training.train import TrainConfig, train
+    from gateway.catalog import BaseModel
     from gateway.store import db
     from gateway.store.jobs import JobStore
 

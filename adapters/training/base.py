@@ -22,10 +22,19 @@ from typing import Any
 
 import torch
 
-from adapters.models.catalog import BaseModel, weights
-from adapters.training.vllm_rules import VLLM_TARGETS
+from gateway.catalog import BaseModel
+from gateway.hyperparameters import VLLM_TARGETS
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def weights(base: BaseModel, home: Path | None = None) -> str:
+    """What ``from_pretrained`` loads: the folder (or hub id); the embedded default's cache copy."""
+    if base.path is not None:
+        return base.path
+    from adapters.engine.model import default_home, ensure_cached
+
+    return str(ensure_cached(home or default_home()))
 
 
 class BaseModelError(ValueError):

@@ -1,4 +1,4 @@
-"""``tuneloop finetune`` and ``tuneloop jobs list|show|cancel``.
+"""``tuneloop finetune`` and ``tuneloop jobs list|show|cancel|resume|runner``.
 
 ``finetune`` stores the training file like ``POST /v1/files`` does (or names a dataset
 built by ``tuneloop dataset build``: ``--dataset ID``), creates the job and starts its
@@ -6,8 +6,10 @@ worker; with ``--wait`` it follows the job's events (a progress bar over the ste
 it ends, and exits non-zero unless it succeeded. ``--in-process`` trains in this process
 instead (a Kubernetes Job, ``torchrun``: see ``inprocess.py``). ``--model`` (alias
 ``--base-model``) is a base of the catalog (the config's ``base_models`` and the embedded
-SmolLM2), a local checkpoint folder, a Hugging Face id, or an OpenAI model. Heavy imports
-stay in the worker: without ``--in-process`` these commands never load torch.
+SmolLM2), a local checkpoint folder, a Hugging Face id, or an OpenAI model. ``jobs runner``
+starts the workers of the jobs the API queued (``runner.py``; ``tuneloop serve`` runs one
+as a child process). Heavy imports stay in the worker: without ``--in-process`` these
+commands never load torch.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def finetune(
         code = inprocess.run(lambda: _create(engine, url, home, cfg, opts, start=False), url, home, device)
         raise typer.Exit(code)
     engine, url, home, cfg = _open(database_url, config)
-    from adapters.training.service import JobError
+    from gateway.job_queue import JobError
 
     try:
         job = _create(engine, url, home, cfg, opts, start=True)
@@ -99,8 +101,10 @@ def finetune(
 
 def _create(engine: Any, url: str, home: Path, cfg: Any, o: dict[str, Any], start: bool) -> dict[str, Any]:
     """Store the files (or find the dataset) and create the job; raises ``JobError``."""
-    from adapters.training.service import JobError, create_job, store_file
+    from adapters.training.service import create_job
+    from gateway.job_queue import JobError
     from gateway.store.datasets import DatasetStore
+    from gateway.store.files import store_file
 
     dataset_id, train_path = None, o["training_file"]
     if o["dataset"] is not None:
@@ -171,7 +175,7 @@ def list_jobs(limit: int = 20, database_url: DbOpt = None, config: ConfigOpt = N
 @app.command()
 def show(job_id: str, events: int = 10, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """A job as OpenAI's ``fine_tuning.job`` object, and its latest events."""
-    from adapters.training.wire import event_object, job_object
+    from gateway.api.fine_tuning_wire import event_object, job_object
     from gateway.store.jobs import JobStore
 
     store = JobStore(_open(database_url, config)[0])
@@ -188,7 +192,7 @@ def show(job_id: str, events: int = 10, database_url: DbOpt = None, config: Conf
 @app.command()
 def cancel(job_id: str, database_url: DbOpt = None, config: ConfigOpt = None) -> None:
     """Cancel a job; a running worker stops between two steps and publishes nothing."""
-    from adapters.training.service import JobFinished, JobNotFound, cancel_job
+    from gateway.job_queue import JobFinished, JobNotFound, cancel_job
 
     try:
         job = cancel_job(_open(database_url, config)[0], job_id)
@@ -223,3 +227,15 @@ def _alive(pid: int) -> bool:
     from adapters.training.service import worker_alive
 
     return worker_alive(pid)
+
+
+@app.command()
+def runner(resume: Annotated[bool, typer.Option(help="first restart the workers of orphaned local jobs")] = False,
+           interval: Annotated[float, typer.Option(help="seconds between two looks at the queue")] = 0.5,
+           database_url: DbOpt = None, config: ConfigOpt = None) -> None:
+    """Start a worker for every job the API queues (what ``tuneloop serve`` runs as a child), until stopped."""
+    from adapters.training.runner import run
+
+    engine, url, home, _ = _open(database_url, config)
+    engine.dispose()
+    run(url, home, resume, interval)

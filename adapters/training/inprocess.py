@@ -24,7 +24,7 @@ def run(create: Callable[[], dict[str, Any]], database_url: str, home: Path, dev
     """``create`` makes the job (rank 0 only; it may raise ``JobError``)."""
     from adapters.training import dist
     from adapters.training.local import run_job
-    from adapters.training.service import JobError
+    from gateway.job_queue import JobError
     from gateway.store.db import create_engine
     from gateway.store.files import FileStore
     from gateway.store.jobs import JobStore

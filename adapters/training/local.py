@@ -27,12 +27,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from adapters.models.catalog import EMBEDDED, BaseModel, catalog
 from adapters.training.backend import JobHandle, JobInfo, info_from_row
 from adapters.training.data import DataError, read_jsonl
-from adapters.training.hparams import to_config
 from adapters.training.service import adapter_name, start_worker
-from adapters.training.wire import hyperparameters_of
+from gateway.api.fine_tuning_wire import hyperparameters_of
+from gateway.catalog import EMBEDDED, BaseModel, catalog
+from gateway.hyperparameters import to_config
 from gateway.store.datasets import DatasetStore
 from gateway.store.files import FileStore
 from gateway.store.jobs import JobStore
@@ -124,8 +124,8 @@ def _sources(store: JobStore, files: FileStore, job: dict[str, Any]) -> dict[str
     found = {}
     for param in ("training_file", "validation_file"):
         if job.get(param):
-            row = files.get(job[param])
-            found[param] = (f"{param.replace('_', ' ')} {job[param]}", row["path"] if row else None)
+            stored = files.get(job[param])
+            found[param] = (f"{param.replace('_', ' ')} {job[param]}", stored["path"] if stored else None)
     return found
 
 
@@ -187,14 +187,15 @@ def run_job(store: JobStore, files: FileStore, home: Path, job: dict[str, Any]) 
 
 
 def _register(store: JobStore, job: dict[str, Any], base: BaseModel, out: Path, result: Any) -> None:
-    from adapters.training.publish import forget_adapter, publish, unpublish
+    from adapters.training.publish import forget_adapter, publish
+    from gateway.store.routes import RouteStore
 
     job_id, name = job["id"], out.name
     targets = publish(store.engine, job, name, str(out), base)
     # the registry row first: whoever sees "succeeded" finds the adapter
     adapter_id = store.register_adapter(name, job["model"], str(out), job_id, result.metrics)
     if not store.finish(job_id, "succeeded", fine_tuned_model=name, trained_tokens=result.trained_tokens):
-        unpublish(store.engine, name)  # cancelled while the adapter was being written
+        RouteStore(store.engine).delete(name)  # cancelled while the adapter was being written
         forget_adapter(store.engine, adapter_id)
         shutil.rmtree(out, ignore_errors=True)
         return

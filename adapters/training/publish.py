@@ -1,7 +1,7 @@
 """A fine-tuned model becomes callable through the gateway, and stops being so.
 
 When a local job succeeds, its worker writes a database route named after the model
-(``fine_tuned_model``) to the targets that serve its base (``catalog.serving_targets``)::
+(``fine_tuned_model``) to the targets that serve its base (:func:`serving_targets`)::
 
     smollm2-135m-instruct-ft-acme-1a2b3c4d:
       routes: [{target: local, model: smollm2-135m-instruct-ft-acme-1a2b3c4d, lora_path: /.../adapters/...}]
@@ -17,6 +17,11 @@ healthy replica routes the model ("at once", as on OpenAI).
 ``DELETE /v1/models/{model}`` (``gateway.api.models_admin``) undoes it: the route goes (at
 once on the replica that answers, within 2 s on the others) and the adapter is unloaded
 from every replica of those targets. Nothing here imports torch.
+
+Which targets serve a base: the catalog entry's ``targets`` when given, else those whose ``GET
+/v1/models`` lists it as a base model (a card without ``parent`` whose ``id`` is the name or
+whose ``root`` is the path: vLLM's ``--served-model-name`` and ``--model``), else, for the
+embedded default, the config's ``embedded`` targets.
 """
 
 from __future__ import annotations
@@ -25,13 +30,41 @@ import os
 import time
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
-from adapters.models.catalog import BaseModel, serving_targets
+from gateway.catalog import BaseModel
 from gateway.store.routes import RouteStore
-from gateway.store.schema import adapters, jobs
+from gateway.store.schema import adapters
 
 PROPAGATION_S = float(os.environ.get("TUNELOOP_ROUTE_PROPAGATION_S", "2.5"))  # the routes poll (2 s) + margin
+
+
+def _serves(card: dict[str, Any], base: BaseModel) -> bool:
+    if card.get("parent"):
+        return False  # an adapter, not a base
+    return card.get("id") == base.name or (base.path is not None and card.get("root") == base.path)
+
+
+def serving_targets(base: BaseModel, timeout_s: float = 3.0) -> list[str]:
+    """The targets that serve ``base`` (see the module's docstring), in config order."""
+    if base.targets:
+        return list(base.targets)
+    found = []
+    with httpx.Client(timeout=timeout_s) as client:
+        for name, target in base.candidates.items():
+            for url in target["base_urls"]:
+                try:
+                    resp = client.get(f"{url}/models")
+                    cards = resp.json().get("data", []) if resp.status_code == 200 else []
+                except (httpx.HTTPError, ValueError):
+                    continue
+                if any(_serves(c, base) for c in cards):
+                    found.append(name)
+                    break
+    if not found and base.embedded:
+        found = [name for name, t in base.candidates.items() if t.get("embedded")]
+    return found
 
 
 def route_entry(name: str, lora_path: str, targets: list[str], project: str | None) -> dict[str, Any]:
@@ -53,24 +86,6 @@ def publish(engine: sa.Engine, job: dict[str, Any], name: str, lora_path: str, b
     if wait:
         time.sleep(PROPAGATION_S)
     return targets
-
-
-def unpublish(engine: sa.Engine, name: str) -> dict[str, Any] | None:
-    """Drop ``name``'s route; returns the entry it had (None: there was none)."""
-    store = RouteStore(engine)
-    found = store.get(name)
-    if found is None:
-        return None
-    store.delete(name)
-    return found[0]
-
-
-def job_of_model(engine: sa.Engine, name: str) -> dict[str, Any] | None:
-    """The local job whose fine-tuned model is ``name`` (None: no such model of ours)."""
-    q = sa.select(jobs).where(jobs.c.fine_tuned_model == name, jobs.c.backend == "local").limit(1)
-    with engine.connect() as conn:
-        row = conn.execute(q).mappings().first()
-    return None if row is None else dict(row)
 
 
 def forget_adapter(engine: sa.Engine, adapter_id: str) -> None:

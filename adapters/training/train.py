@@ -34,12 +34,12 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from adapters.models.catalog import EMBEDDED, BaseModel, catalog, weights
 from adapters.training import base as bases
 from adapters.training import checkpoints, data, dist
 from adapters.training.dpo import RefCache
 from adapters.training.steps import accumulate, evaluate
 from adapters.training.vllm_rules import check_vllm
+from gateway.catalog import EMBEDDED, BaseModel, catalog
 
 BASE_LR = 2e-4  # the auto learning rate of small bases; OpenAI's learning_rate_multiplier scales it
 
@@ -112,7 +112,7 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
     torch.manual_seed(cfg.seed)
     if ctx.device.type == "cpu":
         torch.set_num_threads(cfg.threads or default_threads())
-    cfg = resolve(cfg, bases.count_params(weights(base, home)), ctx.device.type, base.max_lora_rank)
+    cfg = resolve(cfg, bases.count_params(bases.weights(base, home)), ctx.device.type, base.max_lora_rank)
     model, tok, base_info = bases.load(base, cfg, ctx.device, home)
     examples, val = _tokenize(cfg, tok, train_file), _tokenize(cfg, tok, validation_file)
     per_epoch = math.ceil(len(examples) / cfg.batch_size)

@@ -28,7 +28,8 @@ import json
 import re
 from pathlib import Path
 
-VLLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from gateway.hyperparameters import VLLM_TARGETS  # one list: the gateway checks target_modules against it
+
 DEFAULT_MAX_LORA_RANK = 16
 _TENSOR = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_[AB]\.weight")
 

@@ -1,4 +1,4 @@
-"""OpenAI's Files API, for fine-tuning files (thin router; storage in adapters.training.service).
+"""OpenAI's Files API, for fine-tuning files (thin router; storage in gateway.store.files).
 
 POST   /v1/files                 multipart {file, purpose} -> ``OpenAIFile``
 GET    /v1/files                 ?purpose, after, limit (1-100, default 100; OpenAI allows 10,000), order
@@ -21,11 +21,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from adapters.training.service import PURPOSES, JobError, delete_file, store_file
-from adapters.training.wire import file_object
+from gateway.api.fine_tuning_wire import file_object
 from gateway.api.paging import page_limit
 from gateway.errors import InvalidRequest, NotFound
-from gateway.store.files import FileStore
+from gateway.store.files import PURPOSES, FileStore, delete_file, store_file
 
 router = APIRouter(tags=["files"])
 
@@ -50,7 +49,8 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | Non
     for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if name:
-            fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+            payload = part.get_payload(decode=True)
+            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
     return fields
 
 
@@ -78,11 +78,10 @@ async def create_file(request: Request) -> dict[str, Any]:
         raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
     filename, content = fields["file"]
     purpose = fields["purpose"][1].decode().strip()
-    try:
-        row = await asyncio.to_thread(store_file, _engine(request), _home(request), filename or "upload.jsonl",
-                                      content, purpose, getattr(request.state, "project", None))
-    except JobError as exc:
-        raise InvalidRequest(str(exc), param=exc.param) from None
+    if purpose not in PURPOSES:
+        raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
+    row = await asyncio.to_thread(store_file, _engine(request), _home(request), filename or "upload.jsonl",
+                                  content, purpose, getattr(request.state, "project", None))
     return file_object(row)
 
 

@@ -1,4 +1,4 @@
-"""OpenAI's fine-tuning jobs API (thin router; logic in adapters.training.service).
+"""OpenAI's fine-tuning jobs API (thin router; the job queue in gateway.job_queue).
 
 POST /v1/fine_tuning/jobs                       ``CreateFineTuningJobRequest`` -> ``FineTuningJob``
 GET  /v1/fine_tuning/jobs                       ?after, limit, metadata[k]=v -> ``ListPaginatedFineTuningJobsResponse``
@@ -11,22 +11,23 @@ A ``model`` of the base-model catalog (the config's ``base_models``, and the emb
 ``smollm2-135m-instruct``) trains a local LoRA adapter in a worker process; any
 other model goes to OpenAI through the config's first target of kind ``openai`` (its
 ``base_url`` and ``api_key_env``), else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The
-request returns at once with ``validating_files``; the worker moves the job on.
+request returns at once with ``validating_files``: the job is a row of the queue, which the
+training side's runner (``adapters.training.runner``, a child of ``tuneloop serve``) hands
+to a worker; the worker moves the job on. This module never imports the training code.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.training.service import JobError, JobFinished, JobNotFound, cancel_job, create_job
-from adapters.training.wire import checkpoint_object, event_object, job_object, page
+from gateway.api.fine_tuning_wire import checkpoint_object, event_object, job_object, page
 from gateway.api.paging import page_limit
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.job_queue import JobError, JobFinished, JobNotFound, cancel_job, create_job
 from gateway.store.jobs import JobStore
 
 router = APIRouter(tags=["fine-tuning"])
@@ -67,12 +68,9 @@ def _job(request: Request, job_id: str) -> dict[str, Any]:
 
 @router.post("/v1/fine_tuning/jobs")
 async def create(body: CreateJobRequest, request: Request) -> dict[str, Any]:
-    engine = _engine(request)
-    url = engine.url.render_as_string(hide_password=False)
-    home = Path(request.app.state.settings.resolved_home()).resolve()
     try:
         row = await asyncio.to_thread(
-            create_job, engine, home, url, model=body.model, training_file=body.training_file,
+            create_job, _engine(request), model=body.model, training_file=body.training_file,
             validation_file=body.validation_file, method=body.method, hyperparameters=body.hyperparameters,
             suffix=body.suffix, seed=body.seed, metadata=body.metadata, openai=_openai_target(request),
             project=getattr(request.state, "project", None), config=request.app.state.routes.config)

@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 
-from adapters.training.publish import job_of_model, unpublish
 from gateway.errors import Conflict, ModelNotFound
 from gateway.reload import apply
-from gateway.store.jobs import JobStore
+from gateway.store.jobs import JobStore, job_of_model
 from gateway.store.registry import AdapterRegistry
 from gateway.store.routes import RouteStore
 
@@ -36,6 +35,15 @@ def _owned(engine: Any, model: str, principal: Any) -> dict[str, Any] | None:
     routed = RouteStore(engine).get(model) is not None
     live = [a for a in JobStore(engine).adapters_of(job["id"]) if a["status"] != "retired"]
     return job if routed or live else None  # deleted already
+
+
+def _unpublish(engine: Any, model: str) -> dict[str, Any] | None:
+    """Drop the model's database route; returns the entry it had (None: there was none)."""
+    store = RouteStore(engine)
+    found = store.get(model)
+    if found is not None:
+        store.delete(model)
+    return None if found is None else found[0]
 
 
 def _retire(engine: Any, job_id: str) -> None:
@@ -55,7 +63,7 @@ async def delete_model(model: str, request: Request) -> dict[str, Any]:
     if users:
         raise Conflict(f"The model {model} is routed by {', '.join(users)}: roll that back (tuneloop rollback) "
                        "or re-route it before deleting the model.", param="model")
-    entry = await asyncio.to_thread(unpublish, engine, model)
+    entry = await asyncio.to_thread(_unpublish, engine, model)
     apply(routes, routes.file_config, await asyncio.to_thread(RouteStore(engine).all), "DELETE /v1/models")
     await asyncio.to_thread(_retire, engine, job["id"])
     targets = {r["target"] for r in (entry or {}).get("routes", [])}

@@ -1,5 +1,7 @@
-"""Uploaded files' metadata (``/v1/files``); the bytes live on disk under ``$TUNELOOP_HOME/files``.
+"""Uploaded files (``/v1/files``): the rows here, the bytes on disk under ``$TUNELOOP_HOME/files``.
 
+    row = store_file(engine, home, filename, content, purpose, project)   # bytes + row
+    delete_file(engine, file_id)                                          # row + bytes
     store = FileStore(engine)
     store.create({...}); store.get(file_id); store.list(purpose=..., after=..., limit=..., order=...)
     store.delete(file_id)   # -> the row it removed, so the caller can remove the bytes
@@ -9,12 +11,18 @@ The ``files`` table comes from migration ``0003_fine_tuning``.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from gateway.store.schema import metadata
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")  # OpenAI's
 
 files = sa.Table(
     "files", metadata,
@@ -74,3 +82,28 @@ class FileStore:
             with self.engine.begin() as conn:
                 conn.execute(files.delete().where(files.c.id == file_id))
         return row
+
+
+def store_file(engine: sa.Engine, home: Path, filename: str, content: bytes, purpose: str,
+               project: str | None = None) -> dict[str, Any]:
+    """Write the bytes (atomically: a temporary file, then a rename) and their row."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
+    file_id = "file-" + secrets.token_hex(12)
+    folder = Path(home) / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file_id
+    tmp = folder / f".{file_id}.tmp"
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    row = {"id": file_id, "filename": filename or file_id, "purpose": purpose, "bytes": len(content),
+           "sha256": hashlib.sha256(content).hexdigest(), "path": str(path), "project": project}
+    return FileStore(engine).create(row)
+
+
+def delete_file(engine: sa.Engine, file_id: str) -> dict[str, Any] | None:
+    """Remove the row, then the bytes; returns the row (None: no such file)."""
+    row = FileStore(engine).delete(file_id)
+    if row is not None:
+        Path(row["path"]).unlink(missing_ok=True)
+    return row

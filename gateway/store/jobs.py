@@ -8,6 +8,11 @@
     store.add_checkpoint(job_id, step, model, path, metrics); store.checkpoints(job_id)
     store.register_adapter(name, base_model, path, job_id, metrics)   # status "candidate"
 
+The jobs table is also the queue between the gateway and the training side: a job the
+API creates has no ``worker_pid``; a runner (``adapters.training.runner``) takes it with
+``store.claim(job_id, pid)`` (compare-and-set on ``worker_pid``, so two runners sharing the
+database never both start it) and starts its worker. ``waiting(engine)`` lists such jobs.
+
 Status changes out of a terminal state (succeeded, failed, cancelled) are refused in
 SQL (``WHERE status NOT IN ...``), so a late worker update never revives a cancelled job.
 Columns added by migration ``0003_fine_tuning`` are declared here (``schema.py`` holds
@@ -26,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from gateway.store.schema import adapters, jobs, metadata  # jobs: one declaration, in schema.py
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+Rows = list[dict[str, Any]]  # named here: inside JobStore, ``list`` is its method
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -83,7 +89,7 @@ class JobStore:
 
     def list(self, after: str | None = None, limit: int = 20,
              metadata: dict[str, str] | None = None, project: str | None = None
-             ) -> tuple[list[dict[str, Any]], bool]:
+             ) -> tuple[Rows, bool]:
         """Newest first; ``after`` is the id of the last job of the previous page."""
         q = jobs.select().order_by(jobs.c.created.desc(), jobs.c.id.desc())
         if project is not None:
@@ -112,6 +118,15 @@ class JobStore:
         assert status in TERMINAL
         return self.update(job_id, status=status, finished=time.time(), **fields)
 
+    def claim(self, job_id: str, pid: int, expected: int | None = None) -> bool:
+        """Take the job for process ``pid`` if its ``worker_pid`` is still ``expected`` (None: nobody
+        took it yet) and it has not ended; True if this call took it."""
+        holder = jobs.c.worker_pid.is_(None) if expected is None else jobs.c.worker_pid == expected
+        stmt = (jobs.update().where(jobs.c.id == job_id, holder, jobs.c.status.not_in(TERMINAL))
+                .values(worker_pid=pid, updated=time.time()))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount > 0
+
     def request_cancel(self, job_id: str) -> bool:
         return self.update(job_id, cancel_requested=True)
 
@@ -135,7 +150,7 @@ class JobStore:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(job_events.c.seq).where(job_events.c.id == event_id)).first() is not None
 
-    def events(self, job_id: str, after: str | None = None, limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+    def events(self, job_id: str, after: str | None = None, limit: int = 20) -> tuple[Rows, bool]:
         """Newest first; ``after`` is the id of the last event of the previous page."""
         q = job_events.select().where(job_events.c.job_id == job_id)
         if after:
@@ -156,7 +171,7 @@ class JobStore:
         return cid
 
     def checkpoints(self, job_id: str, after: str | None = None,
-                    limit: int = 10) -> tuple[list[dict[str, Any]], bool]:
+                    limit: int = 10) -> tuple[Rows, bool]:
         q = job_checkpoints.select().where(job_checkpoints.c.job_id == job_id)
         if after:
             q = q.where(job_checkpoints.c.step < sa.select(job_checkpoints.c.step)
@@ -179,7 +194,7 @@ class JobStore:
                                                   created=time.time(), metrics=metrics))
         return aid
 
-    def adapters_of(self, job_id: str) -> list[dict[str, Any]]:
+    def adapters_of(self, job_id: str) -> Rows:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(adapters.select().where(adapters.c.job_id == job_id)).mappings()]
 
@@ -189,3 +204,19 @@ def unfinished(engine: sa.Engine, backend: str = "local") -> list[dict[str, Any]
     q = sa.select(jobs).where(jobs.c.backend == backend, jobs.c.status.not_in(TERMINAL)).order_by(jobs.c.created)
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def waiting(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Unfinished jobs no process took yet (``worker_pid`` unset), oldest first: the runner's queue."""
+    q = (sa.select(jobs).where(jobs.c.worker_pid.is_(None), jobs.c.status.not_in(TERMINAL))
+         .order_by(jobs.c.created))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def job_of_model(engine: sa.Engine, name: str) -> dict[str, Any] | None:
+    """The local job whose fine-tuned model is ``name`` (None: no such model of ours)."""
+    q = sa.select(jobs).where(jobs.c.fine_tuned_model == name, jobs.c.backend == "local").limit(1)
+    with engine.connect() as conn:
+        row = conn.execute(q).mappings().first()
+    return None if row is None else dict(row)

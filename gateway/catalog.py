@@ -1,4 +1,4 @@
-"""The base-model catalog: which base a fine-tuning job's ``model`` names, and who serves it.
+"""The base-model catalog: which base a fine-tuning job's ``model`` names.
 
 The gateway YAML's ``base_models:`` maps a served name to its weights::
 
@@ -11,10 +11,10 @@ The gateway YAML's ``base_models:`` maps a served name to its weights::
 or (the command line only) a Hugging Face id the trainer may download. The embedded default,
 ``smollm2-135m-instruct`` (the engine's SmolLM2 copy), is always in the catalog.
 
-Which targets serve a base: the entry's ``targets`` when given, else those whose ``GET
-/v1/models`` lists it as a base model (a card without ``parent`` whose ``id`` is the name or
-whose ``root`` is the path: vLLM's ``--served-model-name`` and ``--model``), else, for the
-embedded default, the config's ``embedded`` targets. Nothing here imports torch.
+The gateway checks a job's ``model`` against this catalog when the job is created; the
+training side (``adapters.training``) imports it from here, adding what needs the weights
+(``adapters.training.base.weights``) or the engines (``adapters.training.publish.serving_targets``:
+which targets serve a base). Pure data: no torch, no HTTP.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 EMBEDDED = "smollm2-135m-instruct"  # adapters.engine.model.BASE_MODEL_NAME, without importing torch
 DEFAULT_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank
@@ -91,39 +89,3 @@ def lookup(model: str, config: Any = None, allow_paths: bool = False) -> BaseMod
 def short_name(path: str) -> str:
     """A folder's (or hub id's) last part as an adapter name prefix: ``Qwen2.5-7B`` -> ``qwen2-5-7b``."""
     return re.sub(r"[^a-z0-9-]+", "-", Path(path.rstrip("/")).name.lower()).strip("-") or "base"
-
-
-def weights(base: BaseModel, home: Path | None = None) -> str:
-    """What ``from_pretrained`` loads: the folder (or hub id); the embedded default's cache copy."""
-    if base.path is not None:
-        return base.path
-    from adapters.engine.model import default_home, ensure_cached  # torch: the worker only
-
-    return str(ensure_cached(home or default_home()))
-
-
-def _serves(card: dict[str, Any], base: BaseModel) -> bool:
-    if card.get("parent"):
-        return False  # an adapter, not a base
-    return card.get("id") == base.name or (base.path is not None and card.get("root") == base.path)
-
-
-def serving_targets(base: BaseModel, timeout_s: float = 3.0) -> list[str]:
-    """The targets that serve ``base`` (see the module's docstring), in config order."""
-    if base.targets:
-        return list(base.targets)
-    found = []
-    with httpx.Client(timeout=timeout_s) as client:
-        for name, target in base.candidates.items():
-            for url in target["base_urls"]:
-                try:
-                    resp = client.get(f"{url}/models")
-                    cards = resp.json().get("data", []) if resp.status_code == 200 else []
-                except (httpx.HTTPError, ValueError):
-                    continue
-                if any(_serves(c, base) for c in cards):
-                    found.append(name)
-                    break
-    if not found and base.embedded:
-        found = [name for name, t in base.candidates.items() if t.get("embedded")]
-    return found

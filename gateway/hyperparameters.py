@@ -1,4 +1,4 @@
-"""A local job's hyperparameters: checked when the job is created (a 400), read by the worker.
+"""A local job's hyperparameters: checked by the gateway when the job is created (a 400), read by the worker.
 
 OpenAI's (``n_epochs``, ``batch_size``, ``learning_rate_multiplier``, DPO's ``beta``) take
 a number or ``"auto"``; the local trainer adds its own (``lora_r``, ``qlora``, ...). A key
@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from adapters.models.catalog import BaseModel
-from adapters.training.vllm_rules import VLLM_TARGETS
+from gateway.catalog import BaseModel
+
+# The modules vLLM loads LoRA weights for (Llama, Mistral, Qwen families): ``target_modules`` is checked
+# against them here, and every adapter the trainer writes by ``adapters.training.vllm_rules``.
+VLLM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 INT, FLOAT, BOOL, MODULES = "int", "float", "bool", "modules"
 KNOWN: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Rows as OpenAI's objects: ``FineTuningJob``, ``FineTuningJobEvent``, ``FineTuningJobCheckpoint``, ``OpenAIFile``.
 
-Shared by the gateway's ``/v1`` routers and ``tuneloop jobs show``, so both print the
-same thing. Times are whole seconds, as OpenAI sends them.
+Shared by the gateway's ``/v1`` routers and ``tuneloop jobs show`` (``adapters.training.cli``),
+so both print the same thing. Times are whole seconds, as OpenAI sends them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,66 @@
+"""The layers point down: nothing under gateway/ imports ``adapters`` (the training side, the engine),
+except the command line, the top of the stack that registers every package's commands. The gateway
+reaches training through the database (the job queue rows, ``gateway.job_queue``) and child
+processes started by module name (``python -m adapters.training.runner``)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {"gateway/cli.py"}
+
+
+def _is_adapters(name: str | None) -> bool:
+    return name is not None and (name == "adapters" or name.startswith("adapters."))
+
+
+def upward_imports(source: str) -> list[str]:
+    """``line: module`` for each import of ``adapters`` (plain, from, ``importlib.import_module("...")``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str | None] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names = [node.args[0].value]
+        found += [f"{node.lineno}: {n}" for n in names if _is_adapters(n)]
+    return found
+
+
+def test_the_detector_sees_every_form_of_import() -> None:
+    source = ("import adapters.training.service\nfrom adapters.training import runner\n"
+              "import importlib\nimportlib.import_module('adapters.loop')\n"
+              "from gateway.store import jobs\nfrom .adapters import x\nCMD = ['-m', 'adapters.training.runner']\n")
+    assert upward_imports(source) == ["1: adapters.training.service", "2: adapters.training",
+                                      "4: adapters.loop"]
+
+
+def test_no_gateway_module_but_the_cli_imports_adapters() -> None:
+    offenders = []
+    for path in sorted((ROOT / "gateway").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel not in ALLOWED:
+            offenders += [f"{rel}:{hit}" for hit in upward_imports(path.read_text())]
+    assert not offenders, "gateway modules importing adapters (reach training through the jobs table):\n" + \
+        "\n".join(offenders)
+
+
+def test_the_running_gateway_loads_no_adapters_module(tmp_path: Path) -> None:
+    """What the server process imports (every router, the serve loop), not only what the files say."""
+    code = ("import sys; from gateway.app import create_app; from gateway.serve import run; "
+            "from gateway.settings import Settings; from gateway.config import embedded_default; "
+            "create_app(Settings(home=sys.argv[1]), embedded_default(8001)); "
+            "print(sorted(m for m in sys.modules if m == 'adapters' or m.startswith('adapters.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
