@@ -1,5 +1,7 @@
-"""Load generation for the gateway benchmarks: wrk for plain request/response, and a raw
-asyncio client for streaming (time to first SSE event) or when wrk is missing.
+"""Load generation for the gateway benchmarks: wrk for plain request/response, and an asyncio
+client for streaming (time to first SSE event) or when wrk is missing. That client is the
+gateway's own: its HTTP/1.1 keep-alive pool (``gateway.providers.http1``) and SSE parser
+(``gateway.sse``); the timing is taken here, around them.
 
 Every run is bounded by time (``duration``) and by count (``max_requests``, raw client; wrk
 is time-bounded and also killed by a wall-clock timeout). Targets must be loopback.
@@ -24,8 +26,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rawhttp  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gateway.providers.http1 import Pool  # noqa: E402
+from gateway.sse import SSEParser  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -102,7 +105,7 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, threads: i
                   p90_ms=d["p90"] / 1000, p99_ms=d["p99"] / 1000, error_detail=errs)
 
 
-# --------------------------------------------------------------- raw asyncio client
+# ------------------------------------------------ asyncio client (the gateway's pool)
 
 def _pct(xs: list[float], q: float) -> float:
     if not xs:
@@ -111,14 +114,28 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q / 100 * len(xs)))]
 
 
+HEADERS = b"content-type: application/json\r\nauthorization: Bearer bench\r\n"
+
+
+async def _one(pool: Pool, path: bytes, body: bytes, stream: bool) -> tuple[int, bool, float | None, float]:
+    """One request: status, whether the reply is whole, time of its first SSE event, time it ended."""
+    ex = await pool.request(b"POST", path, body, HEADERS)
+    if not stream or ex.status != 200:
+        data = await ex.read()
+        ok = ex.status == 200 and data[:1] == b"{" and b'"choices"' in data
+        return ex.status, ok, None, time.perf_counter()
+    parser, t_first = SSEParser(), None
+    async for piece in ex.iter_body():  # read to the end, so the connection is reused
+        if parser.feed(piece) and t_first is None:
+            t_first = time.perf_counter()
+    return ex.status, parser.done and t_first is not None, t_first, time.perf_counter()
+
+
 async def _raw_load(url: str, body: bytes, concurrency: int, duration: float,
                     max_requests: int, stream: bool, warmup: float) -> Result:
     u = _check_loopback(url)
-    host, port = u.hostname, u.port or 80
-    path = u.path or "/"
-    raw = (b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
-           b"authorization: Bearer bench\r\ncontent-length: %d\r\n\r\n%s"
-           % (path.encode(), host.encode(), port, len(body), body))
+    pool = Pool(u.hostname or "127.0.0.1", u.port or 80, limit=concurrency)
+    path = (u.path or "/").encode()
     lat: list[float] = []
     ttft: list[float] = []
     errors: dict[str, int] = {}
@@ -132,46 +149,32 @@ async def _raw_load(url: str, body: bytes, concurrency: int, duration: float,
 
     async def worker() -> None:
         nonlocal count
-        conn = None
         while True:
-            now = time.perf_counter()
-            if now >= t_end or count >= max_requests:
+            t = time.perf_counter()
+            if t >= t_end or count >= max_requests:
                 break
-            t = now
             try:
-                if conn is None or conn.closed:
-                    conn = await rawhttp.connect(host, port)
-                t = time.perf_counter()
-                resp = await asyncio.wait_for(conn.request(raw), 30)
-            except (TimeoutError, OSError, rawhttp.HttpError) as e:
+                async with asyncio.timeout(30):
+                    status, ok, t_first, t_done = await _one(pool, path, body, stream)
+            except (TimeoutError, OSError) as e:  # http1's ConnectError and ProtocolError are OSErrors
                 if t >= t_measure:
                     err(type(e).__name__)
-                if conn is not None:
-                    conn.transport.close()
-                conn = None
                 await asyncio.sleep(0.01)
                 continue
-            if not conn.reusable:
-                conn.transport.close()
-                conn = None
             if t < t_measure:
                 continue
-            ok = resp.status == 200
-            if ok and stream:
-                ok = resp.body.rstrip().endswith(b"data: [DONE]") and resp.t_first_event is not None
-            elif ok:
-                ok = resp.body[:1] == b"{" and b'"choices"' in resp.body
             if not ok:
-                err(f"status{resp.status}" if resp.status != 200 else "bad_body")
+                err(f"status{status}" if status != 200 else "bad_body")
                 continue
             count += 1
-            lat.append(resp.t_done - t)
-            if stream:
-                ttft.append(resp.t_first_event - t)
-        if conn is not None:
-            conn.transport.close()
+            lat.append(t_done - t)
+            if t_first is not None:
+                ttft.append(t_first - t)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        pool.close()
     elapsed = min(time.perf_counter(), t_end) - t_measure if count < max_requests else (
         time.perf_counter() - t_measure)
     ms = 1000.0

@@ -6,6 +6,8 @@ kind of boundary (mid-line, between CR and LF, one byte at a time) and wants the
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +41,7 @@ def test_events_in_one_piece() -> None:
 @given(st.lists(st.integers(0, len(STREAM)), max_size=12))
 def test_events_whatever_the_pieces(cuts: list[int]) -> None:
     bounds = [0, *sorted(cuts), len(STREAM)]
-    out, parser = feed_all([STREAM[a:b] for a, b in zip(bounds, bounds[1:])])
+    out, parser = feed_all([STREAM[a:b] for a, b in itertools.pairwise(bounds)])
     assert out == EVENTS and parser.done
 
 
