@@ -11,7 +11,7 @@ from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest
 from gateway.validate import check_storable
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # as Starlette's
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="TuneLoop: an OpenAI-compatible gateway for fine-tuned mo
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (or $TUNELOOP_CONFIG)")]
 
 
-def load_settings(config: Path | None = None, **overrides: object) -> tuple[Settings, GatewayConfig]:
+def load_settings(config: Path | None = None, **overrides: Any) -> tuple[Settings, GatewayConfig]:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     if config is not None:
         settings.config = config

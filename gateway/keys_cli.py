@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from gateway.store.keys import KeyStore
 
 app = typer.Typer(no_args_is_help=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config")]
 
 
-def _store(config: Path | None):  # noqa: ANN202 - KeyStore, imported lazily
+def _store(config: Path | None) -> KeyStore:
     from gateway.app import database_url
     from gateway.cli import load_settings
     from gateway.store import db

@@ -87,7 +87,8 @@ class RedisLimiter:
         minute, day, month, reset = windows(now)
         lim = p.limits
         slot = new_slot(p)
-        args = [lim.get(n) or 0 for n in ("rpm", "tpm", "max_concurrency", "usd_per_day", "usd_per_month")]
+        args: list[float | int | str] = [
+            lim.get(n) or 0 for n in ("rpm", "tpm", "max_concurrency", "usd_per_day", "usd_per_month")]
         args += [ask.tokens, repr(ask.usd), repr(now), repr(now + ask.lease_s), slot or "", 1e-12]
         kind, reqs, toks, usd_day, usd_month, inflight = await self.admit_script(
             keys=self._keys(key, minute, day, month), args=args)

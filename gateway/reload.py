@@ -40,8 +40,7 @@ def rebuild(routes: Any, config: GatewayConfig) -> list[Provider]:
     providers: dict[str, Provider] = {}
     for name, target in config.targets.items():
         current = old_router.providers.get(name)
-        same = current is not None and current.cfg == target
-        providers[name] = current if same else make_provider(name, target)  # type: ignore[assignment]
+        providers[name] = current if current is not None and current.cfg == target else make_provider(name, target)
     kept = {id(p) for p in providers.values()}
     retired = [p for p in old_router.providers.values() if id(p) not in kept]
     routes.router = Router(config, providers)
@@ -61,9 +60,12 @@ def apply(routes: Any, file_config: GatewayConfig, db_models: dict[str, dict[str
     retired = rebuild(routes, config)
     log.info("routes reloaded from %s (%d models)", source, len(config.models))
     for provider in retired:
-        asyncio.get_running_loop().call_later(
-            provider.cfg.timeout_s + 1, lambda p=provider: asyncio.ensure_future(p.aclose()))
+        asyncio.get_running_loop().call_later(provider.cfg.timeout_s + 1, _close, provider)
     return True
+
+
+def _close(provider: Provider) -> None:
+    asyncio.ensure_future(provider.aclose())
 
 
 async def watch_config(routes: Any, path: Path, interval_s: float = 1.0) -> None:

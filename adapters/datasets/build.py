@@ -149,8 +149,9 @@ class _Pipeline:
         val_buckets, blake = self._val_buckets, hashlib.blake2b
         kept, dropped = self.kept, self.dropped
         for i, rec in enumerate(ids):
-            if dups is not None and dups[i] is not None:
-                dropped[dups[i]] += 1
+            dup = dups[i] if dups is not None else None
+            if dup is not None:
+                dropped[dup] += 1
                 continue
             key = rec if type(rec) is str else "|".join(rec)
             b = int.from_bytes(blake(key.encode(), digest_size=8).digest(), "little") % BUCKETS
@@ -240,6 +241,12 @@ def _run(engine: sa.Engine, opts: BuildOptions, p: _Pipeline) -> int:
     return read
 
 
+def _source(line: str) -> tuple[str, str]:
+    """An ids-file line, ``interaction_id<TAB>split``."""
+    iid, _, split = line.rstrip("\n").partition("\t")
+    return iid, split
+
+
 def build(engine: sa.Engine, opts: BuildOptions) -> dict[str, Any]:
     """Build the files, record the dataset; returns the report (with ``dataset_id``)."""
     if opts.fmt not in ("sft", "dpo"):
@@ -257,9 +264,9 @@ def build(engine: sa.Engine, opts: BuildOptions) -> dict[str, Any]:
         for o in p.outs.values():
             o.commit()
         train, val = p.outs["train"], p.outs["val"]
+        written = {"train": train.rows, "val": val.rows}
         report = {
-            "format": opts.fmt, "read": read,
-            "written": {"train": train.rows, "val": val.rows},
+            "format": opts.fmt, "read": read, "written": written,
             "kept": dict(p.kept), "dropped": dict(p.dropped),
             "scrubbed": dict(p.scrubber.counts), "filters": opts.filters.to_dict(),
             "val_fraction": opts.val_fraction,
@@ -269,11 +276,11 @@ def build(engine: sa.Engine, opts: BuildOptions) -> dict[str, Any]:
             path=str(opts.out.resolve()), rows=train.rows, sha256=train.sha.hexdigest(),
             source="log", project=opts.filters.project, filters=opts.filters.to_dict(),
             report=report, val_path=str(val.path.resolve()), val_sha256=val.sha.hexdigest(),
-            val_rows=val.rows, counts={"read": read, **report["written"]})
+            val_rows=val.rows, counts={"read": read, **written})
         store = DatasetStore(engine)
         store.create(ds)
         ids_file.seek(0)
-        store.add_sources(ds.id, (tuple(ln.rstrip("\n").split("\t", 1)) for ln in ids_file))
+        store.add_sources(ds.id, (_source(ln) for ln in ids_file))
     report.update(dataset_id=ds.id, path=ds.path, sha256=ds.sha256, val_path=ds.val_path,
                   val_sha256=ds.val_sha256)
     return report

@@ -9,7 +9,7 @@ format accepts for each role and drops reply-only fields (``refusal: null``,
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, TypeGuard
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 KEYS: dict[str, tuple[str, ...]] = {
@@ -29,7 +29,8 @@ def clean_tool_call(call: dict[str, Any]) -> dict[str, Any]:
 
 def clean_message(msg: dict[str, Any]) -> dict[str, Any]:
     role = msg.get("role")
-    keep = KEYS.get(role, tuple(msg))  # unknown roles pass through; the validator names them
+    # unknown roles (or a role that is not a string) pass through; the validator names them
+    keep = KEYS.get(role, tuple(msg)) if isinstance(role, str) else tuple(msg)
     out = {}
     for k in keep:
         v = msg.get(k)
@@ -51,7 +52,7 @@ def prompt_messages(request: dict[str, Any] | None) -> list[dict[str, Any]] | No
     return [clean_message(m) for m in msgs]
 
 
-def has_content(msg: dict[str, Any] | None) -> bool:
+def has_content(msg: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     if not msg:
         return False
     content = msg.get("content")

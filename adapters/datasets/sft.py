@@ -37,6 +37,7 @@ def sft_line(status: Any, request: Any, response: Any, correction: Any,
     if prompt is None:
         return None, "no_messages"
     fixed = correction_message(correction) if correction is not None else None
+    answer: dict[str, Any] | None
     if fixed is not None and has_content(fixed):
         answer, how = fixed, "corrected"
     else:

@@ -53,7 +53,7 @@ class EngineError(Exception):
     """Raised to the HTTP layer with a status code."""
 
     def __init__(self, message: str, status: int = 400, type_: str = "invalid_request_error",
-                 code: str = "invalid_request_error", param: str | None = None):
+                 code: str | None = "invalid_request_error", param: str | None = None):
         super().__init__(message)
         self.message, self.status, self.type, self.code, self.param = message, status, type_, code, param
 

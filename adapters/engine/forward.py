@@ -81,7 +81,7 @@ class KVCache:
         if rows <= self.rows and capacity <= self.capacity:
             return
         exact = live is not None
-        need = _round_up(max(capacity, live if exact else self.capacity))
+        need = _round_up(max(capacity, live if live is not None else self.capacity))
         new_rows = max(rows, self.rows)
         if exact and self._room(new_rows) < need:
             new_rows = rows
@@ -217,7 +217,7 @@ class BatchedLlama:
             q = q.view(n, T, self.n_heads, self.head_dim).transpose(1, 2)
             k = k.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
             v = v.view(n, T, self.n_kv, self.head_dim).transpose(1, 2)
-            if layer.q_norm is not None:
+            if layer.q_norm is not None and layer.k_norm is not None:  # both or neither (Qwen3)
                 q, k = _rms(q, layer.q_norm, self.eps), _rms(k, layer.k_norm, self.eps)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adapters.engine.forward import KVBudgetExceeded
+from adapters.engine.forward import BatchedLlama, KVBudgetExceeded
 from adapters.engine.lora import LoraBatch, LoraWeights
-from adapters.engine.prefix import BLOCK, block_hashes
+from adapters.engine.prefix import BLOCK, PrefixCache, block_hashes
 from adapters.engine.sampling import RowError, sample
 
 if TYPE_CHECKING:
-    from adapters.engine.scheduler import Request, Scheduler
+    from adapters.engine.metrics import EngineMetrics
+    from adapters.engine.scheduler import Request
     from adapters.engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,18 @@ PREFILL_CHUNK = 512
 class Steps:
     """Mixed into :class:`~adapters.engine.scheduler.Scheduler` (it owns ``running``, the model and caches)."""
 
-    def _prefill(self: Scheduler, seqs: list[Sequence]) -> None:
+    # What the steps use of the Scheduler, declared for the type checker (the Scheduler sets and defines them).
+    model: BatchedLlama
+    metrics: EngineMetrics
+    prefix: PrefixCache
+    running: list[Sequence]
+    _lora: LoraBatch | None
+    _lora_dirty: bool
+    if TYPE_CHECKING:
+        def _size_cache(self, positions: int) -> None: ...
+        def _retire(self, rows: list[int]) -> None: ...
+
+    def _prefill(self, seqs: list[Sequence]) -> None:
         try:
             self._size_cache(max(len(s.req.prompt) for s in seqs))
         except KVBudgetExceeded as exc:  # admission should have prevented it: fail what was just admitted
@@ -59,7 +71,7 @@ class Steps:
                 done += self._accept([s for s, _ in ok], torch.stack([row for _, row in ok]))
         self._retire(done + self._failed_rows())  # only now: retiring compacts rows, later groups rely on theirs
 
-    def _prefill_group(self: Scheduler, g: list[Sequence], todo: dict[int, list[int]]) -> torch.Tensor:
+    def _prefill_group(self, g: list[Sequence], todo: dict[int, list[int]]) -> torch.Tensor:
         lora = self._lora_for([s.weights for s in g])
         if len(g) == 1 and len(todo[id(g[0])]) > PREFILL_CHUNK:
             return self._prefill_chunked(g[0], todo[id(g[0])], lora)
@@ -71,7 +83,7 @@ class Steps:
         start = torch.tensor([s.cached for s in g])
         return self.model.forward(toks, start, g[0].row, lora, last)
 
-    def _prefill_chunked(self: Scheduler, s: Sequence, todo: list[int], lora: LoraBatch | None) -> torch.Tensor:
+    def _prefill_chunked(self, s: Sequence, todo: list[int], lora: LoraBatch | None) -> torch.Tensor:
         prompt = torch.tensor(todo)
         logits = None
         for c in range(0, len(prompt), PREFILL_CHUNK):
@@ -80,7 +92,7 @@ class Steps:
         assert logits is not None
         return logits
 
-    def _reuse_prefix(self: Scheduler, s: Sequence) -> list[int]:
+    def _reuse_prefix(self, s: Sequence) -> list[int]:
         """Copy the longest cached prefix into the sequence's row; return the tokens left to prefill."""
         s.prefix_keys = block_hashes(s.weights.id if s.weights else 0, s.req.prompt)
         k, entry = self.prefix.lookup(s.prefix_keys)
@@ -89,12 +101,12 @@ class Steps:
             self.model.cache.write(s.row, entry.kv, k)
         return s.req.prompt[k:]
 
-    def _store_prefix(self: Scheduler, s: Sequence) -> None:
+    def _store_prefix(self, s: Sequence) -> None:
         keys = s.prefix_keys
         if keys and s.cached < len(keys) * BLOCK:
             self.prefix.insert(keys, self.model.cache.read(s.row, len(keys) * BLOCK))
 
-    def _decode(self: Scheduler) -> None:
+    def _decode(self) -> None:
         self._size_cache(max(s.pos for s in self.running) + 1)
         if self._lora_dirty:
             self._lora = self._lora_for([s.weights for s in self.running])
@@ -112,7 +124,7 @@ class Steps:
         done = self._accept([s for s, _ in ok], torch.stack([row for _, row in ok])) if ok else []
         self._retire(done + self._failed_rows())
 
-    def _guarded(self: Scheduler, seqs: list[Sequence], run: Callable[[list[Sequence]], torch.Tensor]
+    def _guarded(self, seqs: list[Sequence], run: Callable[[list[Sequence]], torch.Tensor]
                  ) -> list[tuple[Sequence, torch.Tensor | None]]:
         """``run(seqs)`` (contiguous rows) -> logits; on an error, each row alone; a row failing alone fails."""
         try:
@@ -126,12 +138,12 @@ class Steps:
             log.warning("forward failed for a batch of %d rows (%s); retrying row by row", len(seqs), exc)
         return [pair for s in seqs for pair in self._guarded([s], run)]
 
-    def _lora_for(self: Scheduler, weights: list[LoraWeights | None]) -> LoraBatch | None:
+    def _lora_for(self, weights: list[LoraWeights | None]) -> LoraBatch | None:
         if all(w is None for w in weights):
             return None
         return LoraBatch(weights, self.model.dtype, self.model.device)
 
-    def _accept(self: Scheduler, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+    def _accept(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Sample, emit, and return the rows that finished."""
         rows = [(s.req.params, s.generator, s.req.prompt, s.output) for s in seqs]
         now = time.monotonic()
@@ -155,7 +167,7 @@ class Steps:
                 done.append(s.row)
         return done
 
-    def _fail(self: Scheduler, req: Request, message: str) -> None:
+    def _fail(self, req: Request, message: str) -> None:
         """Fail one request (its rows are retired by the caller through :meth:`_failed_rows`)."""
         if req.failed:
             return
@@ -163,7 +175,7 @@ class Steps:
         req.sink({"error": message, "status": 500})
         self.metrics.failed.inc()
 
-    def _failed_rows(self: Scheduler) -> list[int]:
+    def _failed_rows(self) -> list[int]:
         return [s.row for s in self.running if s.req.failed]
 
 

@@ -87,7 +87,7 @@ def load_weights(ckpt: Checkpoint, dtype: torch.dtype, device: torch.device, max
 def rope_frequencies(config: object, rope_type: str, head_dim: int) -> tuple[torch.Tensor, float]:
     """``(inv_freq[head_dim // 2], attention_scaling)`` in float32, as ``transformers`` computes them."""
     if rope_type == "default":
-        theta = float(rope_parameters(config).get("rope_theta") or getattr(config, "rope_theta", 10000.0))
+        theta = float(rope_parameters(config).get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
         exps = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
         return 1.0 / (theta**exps), 1.0
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS

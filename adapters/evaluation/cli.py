@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -46,16 +46,17 @@ def eval_(
     png = report.plot(result, plot or ws.home / "evals" / f"{candidate.replace('/', '_')}.png")
     rec = report.record(result, dataset or str(data), png)
     stored = report.store(ws.engine, candidate, rec)
-    out = {"eval": rec, "stored_with": stored}
+    out: dict[str, Any] = {"eval": rec, "stored_with": stored}
+    arms: dict[str, dict[str, Any]] = {}
     if traffic:
         from gateway.store.canary import arm_stats
 
-        out["traffic"] = arm_stats(ws.engine, traffic, time.time() - hours * 3600)
+        out["traffic"] = arms = arm_stats(ws.engine, traffic, time.time() - hours * 3600)
     if as_json:
         sys.stdout.write(json.dumps(out, default=str) + "\n")
         return
     typer.echo(report.table(result))
     if traffic:
         typer.echo(f"\nlive traffic on {traffic} (last {hours:g} h, from the log):")
-        typer.echo(report.traffic_table(out["traffic"]))
+        typer.echo(report.traffic_table(arms))
     typer.echo(f"plot: {png}" + (f"; stored with adapter {stored}" if stored else ""))

@@ -113,7 +113,7 @@ def train(ctx: Ctx) -> dict[str, Any]:
     store = JobStore(ctx.ws.engine)
     job_id = ctx.state.get("job_id")
     job = store.get(job_id) if job_id else None
-    if job is None:
+    if not job_id or job is None:
         job_id = _start_job(ctx)
         start_worker(ctx.ws.engine, job_id, ctx.ws.database_url, ctx.ws.home)
         ctx.say(f"training job {job_id} started")

@@ -50,7 +50,7 @@ class Weights:
         return self._read(file, key).to(device=device, dtype=dtype)
 
     def _read(self, file: str, key: str) -> torch.Tensor:
-        handle = self._open.get(file)
+        handle: Any = self._open.get(file)  # a safetensors safe_open, or a .bin's dict of tensors
         if handle is None:
             path = self.folder / file
             if file.endswith(".safetensors"):

@@ -41,18 +41,17 @@ def promote(ws: Workspace, ref: str, alias: str, canary: float | None = None, re
             wait: bool = True, target: str | None = None) -> dict[str, Any]:
     """Route ``canary`` percent (``None``/100: all) of ``alias`` to adapter ``ref``, served by
     ``target`` (default: the target of the alias's live route)."""
+    if canary is not None and canary <= 0:  # before anything is hot-loaded
+        raise PromotionError("--canary must be between 0 and 100 (exclusive of 0)")
+    share = None if canary is None or canary >= 100 else canary
+    full = share is None
     adapter, reg, hist = _resolve(ws, ref), AdapterRegistry(ws.engine), RouteHistory(ws.engine)
     entry = current_entry(ws, alias)
     live = live_route(entry, exclude=adapter["name"])
     target = target or live["target"]
     loaded = load_into_target(ws.config, target, adapter["name"], adapter["path"])
-    full = canary is None or canary >= 100
-    if full:
-        routes = [adapter_route(adapter, target, 100)]
-    elif canary <= 0:
-        raise PromotionError("--canary must be between 0 and 100 (exclusive of 0)")
-    else:
-        routes = [{**live, "weight": 100 - canary}, adapter_route(adapter, target, canary)]
+    routes = ([adapter_route(adapter, target, 100)] if share is None
+              else [{**live, "weight": 100 - share}, adapter_route(adapter, target, share)])
     after = {**entry, "routes": routes}
     ongoing = hist.current(alias)
     restore = (ongoing["restore"] if ongoing and ongoing["adapter_id"] == adapter["id"]

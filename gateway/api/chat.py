@@ -276,8 +276,8 @@ class ChatCompletions:
             status, error = 499, client_closed(asm.deltas)
         finally:
             await stream.aclose()
-        out = asm.completion(call.id, call.created)
-        self._finish(call, status, out, upstream_id=asm.upstream_id, base_url=stream.base_url,
+        completion = asm.completion(call.id, call.created)
+        self._finish(call, status, completion, upstream_id=asm.upstream_id, base_url=stream.base_url,
                      error=error, relayed=asm.deltas)
 
     @staticmethod

@@ -44,7 +44,7 @@ async def _target_cards(request: Request, targets: set[str]) -> dict[str, dict[s
               and (t not in _cards or now - _cards[t][0] > CARDS_TTL_S)]
     for target, cards in zip(wanted, await asyncio.gather(*(providers[t].list_models() for t in wanted)),
                              strict=True):
-        _cards[target] = (now, {c.get("id"): c for c in cards if isinstance(c, dict)})
+        _cards[target] = (now, {c["id"]: c for c in cards if isinstance(c, dict) and isinstance(c.get("id"), str)})
     return {t: _cards[t][1] for t in targets if t in _cards}
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from gateway.store.db import driver_connection
 from gateway.store.owners import feedback_of, interactions_of
 from gateway.store.schema import feedback, interactions
 
@@ -183,7 +184,7 @@ def _fetch_batches(engine: sa.Engine, filters: ExportFilters,
     if compiled.positional:
         params = tuple(params[k] for k in compiled.positiontup or ())
     with engine.connect() as conn:
-        dbapi_conn = conn.connection.driver_connection
+        dbapi_conn = driver_connection(conn)
         if dialect.name == "postgresql":
             cur = dbapi_conn.cursor(name=f"tuneloop_export_{id(conn):x}")
             cur.itersize = batch

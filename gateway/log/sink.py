@@ -16,15 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 
 from gateway.log.record import InteractionRecord
 from gateway.store.schema import interactions
-
-try:  # psycopg is a dependency, but SQLite-only installs should still import
-    import psycopg
-except ImportError:  # pragma: no cover
-    psycopg = None
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +77,7 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         return True
-    if psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return True
     return False
 

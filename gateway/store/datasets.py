@@ -11,6 +11,7 @@ table ``dataset_records`` is declared here.
 
 from __future__ import annotations
 
+import builtins  # inside DatasetStore, ``list`` is its method
 import itertools
 import secrets
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.store.db import driver_connection
 from gateway.store.schema import datasets, metadata  # one declaration, in schema.py
 
 dataset_records = sa.Table(
@@ -68,7 +70,7 @@ class DatasetStore:
         ``COPY`` on PostgreSQL, DB-API ``executemany`` of ``batch`` rows elsewhere."""
         n = 0
         with self.engine.begin() as conn:
-            raw = conn.connection.driver_connection
+            raw = driver_connection(conn)
             if self.engine.dialect.name == "postgresql":
                 with raw.cursor() as cur, cur.copy(
                         "COPY dataset_records (dataset_id, interaction_id, split) "
@@ -116,7 +118,7 @@ class DatasetStore:
             rows = conn.execute(sa.select(*cols).order_by(datasets.c.created.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
 
-    def source_ids(self, dataset_id: str, split: str | None = None) -> list[str]:
+    def source_ids(self, dataset_id: str, split: str | None = None) -> builtins.list[str]:
         q = sa.select(dataset_records.c.interaction_id).where(
             dataset_records.c.dataset_id == dataset_id)
         if split is not None:
@@ -124,7 +126,7 @@ class DatasetStore:
         with self.engine.connect() as conn:
             return list(conn.execute(q.order_by(dataset_records.c.interaction_id)).scalars())
 
-    def datasets_of(self, interaction_id: str) -> list[str]:
+    def datasets_of(self, interaction_id: str) -> builtins.list[str]:
         """Which datasets learned from this interaction."""
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(dataset_records.c.dataset_id).where(

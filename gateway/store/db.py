@@ -65,6 +65,14 @@ def create_engine(url: str, **kwargs: Any) -> sa.Engine:
     return engine
 
 
+def driver_connection(conn: sa.Connection) -> Any:
+    """The driver's own connection under ``conn`` (sqlite3 / psycopg), for COPY and server-side cursors."""
+    raw = conn.connection.driver_connection
+    if raw is None:  # only a pool entry that was invalidated has none
+        raise sa.exc.InvalidRequestError("the database connection was invalidated")
+    return raw
+
+
 def _alembic_config(connection: sa.Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

@@ -9,6 +9,7 @@ Every query takes ``project`` (None = no tenancy filter).
 
 from __future__ import annotations
 
+import builtins  # inside LogStore, ``list`` is its method
 import time
 from typing import Any
 
@@ -100,7 +101,7 @@ class LogStore:
 
     def messages(self, completion_id: str, *, after: str | None = None, limit: int = 20,
                  order: str = "asc", project: str | None = None,
-                 ) -> tuple[list[dict[str, Any]], bool] | None:
+                 ) -> tuple[builtins.list[dict[str, Any]], bool] | None:
         q = sa.select(t.c.request).where(_scope(completion_id, project))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
@@ -120,7 +121,7 @@ class LogStore:
         return fb
 
     def list_feedback(self, completion_id: str, project: str | None = None,
-                      ) -> list[dict[str, Any]] | None:
+                      ) -> builtins.list[dict[str, Any]] | None:
         """All feedback on a completion, newest first; None if the completion is unknown."""
         with self.engine.connect() as conn:
             if not _exists(conn, completion_id, project):
@@ -146,7 +147,7 @@ class LogStore:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
 
-    def ids(self) -> list[str]:
+    def ids(self) -> builtins.list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(t.c.id)).scalars())
 

@@ -105,7 +105,9 @@ class RouteHistory:
             res = conn.execute(route_history.insert().values(
                 model=model, action=action, adapter_id=adapter_id, previous_adapter_id=previous_adapter_id,
                 before=before, after=after, restore=restore, created=time.time(), reason=reason))
-            return int(res.inserted_primary_key[0])
+            key = res.inserted_primary_key
+            assert key is not None  # typed optional; a one-row INSERT always has it
+            return int(key[0])
 
     def current(self, model: str, actions: tuple[str, ...] = ("canary", "promote")) -> dict[str, Any] | None:
         """The newest deployment of ``model`` that was not rolled back."""
