@@ -36,6 +36,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from gateway.sse import SSEParser  # noqa: E402
+
 NAME = "qwen2-0.5b-shaped"
 SHAPE = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
          "head_dim": 64, "intermediate_size": 4864, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
@@ -61,12 +63,13 @@ def build_base(home: Path) -> Path:
 async def one(client: httpx.AsyncClient, url: str, prompt: str, tokens: int) -> int:
     body = {"model": NAME, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
             "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-    n = 0
+    n, parser = 0, SSEParser()
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]" and (ch := orjson.loads(line[6:])).get("usage"):
-                n = ch["usage"]["completion_tokens"]
+        async for piece in r.aiter_bytes():
+            for data in parser.feed(piece):
+                if (ch := orjson.loads(data)).get("usage"):
+                    n = ch["usage"]["completion_tokens"]
     return n
 
 

@@ -32,6 +32,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from gateway.sse import SSEParser  # noqa: E402
+
 ADAPTERS = ["b1", "b2", "b3", "b4"]
 PROMPTS = ["Write a short story about a robot learning to paint.", "Explain how rainbows form.",
            "List some tips for staying productive.", "Describe the city of Paris."]
@@ -67,17 +69,16 @@ async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, toke
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
             "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
-    first, n = None, 0
+    first, n, parser = None, 0, SSEParser()
     async with client.stream("POST", url + "/chat/completions", json=body) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            ch = orjson.loads(line[6:])
-            if first is None and ch["choices"] and ch["choices"][0]["delta"].get("content"):
-                first = time.perf_counter() - t0
-            if ch.get("usage"):
-                n = ch["usage"]["completion_tokens"]
+        async for piece in r.aiter_bytes():
+            for data in parser.feed(piece):
+                ch = orjson.loads(data)
+                if first is None and ch["choices"] and ch["choices"][0]["delta"].get("content"):
+                    first = time.perf_counter() - t0
+                if ch.get("usage"):
+                    n = ch["usage"]["completion_tokens"]
     return first or 0.0, time.perf_counter() - t0, n
 
 

@@ -32,6 +32,9 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from gateway.sse import SSEParser  # noqa: E402
+
 MSG = [{"role": "user", "content": "Name three colors."}]
 
 
@@ -53,14 +56,16 @@ async def one(client: httpx.AsyncClient, url: str, tenant: str, tokens: int, rec
     """Stream one request, writing ``start``, ``first`` (first token) and ``end`` into ``rec``."""
     body = {"messages": MSG, "max_tokens": tokens, "temperature": 0, "ignore_eos": True, "stream": True}
     rec["start"] = time.perf_counter()
+    parser = SSEParser()
     async with client.stream("POST", url + "/v1/chat/completions", json=body,
                              headers={"x-tuneloop-tenant": tenant}) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if "first" not in rec and line.startswith("data: {"):
-                ch = orjson.loads(line[6:])
-                if ch["choices"] and ch["choices"][0]["delta"].get("content"):
-                    rec["first"] = time.perf_counter()
+        async for piece in r.aiter_bytes():
+            for data in parser.feed(piece):
+                if "first" not in rec:
+                    ch = orjson.loads(data)
+                    if ch["choices"] and ch["choices"][0]["delta"].get("content"):
+                        rec["first"] = time.perf_counter()
     rec["end"] = time.perf_counter()
 
 

@@ -8,8 +8,9 @@ Systems (each: a start command and a base URL):
   tuneloop-nolog  the same with `log: none` on the model
   litellm         LiteLLM's proxy (from a separate venv), 1 worker, no database
 
-Modes: non-stream at concurrency 1, 16, 64 (wrk, or the raw asyncio client without wrk);
-stream at concurrency 16 (raw asyncio client: time to first SSE event, and total time).
+Modes: non-stream at concurrency 1, 16, 64 (wrk, or the asyncio client without wrk);
+stream at concurrency 16 (asyncio client: time to first SSE event, and total time). The asyncio
+client is the gateway's own HTTP/1.1 pool and SSE parser (see loadgen.py).
 
 Every load run is bounded by time (``--duration``) and count; everything targets 127.0.0.1;
 every process the bench starts is killed on exit, Ctrl-C or error.
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="ns<c>: non-stream; stream<c>: stream, chunks back to back; "
                          "paced<c>: stream, the upstream paces its chunks (--paced-delay-ms)")
     ap.add_argument("--max-requests", type=int, default=2_000_000,
-                    help="count bound per cell for the raw client")
+                    help="count bound per cell for the asyncio client")
     ap.add_argument("--tuneloop", default=DEFAULT_TUNELOOP)
     ap.add_argument("--litellm", default=DEFAULT_LITELLM)
     ap.add_argument("--mock-chunks", type=int, default=8)
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-delay-ms", type=float, default=5.0,
                     help="chunk spacing of the paced upstream model (mock-paced)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    ap.add_argument("--no-wrk", action="store_true", help="use the raw asyncio client only")
+    ap.add_argument("--no-wrk", action="store_true", help="use the asyncio client only")
     ap.add_argument("--out", default="", help="write the markdown table here too")
     ap.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
     args = ap.parse_args(argv)
@@ -423,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "placement": ("system under test alone on CPU 1, mock + load generator on CPU 0"
                       if pin else "no CPU pinning"),
-        "loadgen": ("wrk -t1 (non-stream), raw asyncio client (stream)" if use_wrk
-                    else "raw asyncio client"),
+        "loadgen": ("wrk -t1 (non-stream), asyncio client on the gateway's http1 pool (stream)" if use_wrk
+                    else "asyncio client on the gateway's http1 pool"),
         "mock": (f"{args.mock_chunks} chunks, {args.mock_chunk_delay_ms} ms apart "
                  f"(paced: {args.paced_delay_ms} ms apart)"),
         "commit": git_commit(),

@@ -7,6 +7,7 @@ with our own, re-serialize, return. Streaming: relay the upstream's SSE bytes ch
 
 As an app (env selects the variant; served by uvicorn or granian):
     HP_FRAMEWORK=raw|fastapi|rsgi  HP_CLIENT=aiohttp|httpx|raw  HP_UPSTREAM=http://127.0.0.1:PORT
+(``raw``: the gateway's own keep-alive pool, ``gateway.providers.http1``)
 As the study driver (starts the mock, each variant in turn, wrk at c16; writes markdown):
     python loadtests/hotpath_study.py --run [--duration 5] [--rounds 2] [--out FILE]
 """
@@ -19,10 +20,14 @@ import uuid
 
 import orjson
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from gateway.sse import SSEParser  # noqa: E402
+
 FRAMEWORK = os.environ.get("HP_FRAMEWORK", "raw")
 CLIENT = os.environ.get("HP_CLIENT", "aiohttp")
 UPSTREAM = os.environ.get("HP_UPSTREAM", "http://127.0.0.1:18001")
 PATH = "/v1/chat/completions"
+PATH_B = PATH.encode()
 STREAM_WORK = os.environ.get("HP_STREAM_WORK") == "1"
 _u = urllib.parse.urlsplit(UPSTREAM)
 
@@ -45,15 +50,13 @@ async def _get_client():
         _client = httpx.AsyncClient(base_url=UPSTREAM, limits=httpx.Limits(
             max_connections=256, max_keepalive_connections=256), timeout=30)
     else:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import rawhttp
+        from gateway.providers.http1 import Pool
 
-        _client = rawhttp.RawPool(_u.hostname, _u.port or 80, limit=256)
+        _client = Pool(_u.hostname or "127.0.0.1", _u.port or 80, limit=256)
     return _client
 
 
 HDRS = {"content-type": "application/json"}
-RAW_HDRS = [("content-type", "application/json")]
 
 
 async def forward(body: bytes) -> tuple[int, bytes]:
@@ -64,8 +67,8 @@ async def forward(body: bytes) -> tuple[int, bytes]:
     if CLIENT == "httpx":
         r = await c.post(PATH, content=body, headers=HDRS)
         return r.status_code, r.content
-    r = await c.request("POST", PATH, body, RAW_HDRS)
-    return r.status, r.body
+    ex = await c.request(b"POST", PATH_B, body)  # content-type: application/json by default
+    return ex.status, await ex.read()
 
 
 async def forward_stream(body: bytes):
@@ -80,9 +83,9 @@ async def forward_stream(body: bytes):
             async for piece in r.aiter_raw():
                 yield piece
     else:
-        async with c.stream("POST", PATH, body, RAW_HDRS) as r:
-            async for piece in r:
-                yield piece
+        ex = await c.request(b"POST", PATH_B, body)
+        async for piece in ex.iter_body():
+            yield piece
 
 
 async def hot_path(body: bytes) -> tuple[int, bytes]:
@@ -145,14 +148,13 @@ async def raw_app(scope, receive, send):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         text, usage = [], None
-        for line in b"".join(kept).split(b"\n"):
-            if line.startswith(b"data: {"):
-                ev = orjson.loads(line[6:])
-                for ch in ev.get("choices") or ():
-                    c = ch.get("delta", {}).get("content")
-                    if c:
-                        text.append(c)
-                usage = ev.get("usage") or usage
+        for data in SSEParser().feed(b"".join(kept)):
+            ev = orjson.loads(data)
+            for ch in ev.get("choices") or ():
+                c = ch.get("delta", {}).get("content")
+                if c:
+                    text.append(c)
+            usage = ev.get("usage") or usage
         _record = ("".join(text), usage)
         return
     status, out = await hot_path(body)
