@@ -29,6 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from adapters.training.service import resume_orphans, start_worker
+from gateway.logs import configure
 from gateway.store.db import create_engine
 from gateway.store.jobs import JobStore, waiting
 
@@ -86,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.database_url or not args.home:
         parser.error("--database-url (or TUNELOOP_DATABASE_URL) and --home (or TUNELOOP_HOME) are required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure()  # the gateway's log format (JSON by default), secrets redacted
     run(args.database_url, Path(args.home).resolve(), args.resume, args.interval, args.parent)
 
 

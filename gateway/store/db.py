@@ -7,14 +7,13 @@ psycopg 3; a plain ``postgresql://`` URL from the user is rewritten to that driv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -74,6 +73,8 @@ def driver_connection(conn: sa.Connection) -> Any:
 
 
 def _alembic_config(connection: sa.Connection) -> Config:
+    from alembic.config import Config  # alembic on first use: processes that never migrate skip its import
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -82,6 +83,10 @@ def _alembic_config(connection: sa.Connection) -> Config:
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     """Run ``alembic upgrade`` in-process; a no-op when already at head."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Several replicas may start at once: one migrates, the others wait.
