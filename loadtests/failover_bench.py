@@ -3,10 +3,11 @@
 One run, loopback only, bounded: TuneLoop with a target of two healthy replicas (two mock
 upstreams) is the baseline; then the same with one replica's port closed (nothing
 listens: connections are refused), and with one replica that answers 503 to everything.
-Each is driven at c16 for --duration seconds with wrk, or without it with the load generator's
-asyncio client (the gateway's own HTTP/1.1 pool; the results file's heading says which).
-Printed: req/s, p50, p99, errors, and the ratio to the healthy baseline. The breaker opens on the bad replica after a few
-failures; refused connections move to the other replica within the same request.
+Each is driven at c16 for --duration seconds with wrk, or without it with the load
+generator's asyncio client (the gateway's own HTTP/1.1 pool; the results file's heading says
+which). Printed: req/s, p50, p99, errors, and the ratio to the healthy baseline. The
+breaker opens on the bad replica after a few failures; refused connections move to the
+other replica within the same request.
 
     .venv/bin/python loadtests/failover_bench.py [--duration 5] [--out loadtests/results/failover.md]
 """
