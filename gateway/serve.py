@@ -56,6 +56,8 @@ class _Server(uvicorn.Server):
     runs the app's shutdown, which flushes the log. By default it then re-raises the signal,
     which would kill us before the embedded engine is stopped: we clear uvicorn's record of
     captured signals (a private attribute; checked against uvicorn 0.54) and exit with 0.
+    ``timeout_graceful_shutdown`` is annotated ``int`` but is ``asyncio.wait_for``'s timeout:
+    fractions of a second are honoured (hence the ``type: ignore`` where it is passed).
     """
 
     def __init__(self, config: uvicorn.Config, app_state: object) -> None:
@@ -125,7 +127,8 @@ def _run_workers(settings: Settings, redis_url: str | None) -> None:
     try:
         uvicorn.run("gateway.serve:worker_app", factory=True, workers=settings.workers, host=settings.host,
                     port=settings.port, loop="uvloop", http=HTTP_PROTOCOL, access_log=False, lifespan="on",
-                    timeout_graceful_shutdown=settings.drain_timeout_s, log_config=None)
+                    timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]  # see _Server
+                    log_config=None)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -145,7 +148,8 @@ def run(settings: Settings, config: GatewayConfig) -> None:
     try:
         server = _Server(uvicorn.Config(
             app, host=settings.host, port=settings.port, loop="uvloop", http=HTTP_PROTOCOL,
-            access_log=False, lifespan="on", timeout_graceful_shutdown=settings.drain_timeout_s,
+            access_log=False, lifespan="on",
+            timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]  # see _Server
             log_config=None), app.state)  # our JSON logging, secrets redacted
         server.run()
     finally:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
+from openai.types.fine_tuning.job_create_params import Method
 
 from adapters.training.backend import Failed, JobHandle, JobInfo, Pending, Succeeded
 from gateway.store.files import FileStore
@@ -38,12 +39,12 @@ def make_client(settings: dict[str, Any] | None) -> openai.OpenAI:
     return openai.OpenAI(api_key=key, base_url=base_url, max_retries=3, timeout=60)
 
 
-def _clean_method(method: dict[str, Any]) -> dict[str, Any]:
+def _clean_method(method: dict[str, Any]) -> Method:
     """Our stored method minus private keys and values OpenAI would refuse (local extras)."""
     kind = method.get("type", "supervised")
     hp = ((method.get(kind) or {}).get("hyperparameters")) or {}
     allowed = {"batch_size", "learning_rate_multiplier", "n_epochs", "beta"}
-    return {"type": kind, kind: {"hyperparameters": {k: v for k, v in hp.items() if k in allowed}}}
+    return cast(Method, {"type": kind, kind: {"hyperparameters": {k: v for k, v in hp.items() if k in allowed}}})
 
 
 class OpenAIBackend:
@@ -62,10 +63,11 @@ class OpenAIBackend:
         validation = self._upload(job["validation_file"]) if job.get("validation_file") else None
         self.store.add_event(job["id"], f"Uploaded training file to OpenAI as {training}",
                              data={"training_file": training, "validation_file": validation})
+        optional = {"validation_file": validation, "suffix": job.get("suffix"), "seed": job.get("seed"),
+                    "metadata": job.get("metadata")}
+        given: dict[str, Any] = {k: v for k, v in optional.items() if v}
         created = self.client.fine_tuning.jobs.create(
-            model=job["model"], training_file=training, method=_clean_method(job["method"] or {}),
-            **{k: v for k, v in {"validation_file": validation, "suffix": job.get("suffix"),
-                                 "seed": job.get("seed"), "metadata": job.get("metadata")}.items() if v})
+            model=job["model"], training_file=training, method=_clean_method(job["method"] or {}), **given)
         self.store.update(job["id"], external_id=created.id)
         self.store.add_event(job["id"], f"Created OpenAI fine-tuning job {created.id}", data={"id": created.id})
         return JobHandle(job["id"], "openai", external_id=created.id)
@@ -92,7 +94,8 @@ class OpenAIBackend:
             fresh.append(ev)
         for ev in reversed(fresh):
             self.store.add_event(handle.job_id, ev.message, level=ev.level, type=ev.type or "message",
-                                 data=dict(ev.data or {}), created=float(ev.created_at), event_id=ev.id)
+                                 data=dict(ev.data) if isinstance(ev.data, dict) else {},
+                                 created=float(ev.created_at), event_id=ev.id)
 
     def cancel(self, handle: JobHandle) -> None:
         if handle.external_id:

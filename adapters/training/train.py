@@ -105,6 +105,12 @@ def resolve(cfg: TrainConfig, n_params: float, device_type: str, max_lora_rank: 
                    target_modules=list(cfg.target_modules or auto["target_modules"]), gradient_checkpointing=gc)
 
 
+def resolved(cfg: TrainConfig) -> tuple[int, float]:
+    """The global batch and learning rate, which :func:`resolve` always fills."""
+    assert cfg.batch_size is not None and cfg.learning_rate is not None, "resolve() the config first"
+    return cfg.batch_size, cfg.learning_rate
+
+
 def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, home: Path | None,
           hooks: Hooks, validation_file: Path | None = None, base: BaseModel | None = None) -> TrainResult:
     base = base or catalog()[EMBEDDED]
@@ -115,10 +121,11 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
     cfg = resolve(cfg, bases.count_params(bases.weights(base, home)), ctx.device.type, base.max_lora_rank)
     model, tok, base_info = bases.load(base, cfg, ctx.device, home)
     examples, val = _tokenize(cfg, tok, train_file), _tokenize(cfg, tok, validation_file)
-    per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    batch, lr = resolved(cfg)
+    per_epoch = math.ceil(len(examples) / batch)
     total = per_epoch * cfg.n_epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.n_epochs)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     step, resumed = checkpoints.resume(model, opt, work_dir, ctx)
     main = hooks if ctx.main else None
     if main and resumed:
@@ -138,7 +145,7 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
             bar.close()
             raise Cancelled(f"cancelled at step {step}")
         for group in opt.param_groups:  # linear warmup, then constant
-            group["lr"] = cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            group["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         rows = _rows(cfg, len(examples), step, per_epoch)
         step_metrics, tokens = accumulate(cfg, ctx, wrapped, model, examples, rows, pad, ref_cache)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -200,7 +207,8 @@ def _rows(cfg: TrainConfig, n: int, step: int, per_epoch: int) -> list[int]:
     epoch, i = divmod(step, per_epoch)
     order = list(range(n))
     random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-    return order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+    batch = resolved(cfg)[0]
+    return order[i * batch:(i + 1) * batch]
 
 
 def _trained_tokens(cfg: TrainConfig, examples: list[Any]) -> int:

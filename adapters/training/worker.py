@@ -1,8 +1,8 @@
 """The training worker: ``python -m adapters.training.worker JOB_ID [--database-url URL] --home DIR``.
 
-One process per job, started by the API or the CLI (``service.start_worker``); it
-updates the job's row and events as it goes and exits when the job ends. Local jobs
-train here (``local.run_job``); OpenAI jobs are launched and followed here
+One process per job, started by the runner (the jobs the API queues) or by the CLI and the
+loop (``service.start_worker``); it updates the job's row and events as it goes and exits
+when the job ends. Local jobs train here (``local.run_job``); OpenAI jobs are launched and followed here
 (``openai_backend.follow``). Running it again for a job that did not end resumes it.
 """
 
