@@ -87,9 +87,6 @@ def engine(
     from adapters.models.options import precheck
 
     precheck(model)  # an unsupported architecture is refused before torch loads
-    from adapters.models.options import precheck
-
-    precheck(model)  # an unsupported architecture is refused before torch loads
     from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine
     from adapters.models.options import with_model
