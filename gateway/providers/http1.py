@@ -1,5 +1,7 @@
 """A small HTTP/1.1 keep-alive client pool on asyncio Protocols, for the vLLM provider.
 
+The project's one HTTP/1 client: the benchmarks' load generator and the hot-path study use it too.
+
 Why not aiohttp or httpx: measured on the hot path (loadtests/results/hotpath-study.md),
 aiohttp costs about as much per request as the whole rest of the gateway, and httpx 5-10x
 more; this pool reaches ~3x aiohttp's requests/s. It does only what talking to vLLM on a
