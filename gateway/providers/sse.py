@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def decode(target: str, events: list[bytes]) -> tuple[list[dict[str, Any]], UpstreamError | None]:
     """The chunks of a read's events, up to an error event (OpenAI's envelope in place of a
     chunk), which comes back as the error to raise once the chunks before it are relayed."""
-    batch = []
+    batch: list[dict[str, Any]] = []
     for data in events:
         chunk = orjson.loads(data)
         if "error" in chunk and "choices" not in chunk:
