@@ -50,7 +50,7 @@ def test_the_finetune_job_manifest_trains_marks_the_job_and_writes_where_vllm_lo
                                        rows=len(sft_rows()), sha256="-"))
 
     cluster = {  # what the cluster's ConfigMap, Secret and the template's edit provide
-        "BASE_MODEL": str(tiny_base), "TUNELOOP_DATABASE_URL": postgres_database, "DATASET": "ds-manifest",
+        "BASE_MODEL": "@@BASE@@", "TUNELOOP_DATABASE_URL": postgres_database, "DATASET": "ds-manifest",
         "DEVICE": "cpu"}
     env: dict[str, str] = {}
     for e in c["env"]:
@@ -61,6 +61,10 @@ def test_the_finetune_job_manifest_trains_marks_the_job_and_writes_where_vllm_lo
     env.update({k: v for k, v in cluster.items() if k in env})  # the template's values the user edits
     argv = [_expand(a, env) for a in [*c["command"], *c["args"]]]
     argv, env = _local_paths(argv, mounts), {k: _local_paths([v], mounts)[0] for k, v in env.items()}
+    # the base's folder is local already: put it in after the mounts are mapped, so a checkout under
+    # a mounted path (the Job mounts /tmp) is not rewritten
+    argv = [a.replace("@@BASE@@", str(tiny_base)) for a in argv]
+    env = {k: v.replace("@@BASE@@", str(tiny_base)) for k, v in env.items()}
     argv[0] = str(Path(sys.executable).parent / argv[0])  # the image's `tuneloop` on PATH
     run_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "TUNELOOP_TRAIN_THREADS": "1"}
     started = time.time()
