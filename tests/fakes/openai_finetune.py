@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 import time
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway.api.files import parse_multipart
+from tests.fakes.threaded import ThreadedServer
 
 STATES = ["validating_files", "queued", "running", "succeeded"]
 
@@ -158,27 +157,9 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if k != "suffix"}
 
 
-class FakeFineTuning:
+class FakeFineTuning(ThreadedServer):
     """Runs the fake in a background thread on a loopback port."""
 
     def __init__(self, port: int) -> None:
         self.state = State()
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        config = uvicorn.Config(make_app(self.state), host="127.0.0.1", port=port, log_level="warning",
-                                access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> FakeFineTuning:
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake fine-tuning server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+        super().__init__(make_app(self.state), port)

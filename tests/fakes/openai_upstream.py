@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from tests.fakes.threaded import ThreadedServer
 
 CHUNK_WORDS = 3
 
@@ -158,26 +158,8 @@ async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str,
     yield b"data: [DONE]\n\n"
 
 
-class FakeUpstream:
+class FakeUpstream(ThreadedServer):
     """Runs the fake in a background thread on a free loopback port."""
 
     def __init__(self, port: int) -> None:
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        config = uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning",
-                                access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> FakeUpstream:
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started:
-            if time.time() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+        super().__init__(make_app(), port)
