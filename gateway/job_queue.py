@@ -71,12 +71,13 @@ def create_job(engine: sa.Engine, *, model: str, training_file: str | None = Non
                seed: int | None = None, metadata: dict[str, str] | None = None,
                openai: dict[str, Any] | None = None, project: str | None = None,
                config: Any = None, allow_paths: bool = False, dataset_id: str | None = None,
-               output: Path | None = None, device: str | None = None,
+               output: Path | None = None, device: str | None = None, strategy: str | None = None,
                worker_pid: int | None = None) -> dict[str, Any]:
     """A new job (``validating_files``). ``config``: the gateway config (its base-model catalog);
     ``allow_paths`` (the CLI only): ``model`` may be a checkpoint folder; ``dataset_id`` instead of
     ``training_file``: a dataset from ``tuneloop dataset build``; ``output``: the adapter's folder (its
-    name is the fine-tuned model's); ``device``: cpu, cuda or auto; ``worker_pid``: the process that
+    name is the fine-tuned model's); ``device``: cpu, cuda or auto; ``strategy``: ddp or fsdp across
+    ``torchrun`` ranks; ``worker_pid``: the process that
     runs the job (None: queued for a runner)."""
     _check_files(engine, training_file, validation_file, project)
     if suffix is not None and len(suffix) > 64:
@@ -87,9 +88,10 @@ def create_job(engine: sa.Engine, *, model: str, training_file: str | None = Non
     if base is not None:
         _check_local(method, base)
         _check_output(engine, output, config)
-        private["_local"] = {"base": base.to_dict(), "output": str(output) if output else None, "device": device}
-    elif dataset_id or output or device:
-        raise JobError(f"{model!r} is not a base model of the catalog: datasets, --output and --device are "
+        private["_local"] = {"base": base.to_dict(), "output": str(output) if output else None, "device": device,
+                             "strategy": strategy}
+    elif dataset_id or output or device or strategy:
+        raise JobError(f"{model!r} is not a base model of the catalog: datasets, --output, --device and --strategy are "
                        "for local jobs (OpenAI jobs take an uploaded training_file)", "model")
     if dataset_id is not None:
         _check_dataset(engine, dataset_id, method["type"])

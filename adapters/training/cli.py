@@ -61,6 +61,8 @@ def finetune(
     seed: Annotated[int | None, typer.Option(help="default: random")] = None,
     output: Annotated[Path | None, typer.Option(help="the adapter's folder; its name is the model's")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (local)")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="across torchrun ranks: ddp (a whole base per rank, default) | fsdp (base sharded over ranks)")] = None,
     in_process: Annotated[bool, typer.Option(help="train here, not in a detached worker (Jobs, torchrun)")] = False,
     wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="gateway YAML (or $TUNELOOP_CONFIG)")] = None,
@@ -69,6 +71,8 @@ def finetune(
     """Fine-tune a model on a JSONL file or a dataset: a local LoRA adapter or an OpenAI fine-tuning job."""
     if device not in (None, "auto", "cpu", "cuda"):
         raise typer.BadParameter("--device must be auto, cpu or cuda")
+    if strategy not in (None, "ddp", "fsdp"):
+        raise typer.BadParameter("--strategy must be ddp or fsdp")
     hp = {k: v for k, v in {"n_epochs": epochs, "learning_rate_multiplier": lr, "batch_size": batch_size,
                             "beta": beta, "lora_r": lora_r, "max_steps": max_steps, "max_length": max_length,
                             "checkpoint_every": checkpoint_every, "micro_batch_size": micro_batch_size,
@@ -78,7 +82,7 @@ def finetune(
         raise typer.BadParameter("give --training-file or --dataset")
     opts = {"model": model, "training_file": training_file, "dataset": dataset, "method": method,
             "validation_file": validation_file, "suffix": suffix, "hp": hp, "seed": seed, "output": output,
-            "device": device}
+            "device": device, "strategy": strategy}
     if in_process:
         from adapters.training import inprocess
 
@@ -126,7 +130,8 @@ def _create(engine: Any, url: str, home: Path, cfg: Any, o: dict[str, Any], star
     return create_job(engine, home, url, model=o["model"], training_file=ids.get("training"),
                       validation_file=ids.get("validation"), suffix=o["suffix"], seed=o["seed"],
                       method={"type": kind, kind: {"hyperparameters": o["hp"]}}, config=cfg, allow_paths=True,
-                      dataset_id=dataset_id, output=o["output"], device=o["device"], start=start)
+                      dataset_id=dataset_id, output=o["output"], device=o["device"],
+                      strategy=o["strategy"], start=start)
 
 
 def _follow(engine: Any, job_id: str) -> int:

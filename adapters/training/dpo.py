@@ -87,13 +87,15 @@ class RefCache:
 
     The reference never changes, so from the second epoch on a step needs only the
     policy's pass: a third less compute per DPO step. Keyed by the pair's index in the
-    training set (``batch["index"]``)."""
+    training set (``batch["index"]``). ``enabled=False``: every step runs the reference pass
+    (under FSDP it is a collective, so a rank must not skip it on a hit another rank misses)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.logps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.enabled = enabled
 
     def reference(self, model: Any, batch: dict[str, torch.Tensor]) -> PairLogps:
-        idx = [int(i) for i in batch["index"]] if "index" in batch else []
+        idx = [int(i) for i in batch["index"]] if "index" in batch and self.enabled else []
         if idx and all(i in self.logps for i in idx):
             dev = batch["input_ids"].device
             return PairLogps(torch.stack([self.logps[i][0] for i in idx]).to(dev),

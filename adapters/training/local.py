@@ -62,7 +62,7 @@ def train_config(job: dict[str, Any]) -> Any:
     local = method.get("_local") or {}
     fields = to_config(hyperparameters_of(method))
     return TrainConfig(method="dpo" if method["type"] == "dpo" else "sft", seed=int(job["seed"] or 0),
-                       device=local.get("device"), **fields)
+                       device=local.get("device"), strategy=local.get("strategy") or "ddp", **fields)
 
 
 def base_of(job: dict[str, Any]) -> BaseModel:
@@ -153,7 +153,7 @@ def run_job(store: JobStore, files: FileStore, home: Path, job: dict[str, Any]) 
     from adapters.training.train import Cancelled, train
 
     job_id, cfg, base = job["id"], train_config(job), base_of(job)
-    ctx = dist.setup(cfg.device)
+    ctx = dist.setup(cfg.device, cfg.strategy)
     paths = None
     if ctx.main:
         paths = _validate(store, files, job, "dpo" if cfg.method == "dpo" else "sft")

@@ -4,7 +4,7 @@
 
 ``rows`` are the global batch's example indices (the same on every rank). This rank takes
 ``rows[rank::world]`` and runs them ``micro_batch_size`` at a time, each pass's gradient
-added to the last (DDP all-reduces only after the last one: ``no_sync`` before). Each
+added to the last (DDP and FSDP reduce only after the last one: ``no_sync`` before). Each
 loss *sum* is scaled by ``world / N``, N the global count of labelled tokens (pairs for
 DPO), so the summed, then rank-averaged, gradient is the gradient of the global batch's
 mean loss: what one process with one pass over the whole batch computes. A rank with no
@@ -58,7 +58,7 @@ def accumulate(cfg: Any, ctx: Ctx, wrapped: Any, model: Any, examples: list[Any]
     sums["tokens"] = 0.0
     for k, batch in enumerate(batches):
         last = k == len(batches) - 1
-        with nullcontext() if last or not ctx.distributed else wrapped.no_sync():
+        with nullcontext() if last else ctx.no_sync(wrapped):
             loss, extra = loss_of(cfg, wrapped, batch, cache, model)
             (loss * scale).backward()
         if weight:

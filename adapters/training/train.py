@@ -68,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None  # None/"auto": cuda when present
     threads: int | None = None  # CPU threads; None: TUNELOOP_TRAIN_THREADS or half the cores
+    strategy: str = "ddp"  # across torchrun ranks: "ddp" (a whole base per rank) | "fsdp" (sharded)
 
 
 class Hooks(Protocol):
@@ -114,7 +115,7 @@ def resolved(cfg: TrainConfig) -> tuple[int, float]:
 def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, home: Path | None,
           hooks: Hooks, validation_file: Path | None = None, base: BaseModel | None = None) -> TrainResult:
     base = base or catalog()[EMBEDDED]
-    ctx = dist.setup(cfg.device)
+    ctx = dist.setup(cfg.device, cfg.strategy)
     torch.manual_seed(cfg.seed)
     if ctx.device.type == "cpu":
         torch.set_num_threads(cfg.threads or default_threads())
@@ -124,20 +125,23 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
     batch, lr = resolved(cfg)
     per_epoch = math.ceil(len(examples) / batch)
     total = per_epoch * cfg.n_epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.n_epochs)
+    step, resumed, opt_state = checkpoints.resume(model, work_dir, ctx)
+    wrapped = ctx.wrap(model)  # FSDP replaces the weights with shards: the optimizer comes after
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    step, resumed = checkpoints.resume(model, opt, work_dir, ctx)
+    checkpoints.load_optimizer(ctx, model, opt, opt_state)
     main = hooks if ctx.main else None
     if main and resumed:
         main.on_event(f"Resumed from checkpoint at step {step}", {"step": step, "path": str(resumed)})
-    wrapped = ctx.wrap(model)
     if main:
         main.on_event(f"Training {cfg.method} on {len(examples)} examples: {total} steps of {cfg.batch_size}",
                       {"examples": len(examples), "steps": total, "device": str(ctx.device), "ranks": ctx.world,
-                       "base": base.name, "lora_r": cfg.lora_r, "learning_rate": cfg.learning_rate})
+                       "strategy": ctx.strategy, "base": base.name, "lora_r": cfg.lora_r,
+                       "learning_rate": cfg.learning_rate})
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
-    seen_tokens, t0, metrics, ref_cache = 0, time.perf_counter(), {}, RefCache()
+    # sharded, a reference pass is a collective: every rank runs it, never only the ranks that miss the cache
+    seen_tokens, t0, metrics, ref_cache = 0, time.perf_counter(), {}, RefCache(enabled=not ctx.sharded)
     bar = tqdm(total=total, initial=step, desc=f"{cfg.method} {out_dir.name}", unit="step", mininterval=1.0,
                disable=not ctx.main)
     while step < total:
@@ -159,20 +163,23 @@ def train(cfg: TrainConfig, train_file: Path, out_dir: Path, work_dir: Path, hom
         bar.set_postfix(loss=f"{step_metrics['train_loss']:.4f}", tok_s=f"{tps:.0f}")
         if main and (step % cfg.log_every == 0 or step == total):
             main.on_metrics(step, metrics)
-        if main and step % cfg.checkpoint_every == 0 and step < total:
-            main.on_checkpoint(step, checkpoints.save(model, opt, work_dir, step, metrics, cfg.keep_checkpoints),
-                               metrics)
+        if step % cfg.checkpoint_every == 0 and step < total:
+            saved = checkpoints.save(ctx, model, opt, work_dir, step, metrics, cfg.keep_checkpoints)
+            if main:
+                main.on_checkpoint(step, saved, metrics)
     bar.close()
     elapsed = time.perf_counter() - t0
-    if val and ctx.main:
+    if val and (ctx.main or ctx.sharded):  # sharded, every rank takes part in each forward
         metrics.update(evaluate(cfg, model, val, pad, ctx.device))
     trained = _trained_tokens(cfg, examples)
     final = {**metrics, "tokens_per_s": seen_tokens / max(elapsed, 1e-9), "seconds": elapsed}
+    lora = ctx.lora_state(model) if ctx.sharded else None
     if ctx.main:
         meta = {"base_model": base_info, "dataset": {"path": str(train_file), "sha256": data.file_sha256(train_file),
                 "examples": len(examples)}, "method": cfg.method, "hyperparameters": asdict(cfg),
-                "ranks": ctx.world, "metrics": final, "trained_tokens": trained, "steps": step}
-        checkpoints.publish(model, out_dir, meta)
+                "ranks": ctx.world, "strategy": ctx.strategy, "metrics": final, "trained_tokens": trained,
+                "steps": step}
+        checkpoints.publish(model, out_dir, meta, lora)
         _check_loadable(out_dir, base, base_info)
     ctx.barrier()
     return TrainResult(out_dir, step, trained, final["tokens_per_s"], final)
