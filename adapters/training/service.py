@@ -33,10 +33,12 @@ from gateway.store.jobs import JobStore, unfinished
 
 
 def adapter_name(model: str, suffix: str | None, job_id: str) -> str:
-    """``smollm2-135m-instruct-ft-<suffix>-<8 hex>``: a folder name and an engine ``lora_name``."""
+    """``smollm2-135m-instruct-ft-<suffix>-<8 hex>``: a folder name and an engine ``lora_name``
+    (a base named by its Hugging Face id, ``HuggingFaceTB/SmolLM2-135M-Instruct``, gives its last part)."""
     clean = re.sub(r"[^a-z0-9-]+", "-", (suffix or "").lower()).strip("-")[:40]
+    stem = re.sub(r"[^a-z0-9.-]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-.")
     tail = job_id.rsplit("-", 1)[-1][-8:]
-    return "-".join(p for p in (model, "ft", clean, tail) if p)
+    return "-".join(p for p in (stem, "ft", clean, tail) if p)
 
 
 def create_job(engine: sa.Engine, home: Path, database_url: str, *, start: bool = True,

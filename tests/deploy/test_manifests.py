@@ -355,6 +355,40 @@ def test_finetune_job_writes_to_the_adapters_volume_vllm_reads(objects: list[dic
     test_references_resolve([*objects, {**job, "metadata": {**job["metadata"], "name": "finetune"}}])
 
 
+def test_training_runner_trains_what_the_api_queues_onto_the_volume_vllm_reads(objects: list[dict[str, Any]]) -> None:
+    """Jobs created through any gateway replica train on the runner's GPU (never in a gateway pod),
+    on the base vLLM serves, into the folder vLLM's resolver reads."""
+    gateway = container(one(objects, "Deployment", "tuneloop-gateway"), "gateway")
+    assert {e["name"]: e.get("value") for e in gateway["env"]}["TUNELOOP_TRAINING_RUNNER"] == "0"
+    dep = one(objects, "Deployment", "tuneloop-training-runner")
+    spec, c = pod_spec(dep), container(dep, "runner")
+    assert c["command"] == ["tuneloop"] and c["args"][:2] == ["jobs", "runner"] and "--resume" in c["args"]
+    assert dep["spec"]["strategy"]["type"] == "Recreate" and dep["spec"]["replicas"] == 1
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and spec["nodeSelector"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["TUNELOOP_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "tuneloop-database", "key": "url"}
+    # the runner reads the gateway's config (its base_models) from the same ConfigMap
+    config_path = Path(c["args"][c["args"].index("--config") + 1])
+    mounts = {Path(m["mountPath"]): m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    gw_spec = pod_spec(one(objects, "Deployment", "tuneloop-gateway"))
+    gw_cm = next(v["configMap"]["name"] for v in gw_spec["volumes"] if "configMap" in v)
+    assert volumes[mounts[config_path.parent]["name"]]["configMap"]["name"] == gw_cm
+    cfg = GatewayConfig.model_validate(yaml.safe_load(one(objects, "ConfigMap", gw_cm)["data"][config_path.name]))
+    served = one(objects, "ConfigMap", "tuneloop-vllm")["data"]["base-model"]
+    assert served in cfg.base_models, "jobs name the base by the name vLLM serves it under"
+    base = cfg.base_models[served]
+    assert base.path == served and all(t in cfg.targets for t in base.targets)
+    assert base.adapters_dir and not mounts[Path(base.adapters_dir)].get("readOnly")
+    claim = volumes[mounts[Path(base.adapters_dir)]["name"]]["persistentVolumeClaim"]["claimName"]
+    vllm = one(objects, "Deployment", "tuneloop-vllm")
+    vllm_mounts = {m["name"]: m["mountPath"] for m in container(vllm, "vllm")["volumeMounts"]}
+    vllm_claim = {v["persistentVolumeClaim"]["claimName"]: vllm_mounts[v["name"]] for v in pod_spec(vllm)["volumes"]
+                  if "persistentVolumeClaim" in v}
+    resolver = {e["name"]: e.get("value") for e in container(vllm, "vllm")["env"]}["VLLM_LORA_RESOLVER_CACHE_DIR"]
+    assert vllm_claim.get(claim) == resolver == base.adapters_dir
+
+
 def test_secret_templates_are_placeholders() -> None:
     for path in (DEPLOY / "secrets").glob("*.yaml"):
         for doc in kustomize.load_all(path):

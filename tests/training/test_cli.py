@@ -86,3 +86,13 @@ def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path, how: str
     assert any(m.startswith("Resumed from checkpoint at step ") for m in messages)
     steps = [e["data"]["step"] for e in store.events(job_id, limit=200)[0] if e["type"] == "metrics"]
     assert max(steps) == 5 and len(steps) < 5 + 5  # not restarted from zero
+
+
+def test_adapter_names_are_folder_names_whatever_names_the_base() -> None:
+    from adapters.training.service import adapter_name
+
+    assert adapter_name("smollm2-135m-instruct", "Support Bot!", "ftjob-0123456789abcdef") == \
+        "smollm2-135m-instruct-ft-support-bot-89abcdef"
+    # a base named by its Hugging Face id (what vLLM serves it as): no "/" in the folder
+    assert adapter_name("HuggingFaceTB/SmolLM2-135M-Instruct", None, "ftjob-00000000deadbeef") == \
+        "smollm2-135m-instruct-ft-deadbeef"
