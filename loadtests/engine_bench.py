@@ -5,7 +5,9 @@ One run measures, on loopback only and in bounded time:
 * the engine (``python -m adapters.engine`` in a subprocess) with every request
   on the base model, then the same requests spread over 4 LoRA adapters;
 * the baseline: plain ``transformers`` ``generate()`` in this process, one
-  sequence and a batch of 32, same dtype and thread count as the engine.
+  sequence and a batch of 32, same dtype and thread count as the engine, each
+  right after the engine's phase at that concurrency (the machine is shared:
+  a pair measured minutes apart compares two different loads).
 
 Every request generates exactly ``--tokens`` tokens (``ignore_eos``).  Printed
 ratios compare figures from the same run: batched/single, mixed-adapters/base,
@@ -109,16 +111,23 @@ async def phase(url: str, conc: int, models: list[str], tokens: int, rounds: int
             "tokens": toks}
 
 
-def baseline(home: Path, threads: int, tokens: int) -> dict[str, float]:
-    import torch
+class Baseline:
+    """Plain ``transformers`` ``generate()`` on the same weights, dtype and threads, in this process."""
 
-    from adapters.engine.model import load_base_model
+    def __init__(self, home: Path, threads: int):
+        import torch
 
-    torch.set_num_threads(threads)
-    model, tok = load_base_model(home)
-    tok.padding_side = "left"
-    out: dict[str, float] = {}
-    for bs in (1, 32):
+        from adapters.engine.model import load_base_model
+
+        torch.set_num_threads(threads)
+        self.model, self.tok = load_base_model(home)
+        self.tok.padding_side = "left"
+
+    def run(self, bs: int, tokens: int) -> dict[str, float]:
+        """A left-padded batch of ``bs`` prompts: tok/s over the whole call, and its first token's time."""
+        import torch
+
+        tok, model = self.tok, self.model
         texts = [tok.apply_chat_template([{"role": "user", "content": PROMPTS[i % 4]}], tokenize=False,
                                          add_generation_prompt=True) for i in range(bs)]
         enc = tok(texts, return_tensors="pt", padding=True)
@@ -131,9 +140,7 @@ def baseline(home: Path, threads: int, tokens: int) -> dict[str, float]:
             t0 = time.perf_counter()
             model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
             wall = time.perf_counter() - t0
-        out[f"gen{bs}_tok_s"] = bs * tokens / wall
-        out[f"gen{bs}_ttft"] = ttft
-    return out
+        return {f"gen{bs}_tok_s": bs * tokens / wall, f"gen{bs}_ttft": ttft}
 
 
 def free_port() -> int:
@@ -160,6 +167,7 @@ def main() -> None:
                              str(adapters), "--threads", str(threads), "--max-batch", "32"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows: dict[tuple[str, int], dict[str, float]] = {}
+    gen, base = Baseline(home, threads), {}
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -176,13 +184,14 @@ def main() -> None:
             rounds = {1: 3, 8: 3, 32: 2}[conc]
             rows[("base", conc)] = asyncio.run(phase(url, conc, ["smollm2-135m-instruct"], a.tokens, rounds, spread))
             rows[("4 adapters", conc)] = asyncio.run(phase(url, conc, ADAPTERS, a.tokens, rounds, spread))
+            if conc in (1, 32):  # its generate() peer right after (the engine idles): the same minute's load
+                base.update(gen.run(conc, a.tokens))
             if conc == 1:  # later phases spread their workers' starts over one idle request's duration
                 spread = a.tokens / rows[("base", 1)]["tok_s"]
-            print(f"c{conc}: base {rows[('base', conc)]}  mixed {rows[('4 adapters', conc)]}", flush=True)
+            print(f"c{conc}: base {rows[('base', conc)]}  mixed {rows[('4 adapters', conc)]}  {base}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    base = baseline(home, threads, a.tokens)
     report(rows, base, threads, a.tokens)
 
 
