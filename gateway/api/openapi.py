@@ -99,9 +99,11 @@ def _storable(node: Any) -> None:
         return
     for value in node.values():
         _storable(value)
-    if node.get("type") == "string" and "enum" not in node:
+    kinds = node.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}  # "type": ["string", "null"] too
+    if "string" in kinds and "enum" not in node:
         node["pattern"] = NO_NUL
-    if node.get("type") == "object":
+    if "object" in kinds:
         node["propertyNames"] = {**node.get("propertyNames", {}), "pattern": NO_NUL}
         if node.get("additionalProperties", True) is True:
             node["additionalProperties"] = {"$ref": STORABLE}

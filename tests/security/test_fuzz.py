@@ -73,3 +73,37 @@ def test_no_5xx_and_every_response_as_documented(api_schema):
         except Exception as exc:  # collect every operation's failure, then report them all
             failures.append(f"{operation.label}: {exc}")
     assert not failures, "\n\n".join(failures)
+
+
+REQUEST_SCHEMAS = {"ChatRequest", "Message", "AssistantMessage", "StorableValue"}
+
+
+def test_every_documented_string_says_it_holds_no_nul(fuzz_gateway):
+    """The gateway refuses NUL everywhere (``validate.check_storable``), so every string its
+    request schemas accept says so; a nullable string (``"type": ["string", "null"]``) too.
+    (The fuzz above meets a missed one only when it happens to draw a NUL there.)"""
+    import httpx
+
+    spec = httpx.get(f"{fuzz_gateway.root}/openapi.json").json()
+    missing = []
+
+    def walk(node, where):
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{where}[{i}]")
+        elif isinstance(node, dict):
+            kinds = node.get("type")
+            kinds = kinds if isinstance(kinds, list) else [kinds]
+            if "string" in kinds and "enum" not in node and "const" not in node and "pattern" not in node:
+                missing.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            walk(body, f"{method.upper()} {path}")
+    for name, schema in spec["components"]["schemas"].items():  # what the bodies' $refs point at
+        if name in REQUEST_SCHEMAS:
+            walk(schema, name)
+    assert not missing, missing
