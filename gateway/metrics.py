@@ -22,6 +22,8 @@ RETRIES = Counter("tuneloop_retries_total", "Tries repeated on the same route af
                   ["model", "target"])
 FALLBACKS = Counter("tuneloop_fallbacks_total", "Attempts that moved on to the next route",
                     ["model", "from_target"])
+# source: "file" (the config YAML) or "database" (promoted routes); result: "ok" or "invalid" (kept the old table)
+RELOADS = Counter("tuneloop_route_reloads_total", "Routing-table reloads by source and result", ["source", "result"])
 ENGINE_RESTARTS = Counter("tuneloop_engine_restarts_total", "Embedded engine restarts after it exited on its own",
                           ["target"])
 

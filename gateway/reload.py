@@ -7,7 +7,8 @@ promotion) replacing or adding that model.
 In-flight requests keep the router they started with; new requests see the new one. A
 target whose settings did not change keeps its provider (connection pools, breakers); a
 replaced provider is closed only after its requests have had ``timeout_s`` to finish.
-A config that fails validation is logged and ignored: the old table stays.
+A config that fails validation is logged and ignored: the old table stays. Every reload
+and every refused one is counted in ``tuneloop_route_reloads_total{source, result}``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig
+from gateway.metrics import RELOADS
 from gateway.providers import Provider, make_provider
 from gateway.router import Router
 from gateway.store.routes import RouteStore
@@ -49,15 +51,17 @@ def rebuild(routes: Any, config: GatewayConfig) -> list[Provider]:
 
 
 def apply(routes: Any, file_config: GatewayConfig, db_models: dict[str, dict[str, Any]],
-          source: str) -> bool:
+          source: str, kind: str = "file") -> bool:
     """Rebuild from both sources; a config that fails validation is logged and ignored."""
     try:
         config = effective(file_config, db_models)
     except Exception as exc:  # a bad edit must not take routing down
         log.error("routes from %s are invalid, keeping the current ones: %s", source, exc)
+        RELOADS.labels(kind, "invalid").inc()
         return False
     routes.file_config, routes.db_models = file_config, db_models
     retired = rebuild(routes, config)
+    RELOADS.labels(kind, "ok").inc()
     log.info("routes reloaded from %s (%d models)", source, len(config.models))
     for provider in retired:
         asyncio.get_running_loop().call_later(provider.cfg.timeout_s + 1, _close, provider)
@@ -84,6 +88,7 @@ async def watch_config(routes: Any, path: Path, interval_s: float = 1.0) -> None
             file_config = GatewayConfig.load(path)
         except Exception as exc:
             log.error("config %s is invalid, keeping the current routes: %s", path, exc)
+            RELOADS.labels("file", "invalid").inc()
             continue
         apply(routes, file_config, routes.db_models, str(path))
 
@@ -96,7 +101,7 @@ async def watch_db_routes(routes: Any, store: RouteStore, interval_s: float = 2.
             fingerprint = await asyncio.to_thread(store.fingerprint)
             if fingerprint != last:
                 db_models = await asyncio.to_thread(store.all)
-                if apply(routes, routes.file_config, db_models, "the database"):
+                if apply(routes, routes.file_config, db_models, "the database", "database"):
                     last = fingerprint
         except Exception as exc:  # the database may be away: keep routing with what we have
             log.warning("cannot read routes from the database: %s", exc)

@@ -14,7 +14,15 @@ reused), ~0.4B parameters; made with ``transformers`` once and cached under
   sides of a ratio see the same load on a shared machine.
 
 tok/s = completion tokens / wall time of the phase (prefill included on both sides).
-Goals: ours/generate() >= 1 at 1, >= 2 at 32.  Writes ``loadtests/results/engine-base.md``.
+Goals: ours/generate() >= 1 at 1, >= 2 at 32.
+
+Equal-length requests sent together are a static batch's best case.  Traffic is not like that,
+so a second comparison (``--mixed N``, default 64) serves a stream of N requests whose lengths
+vary (8 to 48 tokens, a fixed sequence): the engine with 32 closed-loop clients (a client sends
+its next request when one ends, so finished rows are refilled at once), ``generate()`` in
+static batches of 32 in the same order, each batch running to its longest request (what a
+static batcher must do: it cannot know lengths in advance).  tok/s = requested tokens / wall
+on both sides.  Writes ``loadtests/results/engine-base.md``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python loadtests/engine_base_bench.py [--threads 1] [--tokens 16]
 """
@@ -84,6 +92,29 @@ async def engine_phase(url: str, conc: int, tokens: int) -> float:
     return sum(done) / wall
 
 
+def mixed_lengths(n: int) -> list[int]:
+    """A fixed, spread sequence of output lengths in [8, 48]."""
+    return [8 + (i * 13) % 41 for i in range(n)]
+
+
+async def engine_stream(url: str, lengths: list[int], conc: int) -> float:
+    """``conc`` closed-loop clients over the requests, in order; requested tok/s."""
+    async with httpx.AsyncClient(timeout=1200, limits=httpx.Limits(max_connections=conc + 4)) as client:
+        await one(client, url, PROMPTS[0], 2)  # warm
+        todo = iter(range(len(lengths)))
+        got: list[int] = []
+
+        async def client_loop() -> None:
+            for i in todo:  # one shared iterator: each request goes to the next free client
+                got.append(await one(client, url, PROMPTS[i % 4], lengths[i]))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(conc)))
+        wall = time.perf_counter() - t0
+    assert sum(got) == sum(lengths), (sum(got), sum(lengths))
+    return sum(lengths) / wall
+
+
 class Generate:
     """The baseline: ``transformers`` ``generate()`` on a left-padded batch of the same prompts."""
 
@@ -108,11 +139,27 @@ class Generate:
             self.model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, **kw)
             return bs * tokens / (time.perf_counter() - t0)
 
+    def stream(self, lengths: list[int], bs: int) -> float:
+        """Static batches of ``bs`` in order, each run to its longest request; requested tok/s."""
+        import torch
+
+        kw = {"do_sample": False, "pad_token_id": self.tok.pad_token_id}
+        t0 = time.perf_counter()
+        for start in range(0, len(lengths), bs):
+            part = lengths[start:start + bs]
+            texts = [self.tok.apply_chat_template([{"role": "user", "content": PROMPTS[(start + i) % 4]}],
+                                                  tokenize=False, add_generation_prompt=True)
+                     for i in range(len(part))]
+            enc = self.tok(texts, return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                self.model.generate(**enc, max_new_tokens=max(part), min_new_tokens=max(part), **kw)
+        return sum(lengths) / (time.perf_counter() - t0)
+
 
 Pairs = dict[int, list[tuple[float, float]]]
 
 
-def measure(path: Path, threads: int, tokens: int, home: Path, reps: int) -> Pairs:
+def measure(path: Path, threads: int, tokens: int, home: Path, reps: int, mixed: int) -> Pairs:
     """``(engine, generate())`` tok/s pairs per concurrency, each pair's phases back to back (the engine
     idles during generate()), so both sides of a ratio see the same load on a shared machine."""
     from tests.fixtures.base_models import start_engine_process, wait_healthy
@@ -128,6 +175,11 @@ def measure(path: Path, threads: int, tokens: int, home: Path, reps: int) -> Pai
                 pairs.setdefault(conc, []).append((asyncio.run(engine_phase(url, conc, tokens)),
                                                    gen.phase(conc, tokens)))
                 print(f"c{conc}: engine, generate() tok/s {pairs[conc][-1]}", flush=True)  # noqa: T201
+        for _ in range(reps if mixed else 0):
+            lengths = mixed_lengths(mixed)
+            pairs.setdefault(-mixed, []).append((asyncio.run(engine_stream(url, lengths, 32)),
+                                                 gen.stream(lengths, 32)))
+            print(f"stream of {mixed} mixed: engine, generate() tok/s {pairs[-mixed][-1]}", flush=True)  # noqa: T201
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -190,10 +242,19 @@ def report(pairs: Pairs, threads: int, tokens: int, params: int, k: dict[str, fl
         "| concurrency / batch | engine tok/s | generate() tok/s | ratio (median of pairs) | goal |",
         "|---|---|---|---|---|"]
     goals = {1: ">= 1", 8: "", 32: ">= 2"}
-    for c in CONCURRENCY:
+    for c in (c for c in CONCURRENCY if c in pairs):
         ours, base = (" / ".join(f"{p[i]:.1f}" for p in pairs[c]) for i in (0, 1))
         ratio = statistics.median(e / g for e, g in pairs[c])
         lines.append(f"| {c} | {ours} | {base} | {ratio:.2f} | {goals[c]} |")
+    for key in [k for k in pairs if k < 0]:
+        ours, base = (" / ".join(f"{p[i]:.1f}" for p in pairs[key]) for i in (0, 1))
+        ratio = statistics.median(e / g for e, g in pairs[key])
+        lengths = mixed_lengths(-key)
+        lines += ["", f"A stream of {-key} requests of mixed lengths ({min(lengths)}-{max(lengths)} tokens, "
+                  f"{sum(lengths)} in all): the engine with 32 closed-loop clients, generate() in static "
+                  "batches of 32 (each to its longest):", "",
+                  "| stream | engine tok/s | generate() tok/s | ratio (median of pairs) |", "|---|---|---|---|",
+                  f"| {-key} requests, 32 at a time | {ours} | {base} | {ratio:.2f} |"]
     lines += [
         "", "Same work per step, measured in-process (32 rows; prompt 35 tokens):", "",
         "| step | engine forward s | transformers forward s |", "|---|---|---|",
@@ -217,6 +278,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (engine and baseline)")
     ap.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
     ap.add_argument("--reps", type=int, default=1, help="engine/generate() pairs per concurrency")
+    ap.add_argument("--mixed", type=int, default=64, help="requests in the mixed-length stream (0: none)")
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("TUNELOOP_HOME", REPO / ".tuneloop")))
     ap.add_argument("--out", type=Path, default=REPO / "loadtests" / "results" / "engine-base.md")
     a = ap.parse_args()
@@ -225,7 +287,7 @@ def main() -> None:
     threads = a.threads or default_threads()
     home = a.home.resolve()
     path = build_base(home)
-    pairs = measure(path, threads, a.tokens, home, a.reps)
+    pairs = measure(path, threads, a.tokens, home, a.reps, a.mixed)
     k = kernels(path, threads)
     from safetensors import safe_open
 

@@ -64,7 +64,8 @@ async def delete_model(model: str, request: Request) -> dict[str, Any]:
         raise Conflict(f"The model {model} is routed by {', '.join(users)}: roll that back (tuneloop rollback) "
                        "or re-route it before deleting the model.", param="model")
     entry = await asyncio.to_thread(_unpublish, engine, model)
-    apply(routes, routes.file_config, await asyncio.to_thread(RouteStore(engine).all), "DELETE /v1/models")
+    apply(routes, routes.file_config, await asyncio.to_thread(RouteStore(engine).all), "DELETE /v1/models",
+          "database")
     await asyncio.to_thread(_retire, engine, job["id"])
     targets = {r["target"] for r in (entry or {}).get("routes", [])}
     await _unload(routes.config, targets, model)

@@ -87,6 +87,22 @@ def _counter(gateway, name: str, alias: str) -> float:
                if s.name == name and s.labels.get("model") == alias)
 
 
+def _reloads(gateway, source: str, result: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{gateway.root}/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "tuneloop_route_reloads_total" and s.labels == {"source": source, "result": result})
+
+
+def _wait_refused(gateway, source: str, before: float) -> None:
+    """Until the gateway has read an invalid edit and refused it (not a fixed sleep)."""
+    deadline = time.time() + 10
+    while _reloads(gateway, source, "invalid") <= before:
+        assert time.time() < deadline, f"the gateway never read the invalid {source} edit"
+        time.sleep(0.1)
+
+
 def test_retry_and_fallback_metrics(gateway):
     before = [_counter(gateway, n, "retry-429") for n in ("tuneloop_retries_total", "tuneloop_fallbacks_total")]
     gateway.client().chat.completions.create(model="retry-429", messages=MSG)
@@ -151,8 +167,9 @@ def test_config_reloads_live_without_dropping_in_flight(fake_upstream, tmp_path)
             pytest.fail("the new model never appeared")
         t.join(10)
         assert slow and slow[0].choices[0].message.content.startswith("echo:")
+        refused = _reloads(gw, "file", "invalid")
         gw.config_path.write_text("models: [not, a, mapping")  # a broken edit changes nothing
-        time.sleep(1.5)
+        _wait_refused(gw, "file", refused)
         assert client.chat.completions.create(model="brand-new", messages=MSG).model == "fresh"
     finally:
         gw.stop()
@@ -174,8 +191,9 @@ def test_routes_written_to_the_database_reach_every_replica(fake_upstream, tmp_p
             while gw.client().chat.completions.create(model="lora-bot", messages=MSG).model != "support-v4":
                 assert time.time() < deadline, "the replica never followed the database"
                 time.sleep(0.2)
+        refused = _reloads(replicas[0], "database", "invalid")
         store.put("lora-bot", {"routes": [{"target": "nowhere", "model": "x"}]})  # invalid: ignored
-        time.sleep(3)
+        _wait_refused(replicas[0], "database", refused)
         assert replicas[0].client().chat.completions.create(model="lora-bot", messages=MSG).model == "support-v4"
     finally:
         for gw in replicas:
