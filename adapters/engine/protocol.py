@@ -1,8 +1,14 @@
 """Wire types of vLLM's OpenAI-compatible chat API, as this engine reads and writes them.
 
 Requests allow extra fields (like vLLM's ``OpenAIBaseModel``): unknown ones are
-logged and ignored.  Validation failures become 400s in OpenAI's envelope
-(``server.py``), never FastAPI's 422, naming the field in ``param``.
+logged and ignored, except the ones that ask for something this engine does not
+do yet (tool calling, structured outputs, beam search, prompt logprobs): those
+are a 400 naming the field (``NOT_YET``), never a reply that silently ignores
+them.  Validation failures become 400s in OpenAI's envelope (``server.py``),
+never FastAPI's 422, naming the field in ``param``.  ``logprobs`` /
+``top_logprobs`` (0-20) and ``logit_bias`` (token id -> [-100, 100]) are
+honoured as OpenAI defines them (logprobs of the model's raw distribution, like
+vLLM's default ``raw_logprobs``).
 
 Bounds and types are vLLM's (``SamplingParams._verify_args`` and its protocol
 models, same wording): ``seed`` within int64, floats finite (``allow_inf_nan``
@@ -29,6 +35,25 @@ log = logging.getLogger(__name__)
 
 MAX_STOP = 4
 MAX_N = 16
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+# Fields that ask for what the engine cannot do yet: (why, is the field's value asking for it?)
+NOT_YET: dict[str, Any] = {
+    "tools": lambda v, r: bool(v) and r.get("tool_choice") != "none",
+    "tool_choice": lambda v, r: v not in (None, "none", "auto") or (v == "auto" and bool(r.get("tools"))),
+    "response_format": lambda v, r: not (v is None or (isinstance(v, dict) and v.get("type") == "text")),
+    **{k: (lambda v, r: v is not None) for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                                  "structured_outputs", "prompt_logprobs")},
+    "use_beam_search": lambda v, r: bool(v),
+    "best_of": lambda v, r: v not in (None, 1),
+}
+NOT_YET_WHY = {
+    "tools": "This engine does not call tools yet (tool_choice \"none\" is accepted with tools).",
+    "tool_choice": "This engine does not call tools yet: tool_choice must be \"none\" or left out.",
+    "response_format": "This engine does not constrain its output yet: response_format must be {\"type\": \"text\"}.",
+    "use_beam_search": "This engine does not do beam search.",
+    "best_of": "This engine does not support best_of above 1.",
+}
 INT64 = (-(1 << 63), (1 << 63) - 1)  # vLLM: seed within torch.iinfo(torch.long)
 REPETITION_PENALTY_RANGE = (1e-30, 1e30)
 
@@ -89,6 +114,9 @@ class ChatCompletionRequest(BaseModel):
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     request_id: str | None = Field(default=None)
+    logprobs: bool | None = False
+    top_logprobs: Int64 | None = None
+    logit_bias: dict[str, Finite] | None = None
 
     @field_validator("messages")
     @classmethod
@@ -129,8 +157,38 @@ class ChatCompletionRequest(BaseModel):
         if self.continue_final_message and self.add_generation_prompt:
             raise RequestError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
                                "continue_final_message")
+        self._check_logprobs()
+        self._check_not_yet()
         if self.model_extra:
             log.debug("ignoring fields %s", sorted(self.model_extra))
+
+    def _check_logprobs(self) -> None:
+        if self.top_logprobs is not None:
+            if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+                raise RequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}.",
+                                   "top_logprobs")
+            if self.top_logprobs > 0 and not self.logprobs:
+                raise RequestError("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+        lo, hi = LOGIT_BIAS_RANGE
+        for key, value in (self.logit_bias or {}).items():
+            if not key.strip().lstrip("-").isdigit():
+                raise RequestError(f"logit_bias keys must be token ids, got {key[:32]!r}.", "logit_bias")
+            if not lo <= value <= hi:
+                raise RequestError(f"logit_bias values must be in [{lo:g}, {hi:g}], got {value}.", "logit_bias")
+
+    def _check_not_yet(self) -> None:
+        fields = self.model_extra or {}
+        for name, asks in NOT_YET.items():
+            if name in fields and asks(fields[name], fields):
+                why = NOT_YET_WHY.get(name, f"This engine does not support `{name}` yet.")
+                raise RequestError(why, name)
+
+    def check_vocab(self, vocab: int) -> None:
+        """``logit_bias`` keys name tokens of the model's vocabulary (vLLM's check)."""
+        for key in self.logit_bias or {}:
+            if not 0 <= int(key) < vocab:
+                raise RequestError(f"token_id {int(key)} in logit_bias contains out-of-vocab token id "
+                                   f"(vocabulary size {vocab}).", "logit_bias")
 
     def _check_penalties(self) -> None:
         rp = self.repetition_penalty
@@ -165,6 +223,8 @@ class ChatCompletionRequest(BaseModel):
             stop_token_ids=list(self.stop_token_ids or []),
             ignore_eos=self.ignore_eos,
             include_stop_str_in_output=self.include_stop_str_in_output,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            logit_bias={int(k): float(v) for k, v in (self.logit_bias or {}).items()},
         )
 
 
@@ -198,9 +258,11 @@ def chat_completion(cid: str, model: str, created: int, choices: list[dict[str, 
             "usage": usage(prompt_tokens, completion, cached_tokens), "system_fingerprint": None, "service_tier": None}
 
 
-def choice(index: int, text: str, finish_reason: str | None, tokens: int) -> dict[str, Any]:
+def choice(index: int, text: str, finish_reason: str | None, tokens: int,
+           logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None, "tool_calls": []},
-            "logprobs": None, "finish_reason": finish_reason, "stop_reason": None, "_tokens": tokens}
+            "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
+            "finish_reason": finish_reason, "stop_reason": None, "_tokens": tokens}
 
 
 def chunk(cid: str, model: str, created: int, choices: list[dict[str, Any]],
@@ -213,13 +275,14 @@ def chunk(cid: str, model: str, created: int, choices: list[dict[str, Any]],
 
 
 def delta(index: int, content: str | None = None, role: str | None = None,
-          finish_reason: str | None = None) -> dict[str, Any]:
+          finish_reason: str | None = None, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if role:
         d["role"] = role
     if content is not None:
         d["content"] = content
-    return {"index": index, "delta": d, "logprobs": None, "finish_reason": finish_reason}
+    lp = None if logprobs is None else {"content": logprobs, "refusal": None}
+    return {"index": index, "delta": d, "logprobs": lp, "finish_reason": finish_reason}
 
 
 def model_card(id_: str, created: int, root: str, parent: str | None, max_model_len: int) -> dict[str, Any]:

@@ -7,6 +7,11 @@ whatever else is in the batch.  Greedy rows (``temperature == 0`` or
 after vLLM's processing order: repetition / presence / frequency penalties,
 temperature, top-k, top-p, min-p.
 
+``logit_bias`` is added to a row's logits before anything else.  :func:`logprobs`
+gives the chosen token's log-probability and the top ones, from the model's raw
+distribution (before bias, penalties and temperature: vLLM's default
+``raw_logprobs``), for the rows that ask.
+
 A row's fault stays that row's: :func:`sample` returns a :class:`RowError`
 in place of a token for a row whose logits are not finite or whose
 distribution cannot be sampled, and the scheduler fails only that request.
@@ -37,6 +42,8 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
+    logprobs: int | None = None  # None: none; k: the chosen token's and the top k
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     @property
     def greedy(self) -> bool:
@@ -81,12 +88,32 @@ def sample(logits: torch.Tensor, rows: list[tuple[SamplingParams, torch.Generato
     return out
 
 
+def logprobs(logits: torch.Tensor, asks: list[int | None], tokens: list[int | RowError]
+             ) -> list[tuple[float, list[tuple[int, float]]] | None]:
+    """Per row: (the chosen token's log-probability, the top ``k`` (id, log-probability)), or None."""
+    out: list[tuple[float, list[tuple[int, float]]] | None] = [None] * len(asks)
+    wanted = [i for i, k in enumerate(asks) if k is not None and not isinstance(tokens[i], RowError)]
+    if not wanted:
+        return out
+    lp = torch.log_softmax(logits[wanted].float(), dim=-1).cpu()
+    for j, i in enumerate(wanted):
+        k, tok = asks[i], tokens[i]
+        assert k is not None and isinstance(tok, int)
+        top = torch.topk(lp[j], k) if k else None
+        out[i] = (float(lp[j, tok]), list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [])
+    return out
+
+
 def _plain(p: SamplingParams) -> bool:
-    return p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty)
+    return p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty) \
+        and not p.logit_bias
 
 
 def _one(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None, prompt: list[int],
          output: list[int]) -> int:
+    if p.logit_bias:
+        ids = torch.tensor(list(p.logit_bias), dtype=torch.long)
+        row[ids] += torch.tensor(list(p.logit_bias.values()), dtype=row.dtype)
     _penalize(row, p, prompt, output)
     # a value that overflowed float32 stays the largest one instead of turning the softmax into NaN
     row = torch.nan_to_num(row, nan=float("-inf"), posinf=torch.finfo(row.dtype).max)

@@ -5,6 +5,9 @@ only the last few tokens are decoded per step, and text ending in an
 incomplete UTF-8 sequence (``\\ufffd``) is held back until it completes.  With
 stop strings, the last ``max(len(stop)) - 1`` characters are held back too, so
 a stream never shows the start of a stop string that then completes.
+
+With ``logprobs`` asked, each token's entry (OpenAI's ``{"token", "logprob", "bytes",
+"top_logprobs"}``) waits with its text and leaves with the delta that carries it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,22 @@ class Sequence:
         self._prefix = 0
         self._read = 0
         self._hold = max((len(s) for s in p.stop), default=1) - 1
+        self._logprobs: list[dict[str, Any]] | None = [] if p.logprobs is not None else None
+
+    def add_logprob(self, tok: int, logprob: float, top: list[tuple[int, float]]) -> None:
+        if self._logprobs is not None:
+            self._logprobs.append({**self._entry(tok, logprob), "top_logprobs": [self._entry(t, v) for t, v in top]})
+
+    def take_logprobs(self) -> list[dict[str, Any]] | None:
+        """The entries of the tokens not yet sent (None when the request did not ask)."""
+        if self._logprobs is None:
+            return None
+        out, self._logprobs = self._logprobs, []
+        return out
+
+    def _entry(self, tok: int, logprob: float) -> dict[str, Any]:
+        text = self.tok.decode([tok], skip_special_tokens=False)
+        return {"token": text, "logprob": max(logprob, -9999.0), "bytes": list(text.encode("utf-8"))}
 
     def append(self, tok: int) -> str | None:
         """Add a sampled token; return newly emittable text (or None) and set ``finish_reason``."""

@@ -127,6 +127,7 @@ def create_engine_app(engine: Engine) -> FastAPI:
         try:
             req = P.ChatCompletionRequest.model_validate(body)
             req.check()
+            req.check_vocab(int(engine.model.lm_head.shape[0]))
             messages = P.normalize_messages(req.messages)
         except (ValidationError, ValueError) as exc:
             return error_response(_short(exc), 400, param=_param(exc))
@@ -143,7 +144,7 @@ def create_engine_app(engine: Engine) -> FastAPI:
             opts = req.stream_options or P.StreamOptions()
             return StreamingResponse(_sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
                                           bool(opts.continuous_usage_stats)), media_type="text/event-stream")
-        return await _complete(request, stream, model, len(prompt), params.n)
+        return await _complete(request, stream, model, len(prompt), params.n, params.logprobs is not None)
 
     return app
 
@@ -176,8 +177,10 @@ def _raise_event_error(ev: dict[str, Any]) -> None:
                       "model_not_found" if status == 404 else None)
 
 
-async def _complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int) -> Response:
+async def _complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int,
+                    want_logprobs: bool) -> Response:
     texts, finish, tokens = [""] * n, [None] * n, [0] * n
+    entries: list[list[dict[str, Any]] | None] = [[] if want_logprobs else None for _ in range(n)]
     cached = [0]
 
     async def collect() -> None:
@@ -190,6 +193,8 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
                 tokens[i] = ev["completion_tokens"]
                 cached[0] = ev.get("cached_tokens", 0)
                 finish[i] = ev["finish_reason"] or finish[i]
+                if ev.get("logprobs") is not None and (mine := entries[i]) is not None:
+                    mine.extend(ev["logprobs"])
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -206,7 +211,7 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
     if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
         return Response(status_code=499)
     work.result()
-    choices = [P.choice(i, texts[i], finish[i], tokens[i]) for i in range(n)]
+    choices = [P.choice(i, texts[i], finish[i], tokens[i], entries[i]) for i in range(n)]
     return _json(P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens, cached[0]))
 
 
@@ -237,7 +242,8 @@ async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, in
             tokens[i] = ev["completion_tokens"]
             cached[0] = ev.get("cached_tokens", 0)
             if ev["text"] or ev["finish_reason"]:
-                yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"])],
+                yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"],
+                                                                   logprobs=ev.get("logprobs"))],
                                     usage() if continuous else None))
         if include_usage:
             yield frame(P.chunk(cid, model, created, [], usage()))

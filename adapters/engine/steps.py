@@ -22,7 +22,7 @@ import torch
 from adapters.engine.forward import BatchedLlama, KVBudgetExceeded
 from adapters.engine.lora import LoraBatch, LoraWeights
 from adapters.engine.prefix import BLOCK, PrefixCache, block_hashes
-from adapters.engine.sampling import RowError, sample
+from adapters.engine.sampling import RowError, logprobs, sample
 
 if TYPE_CHECKING:
     from adapters.engine.metrics import EngineMetrics
@@ -148,13 +148,17 @@ class Steps:
         rows = [(s.req.params, s.generator, s.req.prompt, s.output) for s in seqs]
         now = time.monotonic()
         done: list[int] = []
-        for s, tok in zip(seqs, sample(logits, rows), strict=True):
+        tokens = sample(logits, rows)
+        probs = logprobs(logits, [s.req.params.logprobs for s in seqs], tokens)
+        for s, tok, lp in zip(seqs, tokens, probs, strict=True):
             req = s.req
             if req.failed:
                 continue
             if isinstance(tok, RowError):
                 self._fail(req, f"engine failure in this request: {tok}")
                 continue
+            if lp is not None:
+                s.add_logprob(tok, *lp)
             delta = s.append(tok)
             if req.first_token_at is None:
                 req.first_token_at = now
@@ -162,7 +166,8 @@ class Steps:
             self.metrics.generation_tokens.inc()
             if delta is not None or s.finish_reason:
                 req.sink({"index": s.index, "text": delta or "", "finish_reason": s.finish_reason,
-                          "completion_tokens": len(s.output), "cached_tokens": req.seqs[0].cached})
+                          "completion_tokens": len(s.output), "cached_tokens": req.seqs[0].cached,
+                          "logprobs": s.take_logprobs()})
             if s.finish_reason:
                 done.append(s.row)
         return done
