@@ -32,6 +32,7 @@ from adapters.engine.model import default_home, open_served_model
 from adapters.engine.protocol import ChatCompletionRequest
 from adapters.engine.sampling import SamplingParams
 from adapters.engine.scheduler import Request, Scheduler
+from adapters.engine.structured import Structured
 from adapters.engine.template import ChatTemplate, TemplateError
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Engine:
                                self.model.max_len)
         self.max_model_len = self.budget.max_model_len  # what one row of the KV budget can hold, at most
         self.template = ChatTemplate(self.tokenizer, self.max_model_len, trust_request_chat_template)
+        self.structured = Structured(self.tokenizer, int(self.model.lm_head.shape[0]))
         self.metrics = EngineMetrics(self.model_name)
         self.adapters = AdapterRegistry(self.model.lora_shapes, self.model.n_layers, self.dtype, self.device,
                                         max(max_cpu_loras, max_loras), max_rank=max_lora_rank,

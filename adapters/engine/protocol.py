@@ -2,9 +2,10 @@
 
 Requests allow extra fields (like vLLM's ``OpenAIBaseModel``): unknown ones are
 logged and ignored, except the ones that ask for something this engine does not
-do yet (tool calling, structured outputs, beam search, prompt logprobs): those
-are a 400 naming the field (``NOT_YET``), never a reply that silently ignores
-them.  Validation failures become 400s in OpenAI's envelope (``server.py``),
+do yet (tool calling, grammars other than JSON schemas, beam search, prompt
+logprobs): those are a 400 naming the field (``NOT_YET``), never a reply that
+silently ignores them.  ``response_format`` and ``guided_json`` are honoured by
+constrained decoding (``structured.py``).  Validation failures become 400s in OpenAI's envelope (``server.py``),
 never FastAPI's 422, naming the field in ``param``.  ``logprobs`` /
 ``top_logprobs`` (0-20) and ``logit_bias`` (token id -> [-100, 100]) are
 honoured as OpenAI defines them (logprobs of the model's raw distribution, like
@@ -41,8 +42,7 @@ LOGIT_BIAS_RANGE = (-100.0, 100.0)
 NOT_YET: dict[str, Any] = {
     "tools": lambda v, r: bool(v) and r.get("tool_choice") != "none",
     "tool_choice": lambda v, r: v not in (None, "none", "auto") or (v == "auto" and bool(r.get("tools"))),
-    "response_format": lambda v, r: not (v is None or (isinstance(v, dict) and v.get("type") == "text")),
-    **{k: (lambda v, r: v is not None) for k in ("guided_json", "guided_regex", "guided_choice", "guided_grammar",
+    **{k: (lambda v, r: v is not None) for k in ("guided_regex", "guided_choice", "guided_grammar",
                                                   "structured_outputs", "prompt_logprobs")},
     "use_beam_search": lambda v, r: bool(v),
     "best_of": lambda v, r: v not in (None, 1),
@@ -50,7 +50,6 @@ NOT_YET: dict[str, Any] = {
 NOT_YET_WHY = {
     "tools": "This engine does not call tools yet (tool_choice \"none\" is accepted with tools).",
     "tool_choice": "This engine does not call tools yet: tool_choice must be \"none\" or left out.",
-    "response_format": "This engine does not constrain its output yet: response_format must be {\"type\": \"text\"}.",
     "use_beam_search": "This engine does not do beam search.",
     "best_of": "This engine does not support best_of above 1.",
 }
@@ -204,7 +203,7 @@ class ChatCompletionRequest(BaseModel):
             if v is not None and not -2.0 <= v <= 2.0:
                 raise RequestError(f"{name} must be in [-2, 2], got {v}.", name)
 
-    def sampling(self, default_max: int) -> SamplingParams:
+    def sampling(self, default_max: int, grammar: Any = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         mt = self.requested_max()
         return SamplingParams(
@@ -225,6 +224,7 @@ class ChatCompletionRequest(BaseModel):
             include_stop_str_in_output=self.include_stop_str_in_output,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             logit_bias={int(k): float(v) for k, v in (self.logit_bias or {}).items()},
+            grammar=grammar,
         )
 
 

@@ -7,6 +7,7 @@ whatever else is in the batch.  Greedy rows (``temperature == 0`` or
 after vLLM's processing order: repetition / presence / frequency penalties,
 temperature, top-k, top-p, min-p.
 
+A row with a grammar (``structured.py``) draws only among the tokens it allows next;
 ``logit_bias`` is added to a row's logits before anything else.  :func:`logprobs`
 gives the chosen token's log-probability and the top ones, from the model's raw
 distribution (before bias, penalties and temperature: vLLM's default
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +46,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
     logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: Any = None  # structured.Grammar: each choice's tokens follow it
 
     @property
     def greedy(self) -> bool:
@@ -65,24 +68,33 @@ class RowError(Exception):
     """One row of a batch could not be sampled; the others were."""
 
 
-def sample(logits: torch.Tensor, rows: list[tuple[SamplingParams, torch.Generator | None, list[int], list[int]]]
-           ) -> list[int | RowError]:
+Row = tuple[SamplingParams, "torch.Generator | None", list[int], list[int], Any]
+
+
+def sample(logits: torch.Tensor, rows: list[Row]) -> list[int | RowError]:
     """Pick one token per row of ``logits[n, vocab]``, or a :class:`RowError` for a row that cannot be sampled.
 
-    ``rows[i]`` is ``(params, generator, prompt_ids, output_ids)`` of row ``i``.
+    ``rows[i]`` is ``(params, generator, prompt_ids, output_ids, matcher)`` of row ``i`` (``matcher``: the
+    choice's grammar state, or None).
     """
     out: list[int | RowError] = list(logits.argmax(dim=-1).tolist())
     bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
     for i in bad:  # NaN or inf from the forward: that row's output would be garbage
         out[i] = RowError("the model produced non-finite logits for this sequence")
-    if all(_plain(p) for p, *_ in rows):
+    if all(_plain(r[0]) for r in rows):
         return out
     logits = logits.float().cpu()  # per-request CPU generators; a [batch, vocab] copy is cheap
-    for i, (p, gen, prompt, output) in enumerate(rows):
+    for i, (p, gen, prompt, output, matcher) in enumerate(rows):
         if _plain(p) or isinstance(out[i], RowError):
             continue
         try:
-            out[i] = _one(logits[i].clone(), p, gen, prompt, output)
+            row = logits[i].clone()
+            if matcher is not None:  # tokens the grammar does not allow next can never be drawn
+                allowed = p.grammar.allowed(matcher)
+                if not bool(allowed.any()):
+                    raise ValueError(f"the grammar allows no next token ({matcher.get_error() or 'stopped'})")
+                row[~allowed] = float("-inf")
+            out[i] = _one(row, p, gen, prompt, output)
         except (RuntimeError, ValueError, IndexError) as exc:
             out[i] = RowError(f"sampling failed: {exc}")
     return out
@@ -106,7 +118,7 @@ def logprobs(logits: torch.Tensor, asks: list[int | None], tokens: list[int | Ro
 
 def _plain(p: SamplingParams) -> bool:
     return p.greedy and p.repetition_penalty == 1.0 and not (p.presence_penalty or p.frequency_penalty) \
-        and not p.logit_bias
+        and not p.logit_bias and p.grammar is None
 
 
 def _one(row: torch.Tensor, p: SamplingParams, gen: torch.Generator | None, prompt: list[int],

@@ -6,7 +6,8 @@ incomplete UTF-8 sequence (``\\ufffd``) is held back until it completes.  With
 stop strings, the last ``max(len(stop)) - 1`` characters are held back too, so
 a stream never shows the start of a stop string that then completes.
 
-With ``logprobs`` asked, each token's entry (OpenAI's ``{"token", "logprob", "bytes",
+With a grammar (``response_format``), the choice ends with ``stop`` as soon as its value
+is complete.  With ``logprobs`` asked, each token's entry (OpenAI's ``{"token", "logprob", "bytes",
 "top_logprobs"}``) waits with its text and leaves with the delta that carries it.
 """
 
@@ -39,6 +40,7 @@ class Sequence:
         self._read = 0
         self._hold = max((len(s) for s in p.stop), default=1) - 1
         self._logprobs: list[dict[str, Any]] | None = [] if p.logprobs is not None else None
+        self.matcher = p.grammar.matcher() if p.grammar is not None else None  # structured outputs
 
     def add_logprob(self, tok: int, logprob: float, top: list[tuple[int, float]]) -> None:
         if self._logprobs is not None:
@@ -63,6 +65,9 @@ class Sequence:
             self.finish_reason = "stop"
             return self._flush()
         self._detok()
+        if self.matcher is not None and self.matcher.is_stopped():  # the value is complete: nothing may follow
+            self.finish_reason = "stop"
+            return self._flush()
         if p.stop and len(self.output) > p.min_tokens:
             start = max(0, self.sent - self._hold)
             hits = [(i, s) for s in p.stop if (i := self.text.find(s, start)) >= 0]

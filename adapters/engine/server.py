@@ -129,13 +129,14 @@ def create_engine_app(engine: Engine) -> FastAPI:
             req.check()
             req.check_vocab(int(engine.model.lm_head.shape[0]))
             messages = P.normalize_messages(req.messages)
+            grammar = await asyncio.to_thread(engine.structured.grammar_for, req)  # compiling may take a while
         except (ValidationError, ValueError) as exc:
             return error_response(_short(exc), 400, param=_param(exc))
         adapter = engine.resolve_model(req.model)
         prompt = await engine.encode_chat(req, messages)
         explicit = req.requested_max() is not None
         default_max = engine.budget.default_max_tokens(len(prompt), req.n or 1)
-        params = engine.generation.apply(req, req.sampling(default_max=default_max))
+        params = engine.generation.apply(req, req.sampling(default_max=default_max, grammar=grammar))
         engine.check_lengths(prompt, params, explicit)
         model = req.model or engine.model_name
         tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)

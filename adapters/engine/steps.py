@@ -145,7 +145,7 @@ class Steps:
 
     def _accept(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
         """Sample, emit, and return the rows that finished."""
-        rows = [(s.req.params, s.generator, s.req.prompt, s.output) for s in seqs]
+        rows = [(s.req.params, s.generator, s.req.prompt, s.output, s.matcher) for s in seqs]
         now = time.monotonic()
         done: list[int] = []
         tokens = sample(logits, rows)
@@ -156,6 +156,10 @@ class Steps:
                 continue
             if isinstance(tok, RowError):
                 self._fail(req, f"engine failure in this request: {tok}")
+                continue
+            if s.matcher is not None and not s.matcher.consume_token(tok):
+                self._fail(req, f"engine failure in this request: the grammar refused token {tok} "
+                                f"({s.matcher.get_error()})")
                 continue
             if lp is not None:
                 s.add_logprob(tok, *lp)

@@ -87,10 +87,10 @@ def test_logit_bias_steers_and_forbids(client) -> None:
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
       "tool_choice": "required"}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-     "response_format"),
-    ({"extra_body": {"guided_json": {"type": "object"}}}, "guided_json"),
+    ({"response_format": {"type": "xml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+     "response_format"),  # a schema that does not compile
+    ({"extra_body": {"guided_regex": "[a-z]+"}}, "guided_regex"),
     ({"extra_body": {"use_beam_search": True}}, "use_beam_search"),
     ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
