@@ -81,6 +81,9 @@ def engine(
     scheduling_policy: Annotated[str, typer.Option(help="fair (round-robin across tenants) or fcfs")] = "fair",
     max_running_per_tenant: Annotated[int | None, typer.Option(
         help="running rows one tenant may hold while others wait (default: max batch // 2; 0: no cap)")] = None,
+    enable_auto_tool_choice: Annotated[bool, typer.Option(
+        help='tool_choice "auto": parse the tool calls the model writes (needs --tool-call-parser)')] = False,
+    tool_call_parser: Annotated[str | None, typer.Option(help="how the model writes tool calls: hermes")] = None,
 ) -> None:
     """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
     over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
@@ -100,7 +103,8 @@ def engine(
                threads=threads, device=device,
                kv_cache_memory_bytes=parse_bytes(kv_cache_memory_bytes) if kv_cache_memory_bytes else None,
                trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
-               max_running_per_tenant=max_running_per_tenant)
+               max_running_per_tenant=max_running_per_tenant, enable_auto_tool_choice=enable_auto_tool_choice,
+               tool_call_parser=tool_call_parser)
 
 
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer

@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="fair: round-robin across tenants (x-tuneloop-tenant, else user); fcfs: one FIFO")
     ap.add_argument("--max-running-per-tenant", type=int, default=None,
                     help="running rows one tenant may hold while others wait (default: max batch // 2; 0: no cap)")
+    ap.add_argument("--enable-auto-tool-choice", action="store_true",
+                    help='tool_choice "auto": parse the calls the model writes (needs --tool-call-parser)')
+    ap.add_argument("--tool-call-parser", choices=["hermes"], default=None, help="how tool calls are written")
     a = ap.parse_args(argv)
     run_engine(host=a.host, port=a.port, adapters_dir=a.adapters, home=a.home, max_loras=a.max_loras,
                max_cpu_loras=a.max_cpu_loras, max_batch=a.max_batch, threads=a.threads, device=a.device,
                kv_cache_memory_bytes=a.kv_cache_memory_bytes,
                trust_request_chat_template=a.trust_request_chat_template, scheduling_policy=a.scheduling_policy,
-               max_running_per_tenant=a.max_running_per_tenant)
+               max_running_per_tenant=a.max_running_per_tenant, enable_auto_tool_choice=a.enable_auto_tool_choice,
+               tool_call_parser=a.tool_call_parser)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,9 @@ class Engine:
                  max_model_len: int | None = None, enable_lora: bool | None = None, max_lora_rank: int = 16,
                  lora_modules: list[tuple[str, Path, str | None]] | None = None, chat_template: str | None = None,
                  trust_request_chat_template: bool = False, scheduling_policy: str = "fair",
-                 max_running_per_tenant: int | None = None):
+                 max_running_per_tenant: int | None = None, enable_auto_tool_choice: bool = False):
         self.device, self.dtype = pick_device(device)
+        self.auto_tools = enable_auto_tool_choice  # vLLM's --enable-auto-tool-choice (parser: hermes)
         if self.device.type == "cpu":
             torch.set_num_threads(threads or default_threads())
         self.threads = torch.get_num_threads()
@@ -178,12 +179,13 @@ class Engine:
                           "model")
 
     # -- requests --------------------------------------------------------------------
-    async def encode_chat(self, req: ChatCompletionRequest, messages: list[dict[str, Any]]) -> list[int]:
+    async def encode_chat(self, req: ChatCompletionRequest, messages: list[dict[str, Any]],
+                          tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt's token ids: the chat template rendered off the event loop (``template.py``)."""
         try:
             source, ctx, cont = self.template.context(
                 messages, req.chat_template_kwargs, req.chat_template, req.add_generation_prompt,
-                "add_generation_prompt" in req.model_fields_set, req.continue_final_message)
+                "add_generation_prompt" in req.model_fields_set, req.continue_final_message, tools)
             ids = await self.template.encode(source, ctx, cont)
         except TemplateError as exc:
             raise EngineError(str(exc), param=exc.param, code=exc.code or "invalid_request_error") from exc

@@ -2,11 +2,12 @@
 
 Requests allow extra fields (like vLLM's ``OpenAIBaseModel``): unknown ones are
 logged and ignored, except the ones that ask for something this engine does not
-do yet (tool calling, grammars other than JSON schemas, beam search, prompt
-logprobs): those are a 400 naming the field (``NOT_YET``), never a reply that
-silently ignores them.  ``response_format`` and ``guided_json`` are honoured by
-constrained decoding (``structured.py``).  Validation failures become 400s in OpenAI's envelope (``server.py``),
-never FastAPI's 422, naming the field in ``param``.  ``logprobs`` /
+do (grammars other than JSON schemas, beam search, prompt logprobs): those are a
+400 naming the field (``NOT_YET``), never a reply that silently ignores them.
+``response_format`` and ``guided_json`` are honoured by constrained decoding
+(``structured.py``), ``tools`` and ``tool_choice`` by ``tools.py``.
+Validation failures become 400s in OpenAI's envelope (``server.py``), never
+FastAPI's 422, naming the field in ``param``.  ``logprobs`` /
 ``top_logprobs`` (0-20) and ``logit_bias`` (token id -> [-100, 100]) are
 honoured as OpenAI defines them (logprobs of the model's raw distribution, like
 vLLM's default ``raw_logprobs``).
@@ -40,16 +41,12 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 # Fields that ask for what the engine cannot do yet: (why, is the field's value asking for it?)
 NOT_YET: dict[str, Any] = {
-    "tools": lambda v, r: bool(v) and r.get("tool_choice") != "none",
-    "tool_choice": lambda v, r: v not in (None, "none", "auto") or (v == "auto" and bool(r.get("tools"))),
     **{k: (lambda v, r: v is not None) for k in ("guided_regex", "guided_choice", "guided_grammar",
                                                   "structured_outputs", "prompt_logprobs")},
     "use_beam_search": lambda v, r: bool(v),
     "best_of": lambda v, r: v not in (None, 1),
 }
 NOT_YET_WHY = {
-    "tools": "This engine does not call tools yet (tool_choice \"none\" is accepted with tools).",
-    "tool_choice": "This engine does not call tools yet: tool_choice must be \"none\" or left out.",
     "use_beam_search": "This engine does not do beam search.",
     "best_of": "This engine does not support best_of above 1.",
 }
@@ -258,9 +255,11 @@ def chat_completion(cid: str, model: str, created: int, choices: list[dict[str, 
             "usage": usage(prompt_tokens, completion, cached_tokens), "system_fingerprint": None, "service_tier": None}
 
 
-def choice(index: int, text: str, finish_reason: str | None, tokens: int,
-           logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None, "tool_calls": []},
+def choice(index: int, text: str | None, finish_reason: str | None, tokens: int,
+           logprobs: list[dict[str, Any]] | None = None, tool_calls: list[dict[str, Any]] | None = None
+           ) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text, "refusal": None,
+                                        "tool_calls": tool_calls or []},
             "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
             "finish_reason": finish_reason, "stop_reason": None, "_tokens": tokens}
 
@@ -275,12 +274,15 @@ def chunk(cid: str, model: str, created: int, choices: list[dict[str, Any]],
 
 
 def delta(index: int, content: str | None = None, role: str | None = None,
-          finish_reason: str | None = None, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          finish_reason: str | None = None, logprobs: list[dict[str, Any]] | None = None,
+          tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if role:
         d["role"] = role
     if content is not None:
         d["content"] = content
+    if tool_calls:
+        d["tool_calls"] = [{"index": k, **call} for k, call in enumerate(tool_calls)]
     lp = None if logprobs is None else {"content": logprobs, "refusal": None}
     return {"index": index, "delta": d, "logprobs": lp, "finish_reason": finish_reason}
 

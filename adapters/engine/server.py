@@ -39,6 +39,7 @@ from adapters.engine import protocol as P
 from adapters.engine.admission import tenant_of
 from adapters.engine.engine import Engine, EngineError, RequestStream
 from adapters.engine.lora import AdapterError, AdapterNotFound
+from adapters.engine.tools import ToolRequest, parse
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,13 @@ def create_engine_app(engine: Engine) -> FastAPI:
             req.check()
             req.check_vocab(int(engine.model.lm_head.shape[0]))
             messages = P.normalize_messages(req.messages)
-            grammar = await asyncio.to_thread(engine.structured.grammar_for, req)  # compiling may take a while
+            tools = ToolRequest.of(req, engine.auto_tools)
+            grammar = await asyncio.to_thread(engine.structured.grammar_for, req,  # compiling may take a while
+                                              tools.grammar() if tools else None)
         except (ValidationError, ValueError) as exc:
             return error_response(_short(exc), 400, param=_param(exc))
         adapter = engine.resolve_model(req.model)
-        prompt = await engine.encode_chat(req, messages)
+        prompt = await engine.encode_chat(req, messages, tools.tools if tools else None)
         explicit = req.requested_max() is not None
         default_max = engine.budget.default_max_tokens(len(prompt), req.n or 1)
         params = engine.generation.apply(req, req.sampling(default_max=default_max, grammar=grammar))
@@ -141,11 +144,12 @@ def create_engine_app(engine: Engine) -> FastAPI:
         model = req.model or engine.model_name
         tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)
         stream = engine.generate(prompt, params, adapter, req.request_id, tenant)
+        calls = tools is not None and tools.parses  # the reply is read for tool calls
         if req.stream:
             opts = req.stream_options or P.StreamOptions()
             return StreamingResponse(_sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
-                                          bool(opts.continuous_usage_stats)), media_type="text/event-stream")
-        return await _complete(request, stream, model, len(prompt), params.n, params.logprobs is not None)
+                                          bool(opts.continuous_usage_stats), calls), media_type="text/event-stream")
+        return await _complete(request, stream, model, len(prompt), params.n, params.logprobs is not None, calls)
 
     return app
 
@@ -179,7 +183,7 @@ def _raise_event_error(ev: dict[str, Any]) -> None:
 
 
 async def _complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int,
-                    want_logprobs: bool) -> Response:
+                    want_logprobs: bool, calls: bool) -> Response:
     texts, finish, tokens = [""] * n, [None] * n, [0] * n
     entries: list[list[dict[str, Any]] | None] = [[] if want_logprobs else None for _ in range(n)]
     cached = [0]
@@ -212,15 +216,27 @@ async def _complete(request: Request, stream: RequestStream, model: str, prompt_
     if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
         return Response(status_code=499)
     work.result()
-    choices = [P.choice(i, texts[i], finish[i], tokens[i], entries[i]) for i in range(n)]
+    choices = [_choice(i, texts[i], finish[i], tokens[i], entries[i], calls) for i in range(n)]
     return _json(P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens, cached[0]))
 
 
+def _choice(i: int, text: str, finish: str | None, tokens: int, entries: list[dict[str, Any]] | None,
+            calls: bool) -> dict[str, Any]:
+    if not calls:
+        return P.choice(i, text, finish, tokens, entries)
+    content, tool_calls = parse(text)
+    return P.choice(i, content, "tool_calls" if tool_calls else finish, tokens, entries, tool_calls)
+
+
 async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
-               continuous: bool) -> AsyncIterator[bytes]:
+               continuous: bool, calls: bool = False) -> AsyncIterator[bytes]:
+    """Chunks as tokens come; with tools, each choice's text is held until it ends, then sent as its
+    content and ``tool_calls`` deltas (a call is only known whole)."""
     cid, created = P.completion_id(), P.now()
     tokens = [0] * n
     cached = [0]
+    held: list[str] = [""] * n  # with tools: text and logprobs until the choice ends
+    held_lp: list[list[dict[str, Any]]] = [[] for _ in range(n)]
 
     def frame(obj: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
@@ -242,6 +258,17 @@ async def _sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, in
             i = ev["index"]
             tokens[i] = ev["completion_tokens"]
             cached[0] = ev.get("cached_tokens", 0)
+            if calls:
+                held[i] += ev["text"]
+                held_lp[i] += ev.get("logprobs") or []
+                if ev["finish_reason"]:
+                    content, tool_calls = parse(held[i])
+                    finish = "tool_calls" if tool_calls else ev["finish_reason"]
+                    lp = held_lp[i] if ev.get("logprobs") is not None else None
+                    yield frame(P.chunk(cid, model, created, [P.delta(i, content, finish_reason=finish,
+                                                                       logprobs=lp, tool_calls=tool_calls)],
+                                        usage() if continuous else None))
+                continue
             if ev["text"] or ev["finish_reason"]:
                 yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"],
                                                                    logprobs=ev.get("logprobs"))],
@@ -257,7 +284,8 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
                home: Path | None = None, max_loras: int = 8, max_cpu_loras: int = 64,
                max_batch: int = 32, threads: int | None = None, device: str | None = None,
                kv_cache_memory_bytes: int | None = None, trust_request_chat_template: bool = False,
-               scheduling_policy: str = "fair", max_running_per_tenant: int | None = None, **model: Any) -> None:
+               scheduling_policy: str = "fair", max_running_per_tenant: int | None = None,
+               enable_auto_tool_choice: bool = False, tool_call_parser: str | None = None, **model: Any) -> None:
     """Load the model, then serve vLLM's HTTP contract until interrupted (blocking).
 
     ``model``: the base model's options for :class:`Engine` (``model``, ``served_model_name``,
@@ -271,12 +299,15 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
 
     if scheduling_policy not in ("fair", "fcfs"):
         raise SystemExit(f"--scheduling-policy must be fair or fcfs, got {scheduling_policy!r}")
+    if tool_call_parser not in (None, "hermes") or (enable_auto_tool_choice and tool_call_parser is None):
+        raise SystemExit("--enable-auto-tool-choice needs --tool-call-parser hermes (the one parser this engine has)")
     logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
     engine = Engine(home=Path(home) if home else default_home(), adapters_dir=adapters_dir, max_loras=max_loras,
                     max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device,
                     kv_cache_memory_bytes=kv_cache_memory_bytes,
                     trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
-                    max_running_per_tenant=max_running_per_tenant, **model)
+                    max_running_per_tenant=max_running_per_tenant, enable_auto_tool_choice=enable_auto_tool_choice,
+                    **model)
     if trust_request_chat_template:
         log.warning("--trust-request-chat-template: requests may bring their own chat template (rendered in a "
                     "sandboxed child process)")

@@ -46,8 +46,15 @@ class Structured:
         self._lt: Any = None
         self._lock = threading.Lock()
 
-    def grammar_for(self, req: ChatCompletionRequest) -> Grammar | None:
+    def grammar_for(self, req: ChatCompletionRequest, tool_grammar: str | None = None) -> Grammar | None:
+        """The request's grammar: ``response_format`` / ``guided_json``, or ``tool_grammar`` (Lark, from
+        ``tools.py``: ``tool_choice`` required or named); not both."""
         schema, param = _schema_of(req)
+        if tool_grammar is not None:
+            if schema is not None:
+                raise RequestError(f"{param} cannot be combined with tool_choice required or a named function.",
+                                   param)
+            return self._compile(tool_grammar, "tools", "The tools' parameters")
         if schema is None:
             return None
         import llguidance
@@ -56,10 +63,14 @@ class Structured:
             text = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=COMPILE)
         except (ValueError, TypeError) as exc:
             raise RequestError(f"Invalid JSON schema in {param}: {exc}", param) from exc
+        return self._compile(text, param, f"The JSON schema in {param}")
+
+    def _compile(self, text: str, param: str, what: str) -> Grammar:
+        import llguidance
+
         proto = llguidance.LLMatcher(self._tokenizer(), text, log_level=0)
         if proto.is_error():
-            raise RequestError(f"The JSON schema in {param} cannot be used for constrained decoding: "
-                               f"{proto.get_error()}", param)
+            raise RequestError(f"{what} cannot be used for constrained decoding: {proto.get_error()}", param)
         return Grammar(proto, self.vocab)
 
     def _tokenizer(self) -> Any:

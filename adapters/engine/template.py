@@ -29,6 +29,7 @@ from typing import Any
 import jinja2.meta
 
 from adapters.engine.jinja_sandbox import TemplateLimit, environment, render
+from adapters.engine.tools import HERMES_TEMPLATE
 
 TIMEOUT_S = float(os.environ.get("TUNELOOP_ENGINE_TEMPLATE_TIMEOUT_S", "2"))  # per render, either path
 CHILD_MEMORY_BYTES = 1 << 30
@@ -63,6 +64,9 @@ class ChatTemplate:
         self.timeout_s = timeout_s
         self.special = dict(tokenizer.special_tokens_map)
         self.allowed = (template_variables(self.source) - RESERVED) | set(FLAGS)
+        # tools reach the model through its template; a ChatML template without them gets the Hermes one
+        self.tool_source: str | None = self.source if "tools" in template_variables(self.source) else (
+            HERMES_TEMPLATE if "<|im_start|>" in self.source else None)
         longest = max(len(t) for t in tokenizer.get_vocab())
         self.max_chars = max_model_len * longest  # longer text cannot fit the context, whatever it holds
         self._encode_lock = threading.Lock()
@@ -70,11 +74,16 @@ class ChatTemplate:
 
     # -- checks (before any work) --------------------------------------------------------
     def context(self, messages: list[dict[str, Any]], kwargs: dict[str, Any] | None, request_template: str | None,
-                add_generation_prompt: bool, explicit_agp: bool, continue_final: bool
-                ) -> tuple[str, dict[str, Any], bool]:
+                add_generation_prompt: bool, explicit_agp: bool, continue_final: bool,
+                tools: list[dict[str, Any]] | None = None) -> tuple[str, dict[str, Any], bool]:
         """``(source, context, continue_final)`` for :meth:`encode`; raises :class:`TemplateError`."""
         kwargs = dict(kwargs or {})
         source = self._source(request_template, kwargs.pop("chat_template", None))
+        if tools and source is self.source:
+            if self.tool_source is None:
+                raise TemplateError("This model's chat template has no tool support (it does not read `tools` and "
+                                    "is not ChatML, which the Hermes tool template needs).", "tools")
+            source = self.tool_source
         allowed = self.allowed if source is self.source else (template_variables(source) - RESERVED) | set(FLAGS)
         for key, value in kwargs.items():
             if key not in allowed:
@@ -93,7 +102,7 @@ class ChatTemplate:
         chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
         if continue_final:
             chat = self._tag_final(chat, source)
-        ctx = {**self.special, **kwargs, "messages": chat, "tools": None, "documents": None,
+        ctx = {**self.special, **kwargs, "messages": chat, "tools": tools or None, "documents": None,
                "add_generation_prompt": agp}
         return source, ctx, continue_final
 
@@ -124,8 +133,9 @@ class ChatTemplate:
 
     # -- rendering and tokenizing (off the event loop) ----------------------------------
     async def encode(self, source: str, ctx: dict[str, Any], continue_final: bool) -> list[int]:
-        param = "messages" if source is self.source else "chat_template"
-        if source is self.source:
+        ours = source is self.source or source is self.tool_source  # the model's or ours: rendered in a thread
+        param = "messages" if ours else "chat_template"
+        if ours:
             text = await asyncio.to_thread(self._render_here, source, ctx, param)
         else:
             text = await self._render_child(source, ctx, param)

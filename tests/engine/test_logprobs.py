@@ -1,6 +1,6 @@
 """logprobs, top_logprobs and logit_bias through the real engine and the openai SDK, checked against
-transformers' own log-softmax; and the fields the engine cannot honour yet answered with a 400 that
-names them (never a reply that ignores them)."""
+transformers' own log-softmax; and what the engine cannot honour answered with a 400 that names the
+field (never a reply that ignores it)."""
 
 from __future__ import annotations
 
@@ -84,9 +84,11 @@ def test_logit_bias_steers_and_forbids(client) -> None:
 
 
 @pytest.mark.parametrize(("kw", "param"), [
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+     "tool_choice"),  # "auto" without --enable-auto-tool-choice, as in vLLM
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-      "tool_choice": "required"}, "tools"),
+      "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [{"type": "nope"}], "tool_choice": "required"}, "tools"),
     ({"response_format": {"type": "xml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
      "response_format"),  # a schema that does not compile
