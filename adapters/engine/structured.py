@@ -19,12 +19,14 @@ adapters, share a batch.
 (``strict`` or not: the reply always validates against it, as vLLM does). Whitespace between
 JSON tokens is not allowed (``whitespace_flexible: false``): a small model otherwise pads its
 JSON with newlines until ``max_tokens``. A schema the library cannot compile is a 400 naming
-``response_format``.
+``response_format``. Compiled grammars are cached by their text (the newest 64); each choice
+copies the cached matcher (``deep_copy``), so a repeated schema costs no compile.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
 COMPILE: JsonCompileOptions = {"whitespace_flexible": False}
+CACHED = 64  # compiled grammars kept (a request's schema is usually one of a few)
 
 
 class Structured:
@@ -45,6 +48,7 @@ class Structured:
         self.tokenizer, self.vocab = tokenizer, vocab
         self._lt: Any = None
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, Grammar] = OrderedDict()
 
     def grammar_for(self, req: ChatCompletionRequest, tool_grammar: str | None = None) -> Grammar | None:
         """The request's grammar: ``response_format`` / ``guided_json``, or ``tool_grammar`` (Lark, from
@@ -66,12 +70,23 @@ class Structured:
         return self._compile(text, param, f"The JSON schema in {param}")
 
     def _compile(self, text: str, param: str, what: str) -> Grammar:
+        """The grammar's matcher, compiled once per grammar text (the newest ``CACHED`` are kept)."""
         import llguidance
 
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
         proto = llguidance.LLMatcher(self._tokenizer(), text, log_level=0)
         if proto.is_error():
             raise RequestError(f"{what} cannot be used for constrained decoding: {proto.get_error()}", param)
-        return Grammar(proto, self.vocab)
+        grammar = Grammar(proto, self.vocab)
+        with self._lock:
+            self._cache[text] = grammar
+            while len(self._cache) > CACHED:
+                self._cache.popitem(last=False)
+        return grammar
 
     def _tokenizer(self) -> Any:
         with self._lock:
