@@ -29,7 +29,7 @@ from typing import Any
 import jinja2.meta
 
 from adapters.engine.jinja_sandbox import TemplateLimit, environment, render
-from adapters.engine.tools import HERMES_TEMPLATE
+from adapters.engine.tools import tool_template
 
 TIMEOUT_S = float(os.environ.get("TUNELOOP_ENGINE_TEMPLATE_TIMEOUT_S", "2"))  # per render, either path
 CHILD_MEMORY_BYTES = 1 << 30
@@ -65,8 +65,8 @@ class ChatTemplate:
         self.special = dict(tokenizer.special_tokens_map)
         self.allowed = (template_variables(self.source) - RESERVED) | set(FLAGS)
         # tools reach the model through its template; a ChatML template without them gets the Hermes one
-        self.tool_source: str | None = self.source if "tools" in template_variables(self.source) else (
-            HERMES_TEMPLATE if "<|im_start|>" in self.source else None)
+        found = tool_template(tokenizer)
+        self.tool_source: str | None = self.source if found == self.source else found  # same object: trusted
         longest = max(len(t) for t in tokenizer.get_vocab())
         self.max_chars = max_model_len * longest  # longer text cannot fit the context, whatever it holds
         self._encode_lock = threading.Lock()

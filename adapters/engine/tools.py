@@ -7,7 +7,9 @@
 Tools reach the model through its chat template: the model's own when it reads ``tools``
 (Qwen 2.5/3, Llama 3.1+, Mistral), else :data:`HERMES_TEMPLATE`, a ChatML template in the style
 of vLLM's ``tool_chat_template_hermes.jinja`` (SmolLM2's own template has no tool support). The
-model answers a call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``.
+model answers a call as ``<tool_call>\\n{"name":...,"arguments":{...}}\\n</tool_call>``: compact JSON,
+as the constrained decoder writes it and as the trainer renders past calls (``tool_template``), so
+an adapter learns the format it is asked for.
 
 ``tool_choice``: ``"none"`` renders the tools and never parses calls; ``"required"`` and a named
 function constrain the reply to one or more such blocks (one with ``parallel_tool_calls: false``)
@@ -52,7 +54,7 @@ XML tags as follows:
 {% if message.content %}{{ message.content }}
 {% endif %}
 {%- for call in message.tool_calls %}<tool_call>
-{"name": {{ call.function.name | tojson }}, "arguments": {{ call.function.arguments }}}
+{"name":{{ call.function.name | tojson }},"arguments":{{ call.function.arguments }}}
 </tool_call>
 {% endfor %}<|im_end|>
 {% elif message.role == 'tool' %}<|im_start|>user
@@ -115,6 +117,19 @@ class ToolRequest:
         more = ' ("\\n" call)*' if self.parallel else ""
         return (f'start: call{more}\ncall: "<tool_call>\\n" body "\\n</tool_call>"\n'
                 f"body: %json {json.dumps(body)}\n")
+
+
+def tool_template(tokenizer: Any) -> str | None:
+    """The template tools go through for this tokenizer: its own when it reads ``tools``, the Hermes one
+    for a ChatML template without them, else None (no tool support)."""
+    import jinja2.meta
+
+    from adapters.engine.jinja_sandbox import environment
+
+    source = tokenizer.chat_template or ""
+    if "tools" in jinja2.meta.find_undeclared_variables(environment().parse(source)):
+        return str(source)
+    return HERMES_TEMPLATE if "<|im_start|>" in source else None
 
 
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:

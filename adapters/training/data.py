@@ -4,7 +4,8 @@
   validator (``adapters.datasets.validate.check_line``), raising :class:`DataError`
   with the 1-based line number of the first bad line, so a job can fail with
   ``line 3: messages[1]: role 'bot' is not one of ...``.
-* :func:`sft_example` renders a conversation with the tokenizer's chat template and
+* :func:`sft_example` renders a conversation with the tokenizer's chat template (a line with
+  tools through the template the engine serves tools with) and
   builds labels that are ``-100`` everywhere but on assistant turns (``weight: 0``
   turns are masked too). A turn's tokens are found by rendering the conversation up to
   it with ``add_generation_prompt`` and up to its end: the difference is the reply plus
@@ -78,8 +79,44 @@ def _plain(msgs: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"role": role.get(m["role"], m["role"]), "content": _text(m)} for m in msgs]
 
 
-def _ids(tokenizer: Any, msgs: list[dict[str, str]], gen: bool) -> list[int]:
-    out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen, return_dict=False)
+def _chat(tokenizer: Any, obj: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The messages as the template takes them, and its keyword arguments. A line with tools, tool calls
+    or tool results goes through the template the engine serves tools with (``tool_template``: the
+    model's own when it reads ``tools``, else the Hermes one), so an adapter learns the prompt and the
+    call format it is served with; other lines (or a model without tool support) as plain text."""
+    from adapters.engine.tools import tool_template
+
+    msgs = obj["messages"]
+    tooled = bool(obj.get("tools")) or any(m.get("tool_calls") or m["role"] == "tool" for m in msgs)
+    template = tool_template(tokenizer) if tooled else None
+    if template is None:
+        return _plain(msgs), {}
+    return [_structured(m) for m in msgs], {"tools": obj.get("tools") or None, "chat_template": template}
+
+
+def _structured(msg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": {"developer": "system"}.get(msg["role"], msg["role"])}
+    content = msg.get("content")
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    out["content"] = content
+    if msg.get("tool_calls"):
+        out["tool_calls"] = [{**c, "function": {**c["function"], "arguments": _args(c["function"].get("arguments"))}}
+                             for c in msg["tool_calls"]]
+    if msg.get("tool_call_id"):
+        out["tool_call_id"] = msg["tool_call_id"]
+    return out
+
+
+def _args(arguments: Any) -> str:
+    """A call's arguments as compact JSON text (as the engine's constrained decoder writes them)."""
+    value = orjson.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+    return orjson.dumps(value).decode()
+
+
+def _ids(tokenizer: Any, msgs: list[dict[str, Any]], gen: bool, **kwargs: Any) -> list[int]:
+    out = tokenizer.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen, return_dict=False,
+                                        **kwargs)
     if isinstance(out, dict) or hasattr(out, "input_ids"):
         out = out["input_ids"]
     return list(out)
@@ -97,14 +134,14 @@ class SFTExample:
 
 def sft_example(tokenizer: Any, obj: dict[str, Any], max_length: int) -> SFTExample:
     msgs = obj["messages"]
-    plain = _plain(msgs)
+    chat, kwargs = _chat(tokenizer, obj)
     ids: list[int] = []
     labels: list[int] = []
     for i, msg in enumerate(msgs):
         if msg["role"] != "assistant":
             continue
-        prefix = _ids(tokenizer, plain[:i], gen=True) if i else []
-        full = _ids(tokenizer, plain[: i + 1], gen=False)
+        prefix = _ids(tokenizer, chat[:i], gen=True, **kwargs) if i else []
+        full = _ids(tokenizer, chat[: i + 1], gen=False, **kwargs)
         # the template is prefix-stable: earlier turns render the same in longer renders
         ids_so_far = prefix[len(ids):]
         labels += [IGNORE] * len(ids_so_far)

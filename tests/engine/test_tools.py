@@ -121,7 +121,7 @@ def test_the_hermes_template_renders_tools_calls_and_results() -> None:
         {"role": "tool", "tool_call_id": "call_1", "content": "shipped"}]}, 2.0, 100_000)
     assert text.startswith("<|im_start|>system\nBe brief.\n\nYou are a function calling AI model.")
     assert '"name": "open_ticket"' in text and text.count("<|im_start|>system") == 1
-    assert '<tool_call>\n{"name": "lookup_order", "arguments": {"order_id": "4411"}}\n</tool_call>' in text
+    assert '<tool_call>\n{"name":"lookup_order","arguments":{"order_id": "4411"}}\n</tool_call>' in text
     assert "<tool_response>\nshipped\n</tool_response>" in text
     assert text.endswith("<|im_start|>assistant\n")
 
