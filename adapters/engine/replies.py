@@ -1,0 +1,126 @@
+"""A request's reply from its engine events: one JSON body (``complete``) or OpenAI's SSE chunks (``sse``).
+
+Events come from the scheduler through :class:`~adapters.engine.engine.RequestStream`: text deltas per
+choice (with their logprobs entries when asked), the finish reason, token counts, or an error.  With tools
+(``calls``), a choice's text is read for Hermes tool calls (``tools.parse``) when it ends.  A client that
+disconnects aborts its request at once (its KV rows are freed before the next decode step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from adapters.engine import protocol as P
+from adapters.engine.engine import EngineError, RequestStream
+from adapters.engine.tools import parse
+
+
+def _raise_event_error(ev: dict[str, Any]) -> None:
+    status = int(ev.get("status", 500))
+    raise EngineError(ev["error"], status, "invalid_request_error" if status < 500 else "internal_error",
+                      "model_not_found" if status == 404 else None)
+
+
+async def complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int,
+                    want_logprobs: bool, calls: bool) -> Response:
+    texts, finish, tokens = [""] * n, [None] * n, [0] * n
+    entries: list[list[dict[str, Any]] | None] = [[] if want_logprobs else None for _ in range(n)]
+    cached = [0]
+
+    async def collect() -> None:
+        async for ev in stream:
+            if "error" in ev:
+                _raise_event_error(ev)
+            if "index" in ev:
+                i = ev["index"]
+                texts[i] += ev["text"]
+                tokens[i] = ev["completion_tokens"]
+                cached[0] = ev.get("cached_tokens", 0)
+                finish[i] = ev["finish_reason"] or finish[i]
+                if ev.get("logprobs") is not None and (mine := entries[i]) is not None:
+                    mine.extend(ev["logprobs"])
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.ensure_future(collect()), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():  # the client went away (or this handler was cancelled)
+            work.cancel()
+            stream.abort()
+    if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
+        return Response(status_code=499)
+    work.result()
+    choices = [_choice(i, texts[i], finish[i], tokens[i], entries[i], calls) for i in range(n)]
+    body = P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens, cached[0])
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _choice(i: int, text: str, finish: str | None, tokens: int, entries: list[dict[str, Any]] | None,
+            calls: bool) -> dict[str, Any]:
+    if not calls:
+        return P.choice(i, text, finish, tokens, entries)
+    content, tool_calls = parse(text)
+    return P.choice(i, content, "tool_calls" if tool_calls else finish, tokens, entries, tool_calls)
+
+
+async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
+               continuous: bool, calls: bool = False) -> AsyncIterator[bytes]:
+    """Chunks as tokens come; with tools, each choice's text is held until it ends, then sent as its
+    content and ``tool_calls`` deltas (a call is only known whole)."""
+    cid, created = P.completion_id(), P.now()
+    tokens = [0] * n
+    cached = [0]
+    held: list[str] = [""] * n  # with tools: text and logprobs until the choice ends
+    held_lp: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+
+    def frame(obj: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def usage() -> dict[str, Any]:
+        return P.usage(prompt_tokens, sum(tokens), cached[0])
+
+    try:
+        for i in range(n):
+            yield frame(P.chunk(cid, model, created, [P.delta(i, "", role="assistant")],
+                                usage() if continuous else None))
+        async for ev in stream:
+            if "error" in ev:
+                yield frame({"error": {"message": ev["error"], "type": "internal_error", "param": None,
+                                       "code": "engine_error"}})
+                break
+            if "index" not in ev:
+                continue
+            i = ev["index"]
+            tokens[i] = ev["completion_tokens"]
+            cached[0] = ev.get("cached_tokens", 0)
+            if calls:
+                held[i] += ev["text"]
+                held_lp[i] += ev.get("logprobs") or []
+                if ev["finish_reason"]:
+                    content, tool_calls = parse(held[i])
+                    finish = "tool_calls" if tool_calls else ev["finish_reason"]
+                    lp = held_lp[i] if ev.get("logprobs") is not None else None
+                    yield frame(P.chunk(cid, model, created, [P.delta(i, content, finish_reason=finish,
+                                                                       logprobs=lp, tool_calls=tool_calls)],
+                                        usage() if continuous else None))
+                continue
+            if ev["text"] or ev["finish_reason"]:
+                yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"],
+                                                                   logprobs=ev.get("logprobs"))],
+                                    usage() if continuous else None))
+        if include_usage:
+            yield frame(P.chunk(cid, model, created, [], usage()))
+        yield b"data: [DONE]\n\n"
+    finally:
+        stream.abort()  # no-op when finished; frees the rows when the client went away
