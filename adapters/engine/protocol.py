@@ -27,6 +27,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -39,12 +40,12 @@ MAX_STOP = 4
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
-# Fields that ask for what the engine cannot do yet: (why, is the field's value asking for it?)
-NOT_YET: dict[str, Any] = {
-    **{k: (lambda v, r: v is not None) for k in ("guided_regex", "guided_choice", "guided_grammar",
-                                                  "structured_outputs", "prompt_logprobs")},
-    "use_beam_search": lambda v, r: bool(v),
-    "best_of": lambda v, r: v not in (None, 1),
+# Fields that ask for what the engine cannot do: field -> does this value ask for it?
+NOT_YET: dict[str, Callable[[Any], bool]] = {
+    **{k: (lambda v: v is not None) for k in ("guided_regex", "guided_choice", "guided_grammar",
+                                              "structured_outputs", "prompt_logprobs")},
+    "use_beam_search": bool,
+    "best_of": lambda v: v not in (None, 1),
 }
 NOT_YET_WHY = {
     "use_beam_search": "This engine does not do beam search.",
@@ -175,7 +176,7 @@ class ChatCompletionRequest(BaseModel):
     def _check_not_yet(self) -> None:
         fields = self.model_extra or {}
         for name, asks in NOT_YET.items():
-            if name in fields and asks(fields[name], fields):
+            if name in fields and asks(fields[name]):
                 why = NOT_YET_WHY.get(name, f"This engine does not support `{name}` yet.")
                 raise RequestError(why, name)
 

@@ -132,8 +132,10 @@ def create_engine_app(engine: Engine) -> FastAPI:
             req.check_vocab(int(engine.model.lm_head.shape[0]))
             messages = P.normalize_messages(req.messages)
             tools = ToolRequest.of(req, engine.auto_tools)
-            grammar = await asyncio.to_thread(engine.structured.grammar_for, req,  # compiling may take a while
-                                              tools.grammar() if tools else None)
+            tool_grammar = tools.grammar() if tools else None
+            grammar = None
+            if tool_grammar is not None or engine.structured.asks(req):  # compiling may take a while: a thread
+                grammar = await asyncio.to_thread(engine.structured.grammar_for, req, tool_grammar)
         except (ValidationError, ValueError) as exc:
             return error_response(_short(exc), 400, param=_param(exc))
         adapter = engine.resolve_model(req.model)
@@ -149,7 +151,8 @@ def create_engine_app(engine: Engine) -> FastAPI:
         if req.stream:
             opts = req.stream_options or P.StreamOptions()
             return StreamingResponse(replies.sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
-                                          bool(opts.continuous_usage_stats), calls), media_type="text/event-stream")
+                                                 bool(opts.continuous_usage_stats), calls),
+                                     media_type="text/event-stream")
         return await replies.complete(request, stream, model, len(prompt), params.n, params.logprobs is not None, calls)
 
     return app

@@ -50,6 +50,12 @@ class Structured:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Grammar] = OrderedDict()
 
+    @staticmethod
+    def asks(req: ChatCompletionRequest) -> bool:
+        """Whether ``req`` asks for a JSON grammar (no compile: free-text requests skip :meth:`grammar_for`;
+        a malformed ``response_format`` raises its 400 here)."""
+        return _schema_of(req)[0] is not None
+
     def grammar_for(self, req: ChatCompletionRequest, tool_grammar: str | None = None) -> Grammar | None:
         """The request's grammar: ``response_format`` / ``guided_json``, or ``tool_grammar`` (Lark, from
         ``tools.py``: ``tool_choice`` required or named); not both."""

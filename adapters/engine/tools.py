@@ -22,6 +22,7 @@ the first block, and ids ``call_<24 hex>``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -31,6 +32,8 @@ from typing import Any
 from adapters.engine.protocol import ChatCompletionRequest, RequestError
 
 CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+MAX_TOOLS = 128  # OpenAI's bound
 NO_AUTO = ('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
 
 HERMES_TEMPLATE = """\
@@ -84,7 +87,10 @@ class ToolRequest:
                 raise RequestError("tool_choice needs tools.", "tool_choice")
             return None
         if not isinstance(tools, list) or not all(_is_function(t) for t in tools):
-            raise RequestError('Each tool must be {"type": "function", "function": {"name": ...}}.', "tools")
+            raise RequestError('Each tool must be {"type": "function", "function": {"name": ...}}, its name '
+                               "1-64 letters, digits, underscores or dashes (OpenAI's rule).", "tools")
+        if len(tools) > MAX_TOOLS:
+            raise RequestError(f"At most {MAX_TOOLS} tools are allowed, got {len(tools)}.", "tools")
         names = [t["function"]["name"] for t in tools]
         if isinstance(choice, dict):
             name = (choice.get("function") or {}).get("name")
@@ -122,13 +128,17 @@ class ToolRequest:
 def tool_template(tokenizer: Any) -> str | None:
     """The template tools go through for this tokenizer: its own when it reads ``tools``, the Hermes one
     for a ChatML template without them, else None (no tool support)."""
+    return _tool_template(str(tokenizer.chat_template or ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _tool_template(source: str) -> str | None:
     import jinja2.meta
 
     from adapters.engine.jinja_sandbox import environment
 
-    source = tokenizer.chat_template or ""
     if "tools" in jinja2.meta.find_undeclared_variables(environment().parse(source)):
-        return str(source)
+        return source
     return HERMES_TEMPLATE if "<|im_start|>" in source else None
 
 
@@ -145,7 +155,7 @@ def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         args = obj.get("arguments", {})
         calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                       "function": {"name": obj["name"], "arguments": args if isinstance(args, str) else
-                                   json.dumps(args, ensure_ascii=False)}})
+                                   json.dumps(args, ensure_ascii=False, separators=(",", ":"))}})
     if not calls:
         return text, []
     before = text[: text.index("<tool_call>")].strip()
@@ -154,4 +164,4 @@ def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
 
 def _is_function(tool: Any) -> bool:
     return (isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict)
-            and isinstance(tool["function"].get("name"), str))
+            and isinstance(tool["function"].get("name"), str) and NAME.fullmatch(tool["function"]["name"]) is not None)

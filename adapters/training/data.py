@@ -63,12 +63,17 @@ def read_jsonl(path: Path, fmt: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _text(msg: dict[str, Any]) -> str:
-    """Message content as one string (the SmolLM2 template takes strings only)."""
+def _content(msg: dict[str, Any]) -> str | None:
+    """Message content as one string (content parts joined), or None."""
     content = msg.get("content")
     if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    text = content or ""
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content
+
+
+def _text(msg: dict[str, Any]) -> str:
+    """Message content as one string (the SmolLM2 template takes strings only)."""
+    text = _content(msg) or ""
     if msg.get("tool_calls"):
         text += orjson.dumps(msg["tool_calls"]).decode()
     return text
@@ -95,11 +100,7 @@ def _chat(tokenizer: Any, obj: dict[str, Any]) -> tuple[list[dict[str, Any]], di
 
 
 def _structured(msg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": {"developer": "system"}.get(msg["role"], msg["role"])}
-    content = msg.get("content")
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    out["content"] = content
+    out: dict[str, Any] = {"role": {"developer": "system"}.get(msg["role"], msg["role"]), "content": _content(msg)}
     if msg.get("tool_calls"):
         out["tool_calls"] = [{**c, "function": {**c["function"], "arguments": _args(c["function"].get("arguments"))}}
                              for c in msg["tool_calls"]]
