@@ -55,7 +55,7 @@ class BaseModel:
 def _candidates(config: Any) -> dict[str, dict[str, Any]]:
     if config is None:
         return {}
-    return {name: {"base_urls": list(t.base_urls), "embedded": bool(t.embedded)}
+    return {name: {"base_urls": list(t.base_urls), "embedded": bool(t.embedded), "api_key_env": t.api_key_env}
             for name, t in config.targets.items() if t.kind == "vllm"}
 
 

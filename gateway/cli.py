@@ -29,9 +29,11 @@ def resolve(config: Path | None = None, database_url: str | None = None,
     """Settings, config and database URL, found the same way by every command as by ``serve``:
     ``--database-url`` > ``$TUNELOOP_DATABASE_URL`` > the config's ``database_url`` > the home's SQLite
     (the config itself: ``--config`` > ``$TUNELOOP_CONFIG`` > the embedded default)."""
+    from gateway import embedded
     from gateway.app import database_url as configured_url
 
     settings, cfg = load_settings(config, **overrides)
+    embedded.attach(settings, cfg)  # the engines a `serve` on this home started, and their key
     return settings, cfg, database_url or configured_url(settings, cfg)
 
 
@@ -40,7 +42,7 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
-    engine_port: Annotated[int | None, typer.Option(help="embedded engine port (default 8001)")] = None,
+    engine_port: Annotated[int | None, typer.Option(help="embedded engine port (default: a free one)")] = None,
     workers: Annotated[int | None, typer.Option(help="gateway worker processes (default 1)")] = None,
 ) -> None:
     """Serve the gateway; with no config, the embedded default (local engine + SQLite)."""
@@ -84,6 +86,12 @@ def engine(
     enable_auto_tool_choice: Annotated[bool, typer.Option(
         help='tool_choice "auto": parse the tool calls the model writes (needs --tool-call-parser)')] = False,
     tool_call_parser: Annotated[str | None, typer.Option(help="how the model writes tool calls: hermes")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        help="require this key on /v1 routes (Authorization: Bearer; default $VLLM_API_KEY)")] = None,
+    allowed_lora_roots: Annotated[list[Path] | None, typer.Option(
+        help="another folder load_lora_adapter may read (besides --adapters and $TUNELOOP_HOME/adapters)")] = None,
+    fd: Annotated[int | None, typer.Option(hidden=True, help="serve on this inherited listening socket")] = None,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True, help="stop when this process is gone")] = None,
 ) -> None:
     """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
     over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
@@ -104,7 +112,8 @@ def engine(
                kv_cache_memory_bytes=parse_bytes(kv_cache_memory_bytes) if kv_cache_memory_bytes else None,
                trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
                max_running_per_tenant=max_running_per_tenant, enable_auto_tool_choice=enable_auto_tool_choice,
-               tool_call_parser=tool_call_parser)
+               tool_call_parser=tool_call_parser, api_key=api_key, allowed_lora_roots=allowed_lora_roots, fd=fd,
+               parent_pid=parent_pid)
 
 
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer

@@ -14,6 +14,7 @@ Shape (see ARCHITECTURE.md)::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -162,6 +163,12 @@ class GatewayConfig(_Strict):
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def bearer(api_key_env: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for a target whose key is in ``$api_key_env`` (none if unset)."""
+    key = os.environ.get(api_key_env) if api_key_env else None
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def embedded_default(engine_port: int) -> GatewayConfig:

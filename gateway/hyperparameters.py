@@ -25,6 +25,13 @@ KNOWN: dict[str, str] = {
     "checkpoint_every": INT, "gradient_checkpointing": BOOL, "qlora": BOOL,
 }
 MAY_BE_ZERO = ("warmup_steps",)
+# Upper bounds: OpenAI's (n_epochs, batch_size, beta), then ours, so that one job cannot hold a
+# trainer for ever or ask for memory no machine has (lora_r is bounded by the base's max_lora_rank).
+MAXIMA: dict[str, float] = {
+    "n_epochs": 50, "batch_size": 256, "beta": 2, "learning_rate_multiplier": 10, "learning_rate": 10,
+    "lora_alpha": 4096, "max_steps": 100_000, "max_length": 131_072, "micro_batch_size": 256,
+    "warmup_steps": 100_000, "checkpoint_every": 100_000,
+}
 
 
 class HyperparameterError(ValueError):
@@ -70,6 +77,8 @@ def _check_value(key: str, kind: str, value: Any) -> None:
         raise HyperparameterError(f"{key} must be a whole number", key)
     if value < 0 or (value == 0 and key not in MAY_BE_ZERO):
         raise HyperparameterError(f"{key} must be positive", key)
+    if key in MAXIMA and value > MAXIMA[key]:
+        raise HyperparameterError(f"{key} must be at most {MAXIMA[key]:g}", key)
 
 
 def to_config(hp: dict[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import FrameType
-from urllib.parse import urlparse
 
 import uvicorn
 
+from gateway import embedded
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.http_timeouts import HTTP_PROTOCOL  # httptools, plus header/body read timeouts
@@ -31,21 +32,23 @@ log = logging.getLogger("tuneloop.serve")
 
 
 def start_engines(settings: Settings, config: GatewayConfig) -> list[EngineSupervisor]:
-    """One supervised child per embedded target: restarted with backoff if it exits (``supervisor.py``)."""
+    """One supervised child per embedded target, on a socket bound here and with its own key
+    (``embedded.py``): restarted with backoff if it exits (``supervisor.py``), gone when we are."""
     children = []
-    for name, target in config.targets.items():
-        if not target.embedded:
-            continue
-        url = urlparse(target.base_urls[0])
-        cmd = [sys.executable, "-m", "gateway.cli", "engine", "--host", url.hostname or "127.0.0.1",
-               "--port", str(url.port or 8001)]
-        adapters = settings.resolved_home() / "adapters"
-        adapters.mkdir(parents=True, exist_ok=True)
-        cmd += ["--adapters", str(adapters)]
-        env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1"}
+    adapters = settings.resolved_home() / "adapters"
+    adapters.mkdir(parents=True, exist_ok=True)
+    roots = [str(Path(b.adapters_dir).expanduser()) for b in config.base_models.values() if b.adapters_dir]
+    for name, sock in embedded.bind(settings, config).items():
+        target = config.targets[name]
+        cmd = [sys.executable, "-m", "gateway.cli", "engine", "--fd", str(sock.fileno()),
+               "--parent-pid", str(os.getpid()), "--adapters", str(adapters),
+               "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]  # tool_choice "auto", OpenAI's default
+        cmd += [arg for root in roots for arg in ("--allowed-lora-roots", root)]
+        env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1",
+               "VLLM_API_KEY": os.environ[target.api_key_env or embedded.KEY_ENV]}  # not on the command line
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the engine keeps its own metrics
         log.info("starting the embedded engine for target %r on %s", name, target.base_urls[0])
-        children.append(EngineSupervisor(name, cmd, env))
+        children.append(EngineSupervisor(name, cmd, env, sock))
     return children
 
 
@@ -106,6 +109,7 @@ def worker_app() -> object:
     from gateway.cli import load_settings
 
     settings, config = load_settings()
+    embedded.attach(settings, config)  # the engines the parent started
     return create_app(settings, config)
 
 
@@ -143,6 +147,7 @@ def run(settings: Settings, config: GatewayConfig) -> None:
             _run_workers(settings, settings.redis_url or config.redis_url)
         finally:
             _stop(children)
+            embedded.forget(settings)
         return
     app = create_app(settings, config)
     try:
@@ -154,6 +159,7 @@ def run(settings: Settings, config: GatewayConfig) -> None:
         server.run()
     finally:
         _stop(children)
+        embedded.forget(settings)
 
 
 def _stop(children: list[EngineSupervisor | subprocess.Popen[bytes]]) -> None:

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str | None = None  # overrides the config's database_url
-    engine_port: int = 8001  # where `serve` starts the embedded engine
+    engine_port: int = 0  # where `serve` starts the embedded engine (0: a free port, see gateway/embedded.py)
     workers: int = 1  # gateway processes on the port (metrics aggregated across them)
     max_body_bytes: int = 8 * 1024 * 1024
     log_queue_size: int = 100_000

@@ -13,6 +13,7 @@ terminating it stops the supervision first, so a deliberate stop is never restar
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import threading
 import time
@@ -27,8 +28,9 @@ STABLE_S = 60.0
 
 
 class EngineSupervisor:
-    def __init__(self, target: str, cmd: list[str], env: dict[str, str]) -> None:
+    def __init__(self, target: str, cmd: list[str], env: dict[str, str], sock: socket.socket) -> None:
         self.target, self.cmd, self.env = target, cmd, env
+        self.sock = sock  # the listening socket every child in turn serves (``gateway/embedded.py``)
         self.restarts = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -38,7 +40,7 @@ class EngineSupervisor:
 
     def _spawn(self) -> subprocess.Popen:
         self._started = time.monotonic()
-        return subprocess.Popen(self.cmd, env=self.env)
+        return subprocess.Popen(self.cmd, env=self.env, pass_fds=(self.sock.fileno(),))
 
     def _watch(self) -> None:
         delay = FIRST_BACKOFF_S
@@ -82,4 +84,6 @@ class EngineSupervisor:
             self._proc.kill()
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._proc.wait(timeout=timeout)
+        code = self._proc.wait(timeout=timeout)
+        self.sock.close()
+        return code

@@ -39,6 +39,7 @@ from adapters.engine import protocol as P
 from adapters.engine import replies
 from adapters.engine.admission import tenant_of
 from adapters.engine.engine import Engine, EngineError
+from adapters.engine.guard import ApiKeyMiddleware, LoraRoots, inherited_socket, watch_parent
 from adapters.engine.lora import AdapterError, AdapterNotFound
 from adapters.engine.tools import ToolRequest
 
@@ -57,8 +58,11 @@ def error_response(message: str, status: int, type_: str = "invalid_request_erro
     return _json({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
-def create_engine_app(engine: Engine) -> FastAPI:
-    """The FastAPI app over a started or not-yet-started engine (started on app startup)."""
+def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None) -> FastAPI:
+    """The FastAPI app over a started or not-yet-started engine (started on app startup).
+
+    ``lora_roots``: the folders ``load_lora_adapter`` may read (``guard.py``; ``run_engine`` always
+    sets them; None, for an engine embedded in a test, reads any path)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +109,11 @@ def create_engine_app(engine: Engine) -> FastAPI:
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
             return error_response("Both 'lora_name' and 'lora_path' must be provided.", 400)
+        try:
+            if lora_roots is not None:
+                lora_roots.check(str(path))
+        except ValueError as exc:
+            return error_response(str(exc), 400, param="lora_path")
         try:
             await asyncio.to_thread(engine.add_adapter, str(name), Path(str(path)), bool(body.get("load_inplace")))
         except AdapterError as exc:
@@ -185,14 +194,17 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
                max_batch: int = 32, threads: int | None = None, device: str | None = None,
                kv_cache_memory_bytes: int | None = None, trust_request_chat_template: bool = False,
                scheduling_policy: str = "fair", max_running_per_tenant: int | None = None,
-               enable_auto_tool_choice: bool = False, tool_call_parser: str | None = None, **model: Any) -> None:
+               enable_auto_tool_choice: bool = False, tool_call_parser: str | None = None,
+               api_key: str | None = None, allowed_lora_roots: list[Path] | None = None, fd: int | None = None,
+               parent_pid: int | None = None, **model: Any) -> None:
     """Load the model, then serve vLLM's HTTP contract until interrupted (blocking).
 
     ``model``: the base model's options for :class:`Engine` (``model``, ``served_model_name``,
     ``generation_config``, ``max_model_len``, ``enable_lora``, ``max_lora_rank``, ``lora_modules``).
 
     Exits with status 1 when the scheduler thread died (the server stops first, so the requests it
-    failed get their errors), so that a supervisor restarts the engine."""
+    failed get their errors), so that a supervisor restarts the engine.  ``api_key``,
+    ``allowed_lora_roots``, ``fd`` and ``parent_pid``: see ``guard.py``."""
     import uvicorn
 
     from adapters.engine.model import default_home
@@ -202,7 +214,8 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
     if tool_call_parser not in (None, "hermes") or (enable_auto_tool_choice and tool_call_parser is None):
         raise SystemExit("--enable-auto-tool-choice needs --tool-call-parser hermes (the one parser this engine has)")
     logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
-    engine = Engine(home=Path(home) if home else default_home(), adapters_dir=adapters_dir, max_loras=max_loras,
+    home = Path(home) if home else default_home()
+    engine = Engine(home=home, adapters_dir=adapters_dir, max_loras=max_loras,
                     max_cpu_loras=max_cpu_loras, max_batch=max_batch, threads=threads, device=device,
                     kv_cache_memory_bytes=kv_cache_memory_bytes,
                     trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
@@ -211,7 +224,12 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
     if trust_request_chat_template:
         log.warning("--trust-request-chat-template: requests may bring their own chat template (rendered in a "
                     "sandboxed child process)")
-    server = uvicorn.Server(uvicorn.Config(create_engine_app(engine), host=host, port=port, log_level="warning",
+    roots = LoraRoots([home / "adapters", *([adapters_dir] if adapters_dir else []), *(allowed_lora_roots or [])])
+    app: Any = create_engine_app(engine, roots)
+    api_key = api_key or os.environ.get("VLLM_API_KEY") or None
+    if api_key:
+        app = ApiKeyMiddleware(app, api_key)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=5))
 
     def on_death(exc: BaseException) -> None:
@@ -219,6 +237,8 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
         server.should_exit = True
 
     engine.scheduler.on_death = on_death
-    server.run()
+    if parent_pid is not None:
+        watch_parent(parent_pid, lambda: setattr(server, "should_exit", True))
+    server.run(sockets=[inherited_socket(fd)] if fd is not None else None)
     if engine.scheduler.dead is not None:
         raise SystemExit(1)

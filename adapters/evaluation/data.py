@@ -3,6 +3,10 @@
 From a JSONL file in the SFT format (``{"messages": [..., {"role": "assistant", ...}]}``:
 the last assistant message is the reference, the messages before it the prompt), with an
 optional ``checks`` list per line; or from a dataset's validation split (``datasets.val_path``).
+A line's ``tools`` and ``parallel_tool_calls`` (OpenAI's fine-tuning format), ``tool_choice`` and
+``response_format`` are sent
+with its prompt; when the last assistant message calls tools, those calls are the reference
+(``calls.py`` scores them).
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.evaluation.calls import Call, calls_of
+
 
 @dataclass
 class Example:
     prompt: list[dict[str, Any]]
     reference: str | None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    reference_calls: list[Call] = field(default_factory=list)
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -29,12 +40,14 @@ def _text(message: dict[str, Any]) -> str:
 
 def from_line(line: dict[str, Any]) -> Example:
     messages = list(line.get("messages") or [])
-    reference = None
+    reference, calls = None, []
     if messages and messages[-1].get("role") == "assistant":
-        reference = _text(messages.pop())
+        last = messages.pop()
+        reference, calls = _text(last) or None, calls_of(last)
     if not messages:
         raise ValueError("an example needs at least one prompt message")
-    return Example(messages, reference, list(line.get("checks") or []))
+    return Example(messages, reference, list(line.get("checks") or []), line.get("tools") or None,
+                   line.get("tool_choice"), line.get("parallel_tool_calls"), line.get("response_format"), calls)
 
 
 def load_file(path: Path, limit: int | None = None) -> list[Example]:

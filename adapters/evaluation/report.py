@@ -8,6 +8,7 @@ from typing import Any
 from adapters.evaluation.runner import EvalResult
 
 ROWS = [("score", "score (primary)"), ("task", "task checks (mean)"), ("task_pass", "all checks pass"),
+        ("tool_calls", "tool calls right"), ("tool_name", "right function"), ("schema_valid", "schema valid"),
         ("chrf", "chrF vs reference"), ("judge", "LLM judge (0-1)"), ("errors", "errors"),
         ("latency_mean", "latency mean (s)")]
 

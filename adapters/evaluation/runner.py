@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.evaluation import calls as tc
 from adapters.evaluation import checks as chk
 from adapters.evaluation.data import Example
 from adapters.evaluation.similarity import chrf
@@ -28,6 +29,9 @@ class Outcome:
     judge: float | None
     latency_s: float
     error: str | None = None
+    tool_calls: float | None = None  # examples with tools (calls.py)
+    tool_name: float | None = None
+    schema_valid: float | None = None  # examples with response_format
 
 
 @dataclass
@@ -48,6 +52,10 @@ class ArmResult:
                               if o.task is not None or o.error]),
                 "task_pass": mean([float(all(o.checks)) for o in ok if o.checks]),
                 "chrf": mean([o.chrf for o in ok]), "judge": mean([o.judge for o in ok]),
+                **{k: mean([getattr(o, k) if o.error is None else 0.0 for o in self.outcomes
+                            if getattr(o, k) is not None or o.error]) for k in ("tool_calls", "tool_name")},
+                "schema_valid": mean([o.schema_valid if o.error is None else 0.0 for o in self.outcomes
+                                      if o.schema_valid is not None or o.error]),
                 "latency_mean": mean([o.latency_s for o in ok])}
 
 
@@ -70,14 +78,25 @@ class EvalResult:
 def _call(client: Any, model: str, ex: Example, run_checks: list[dict[str, Any]], max_tokens: int,
           judge_model: str | None) -> Outcome:
     t0 = time.perf_counter()
+    extra = {k: getattr(ex, k) for k in ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+             if getattr(ex, k) is not None}
     try:
         resp = client.chat.completions.create(model=model, messages=ex.prompt, temperature=0,
-                                              max_tokens=max_tokens, metadata={"tuneloop": "eval"})
-        reply = resp.choices[0].message.content or ""
+                                              max_tokens=max_tokens, metadata={"tuneloop": "eval"}, **extra)
+        message = resp.choices[0].message
+        reply = message.content or ""
     except Exception as exc:  # an arm that fails an example scores 0 on it
         return Outcome("", None, [], None, None, time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
     latency = time.perf_counter() - t0
     task, results = chk.score([*ex.checks, *run_checks], reply)
+    valid = tc.schema_valid(ex.response_format, reply) if ex.response_format else None
+    right = names = None
+    if ex.tools:
+        calls = tc.calls_of(message.model_dump())
+        right, names = tc.score_calls(ex.reference_calls, calls)
+        results.append(bool(right))  # a right call (or rightly none) is one more task check
+        task = sum(results) / len(results)
+        reply += "".join(f"\n[call {n}({a})]" for n, a in calls)  # shown in reports
     sim = chrf(reply, ex.reference) if ex.reference else None
     judged = None
     if judge_model:
@@ -87,7 +106,7 @@ def _call(client: Any, model: str, ex: Example, run_checks: list[dict[str, Any]]
             judged = grade(client, judge_model, ex.prompt, ex.reference, reply)
         except Exception:
             judged = None
-    return Outcome(reply, task, results, sim, judged, latency)
+    return Outcome(reply, task, results, sim, judged, latency, tool_calls=right, tool_name=names, schema_valid=valid)
 
 
 def evaluate(base_url: str, arms: dict[str, str], examples: list[Example], *,
@@ -97,7 +116,7 @@ def evaluate(base_url: str, arms: dict[str, str], examples: list[Example], *,
     from tqdm import tqdm
 
     run_checks = list(run_checks or [])
-    metric = "task" if run_checks or any(ex.checks for ex in examples) else "chrf"
+    metric = "task" if run_checks or any(ex.checks or ex.tools for ex in examples) else "chrf"
     client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=300)
     result = EvalResult(metric, {name: ArmResult(model) for name, model in arms.items()}, examples)
     jobs = [(name, i) for i in range(len(examples)) for name in arms]

@@ -55,30 +55,40 @@ def _start(home: Path, port: int, engine_port: int) -> subprocess.Popen[bytes]:
 
 
 def _users(base_url: str, say: Any) -> dict[str, int]:
-    """Each simulated customer asks, then rates; a reply that misses a check gets a correction."""
+    """Each simulated customer asks (the bot sends its tools), then rates; a reply that misses a check,
+    or calls the tool wrongly (or not at all for an order question), gets a correction."""
     import httpx
     import openai
     from tqdm import tqdm
 
+    from adapters.evaluation.calls import calls_of
     from adapters.evaluation.checks import score
     from adapters.loop import demo_data
 
     client = openai.OpenAI(base_url=base_url, api_key="demo", max_retries=1, timeout=300)
     counts = {"asked": 0, "liked": 0, "corrected": 0}
 
-    def one(item: tuple[int, tuple[str, str, str]]) -> None:
-        i, (question, fact, ideal) = item
+    def one(item: tuple[int, tuple[str, list[dict[str, Any]], dict[str, Any]]]) -> None:
+        i, (question, checks, ideal) = item
         r = client.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": question}],
-                                           temperature=0, max_tokens=48, user=f"customer-{i}")
-        ok, _ = score(demo_data.checks(fact), r.choices[0].message.content or "")
-        body: dict[str, Any] = {"completion_id": r.id, "rating": 1 if ok == 1.0 else -1}
-        if ok != 1.0:
-            body["correction"] = {"role": "assistant", "content": ideal}
+                                           tools=demo_data.TOOLS,  # type: ignore[arg-type]
+                                           temperature=0, max_tokens=48,
+                                           user=f"customer-{i}")
+        message = r.choices[0].message
+        right_call = calls_of(message.model_dump()) == calls_of(ideal)
+        ok = right_call and score(checks, message.content or "")[0] in (None, 1.0)
+        body: dict[str, Any] = {"completion_id": r.id, "rating": 1 if ok else -1}
+        if not ok:
+            body["correction"] = ideal
         httpx.post(f"{base_url}/feedback", json=body, timeout=30).raise_for_status()
         counts["asked"] += 1
-        counts["liked" if ok == 1.0 else "corrected"] += 1
+        counts["liked" if ok else "corrected"] += 1
 
-    items = list(enumerate(demo_data.traffic()))
+    Item = tuple[str, list[dict[str, Any]], dict[str, Any]]  # question, checks, the ideal reply
+    faq: list[Item] = [(q, demo_data.checks(fact), {"role": "assistant", "content": ideal})
+                       for q, fact, ideal in demo_data.traffic()]
+    orders: list[Item] = [(q, [], demo_data.order_call(o)) for q, o in demo_data.order_traffic()]
+    items = list(enumerate(faq + orders))
     with ThreadPoolExecutor(4) as pool:
         list(tqdm(pool.map(one, items), total=len(items), desc="customers", unit="question"))
     say(f"{counts['asked']} questions asked: {counts['liked']} replies liked, {counts['corrected']} corrected")
@@ -91,7 +101,7 @@ def _settings(held_out: Path) -> Any:
     return LoopSettings.model_validate({
         "min_feedback": 24,
         "dataset": {"format": "sft", "val_fraction": 0.0, "has_correction": True},
-        "training": {"n_epochs": 6, "batch_size": 8, "learning_rate": 2e-3, "max_length": 96, "warmup_steps": 2},
+        "training": {"n_epochs": 6, "batch_size": 8, "learning_rate": 2e-3, "max_length": 320, "warmup_steps": 2},
         "eval": {"data": str(held_out), "max_tokens": 48},
     })
 
@@ -139,12 +149,17 @@ def demo(
         promoted_score = after.summaries()["promoted"]["score"]
         ev = state.get("eval") or {}
         baseline = (ev.get("live") or {}).get("score")
-        say("before/after on the held-out questions (task checks: greeting, fact, sign-off):")
+        say("before/after on the held-out questions (task checks: greeting, fact, sign-off; the right tool call):")
         say(f"  base model {baseline:.3f}  ->  alias after the loop {promoted_score:.3f}")
+        tools_before = (ev.get("live") or {}).get("tool_calls")
+        tools_after = after.summaries()["promoted"]["tool_calls"]
+        say(f"  tool calls right (lookup_order when asked about an order, no call otherwise): "
+            f"{tools_before:.3f}  ->  {tools_after:.3f}")
         for ex, o in zip(examples[:3], after.arms["promoted"].outcomes, strict=False):
             say(f"  Q: {ex.prompt[-1]['content']}\n     A: {o.reply}")
         plot = report.plot(after, home / "demo-after.png", "Acme Parcel: the alias after the loop")
         result = {"metric": ev.get("metric", "task"), "baseline_score": baseline, "promoted_score": promoted_score,
+                  "baseline_tool_calls": tools_before, "promoted_tool_calls": tools_after,
                   "candidate_score_at_gate": (ev.get("candidate") or {}).get("score"),
                   "adapter": state.get("promoted") or state.get("adapter"), "cycle": cycle["id"],
                   "status": cycle["status"], "held_out": len(examples), "home": str(home),

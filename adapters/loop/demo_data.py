@@ -4,10 +4,15 @@ House style: every reply greets "Hi there!", gives the specific answer from the 
 signs "— Acme Parcel Support". Each topic has four phrasings: the first three are asked
 by simulated users (the training traffic), the fourth is held out for evaluation and is
 never sent before the evaluation.
+
+The bot has one tool, ``lookup_order``, sent with every request (``tool_choice`` "auto"): a
+question about a given order should call it with that order's number, an FAQ question should
+not call it. Order questions use order numbers never seen in training when held out.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 GREETING = "Hi there!"
@@ -42,6 +47,31 @@ FAQ: list[tuple[str, str, list[str]]] = [
 ]
 
 
+LOOKUP_ORDER: dict[str, Any] = {"type": "function", "function": {
+    "name": "lookup_order", "description": "Look up an Acme Parcel order's status by its order number.",
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "description": "e.g. A1234"}},
+                   "required": ["order_id"], "additionalProperties": False}}}
+TOOLS = [LOOKUP_ORDER]
+
+# phrasings of "where is my order", each with {id}; the last one is held out
+ORDER_QUESTIONS = ["Where is my order {id}?", "Can you check the status of order {id}?",
+                   "Has my order {id} shipped yet?", "What happened to order {id}?"]
+TRAIN_ORDERS = ["A1042", "B2231", "C3310", "D4187"]
+HELD_OUT_ORDERS = ["E5521", "F6093", "G7748"]
+
+
+def order_call(order_id: str) -> dict[str, Any]:
+    """The assistant message that calls the tool, in OpenAI's shape."""
+    return {"role": "assistant", "content": None, "tool_calls": [{
+        "id": f"call_{order_id.lower()}", "type": "function",
+        "function": {"name": "lookup_order", "arguments": json.dumps({"order_id": order_id})}}]}
+
+
+def order_traffic() -> list[tuple[str, str]]:
+    """(question, order id) asked by simulated users: three phrasings x the training orders."""
+    return [(q.format(id=o), o) for o in TRAIN_ORDERS for q in ORDER_QUESTIONS[:3]]
+
+
 def reply(answer: str) -> str:
     return f"{GREETING} {answer} {SIGNATURE}"
 
@@ -57,6 +87,10 @@ def traffic() -> list[tuple[str, str, str]]:
 
 
 def held_out() -> list[dict[str, Any]]:
-    """Eval lines (SFT format + per-example checks): the fourth phrasing of each topic."""
-    return [{"messages": [{"role": "user", "content": qs[3]}, {"role": "assistant", "content": reply(answer)}],
-             "checks": checks(fact)} for fact, answer, qs in FAQ]
+    """Eval lines (SFT format with the bot's tools + per-example checks): the fourth phrasing of each
+    topic (the right answer is text, no call), and the held-out order phrasing with new order numbers."""
+    faq = [{"messages": [{"role": "user", "content": qs[3]}, {"role": "assistant", "content": reply(answer)}],
+            "tools": TOOLS, "checks": checks(fact)} for fact, answer, qs in FAQ]
+    orders = [{"messages": [{"role": "user", "content": ORDER_QUESTIONS[3].format(id=o)}, order_call(o)],
+               "tools": TOOLS} for o in HELD_OUT_ORDERS]
+    return faq + orders

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, bearer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def load_into_target(config: GatewayConfig, target: str, name: str, path: str,
     if cfg.kind != "vllm":
         return [{"target": target, "base_url": u, "outcome": "skipped (not a vLLM target)"} for u in cfg.base_urls]
     outcomes = []
-    with httpx.Client(timeout=timeout_s) as client:
+    with httpx.Client(timeout=timeout_s, headers=bearer(cfg.api_key_env)) as client:  # vLLM's --api-key
         for base_url in cfg.base_urls:
             try:
                 if _has(client, base_url, name):

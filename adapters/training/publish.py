@@ -34,6 +34,7 @@ import httpx
 import sqlalchemy as sa
 
 from gateway.catalog import BaseModel
+from gateway.config import bearer
 from gateway.store.routes import RouteStore
 from gateway.store.schema import adapters
 
@@ -55,7 +56,7 @@ def serving_targets(base: BaseModel, timeout_s: float = 3.0) -> list[str]:
         for name, target in base.candidates.items():
             for url in target["base_urls"]:
                 try:
-                    resp = client.get(f"{url}/models")
+                    resp = client.get(f"{url}/models", headers=bearer(target.get("api_key_env")))
                     cards = resp.json().get("data", []) if resp.status_code == 200 else []
                 except (httpx.HTTPError, ValueError):
                     continue

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 
+from gateway.config import bearer
 from gateway.errors import Conflict, ModelNotFound
 from gateway.reload import apply
 from gateway.store.jobs import JobStore, job_of_model
@@ -73,16 +74,16 @@ async def delete_model(model: str, request: Request) -> dict[str, Any]:
 
 
 async def _unload(config: Any, targets: set[str], name: str) -> None:
-    urls = [u for t in targets if t in config.targets and config.targets[t].kind == "vllm"
-            for u in config.targets[t].base_urls]
+    urls = [(u, bearer(config.targets[t].api_key_env)) for t in targets
+            if t in config.targets and config.targets[t].kind == "vllm" for u in config.targets[t].base_urls]
     async with httpx.AsyncClient(timeout=10) as client:
-        async def one(url: str) -> None:
+        async def one(url: str, headers: dict[str, str]) -> None:
             try:
-                resp = await client.post(f"{url}/unload_lora_adapter", json={"lora_name": name})
+                resp = await client.post(f"{url}/unload_lora_adapter", json={"lora_name": name}, headers=headers)
             except httpx.HTTPError as exc:
                 log.warning("could not unload %s from %s: %s", name, url, exc)
                 return
             if resp.status_code not in (200, 400, 404):  # 400/404: that replica did not hold it
                 log.warning("unloading %s from %s: HTTP %s %s", name, url, resp.status_code, resp.text[:200])
 
-        await asyncio.gather(*(one(u) for u in urls))
+        await asyncio.gather(*(one(u, h) for u, h in urls))

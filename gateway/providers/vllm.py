@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import orjson
 
-from gateway.config import TargetConfig
+from gateway.config import TargetConfig, bearer
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -31,21 +31,28 @@ from gateway.providers.replicas import Replicas
 from gateway.providers.sse import SSEStream
 
 JSON_HEADERS = b"content-type: application/json\r\n"
-_tenant_headers: dict[str, bytes] = {}
 
 
-def request_headers(tenant: str | None) -> bytes:
-    """The request's headers: JSON, plus ``x-tuneloop-tenant`` (quoted unless printable ASCII)."""
-    if tenant is None:
-        return JSON_HEADERS
-    headers = _tenant_headers.get(tenant)
-    if headers is None:
-        value = tenant if tenant.isascii() and tenant.isprintable() else quote(tenant, safe="")
-        headers = JSON_HEADERS + b"x-tuneloop-tenant: " + value.encode() + b"\r\n"
-        if len(_tenant_headers) >= 4096:
-            _tenant_headers.clear()
-        _tenant_headers[tenant] = headers
-    return headers
+class Headers:
+    """A target's request headers, encoded once: JSON, its API key (vLLM's ``--api-key``, from the
+    target's ``api_key_env``), plus ``x-tuneloop-tenant`` (quoted unless printable ASCII)."""
+
+    def __init__(self, cfg: TargetConfig) -> None:
+        self.base = JSON_HEADERS + b"".join(b"%s: %s\r\n" % (k.lower().encode(), v.encode())
+                                            for k, v in bearer(cfg.api_key_env).items())
+        self._tenants: dict[str, bytes] = {}
+
+    def of(self, tenant: str | None) -> bytes:
+        if tenant is None:
+            return self.base
+        headers = self._tenants.get(tenant)
+        if headers is None:
+            value = tenant if tenant.isascii() and tenant.isprintable() else quote(tenant, safe="")
+            headers = self.base + b"x-tuneloop-tenant: " + value.encode() + b"\r\n"
+            if len(self._tenants) >= 4096:
+                self._tenants.clear()
+            self._tenants[tenant] = headers
+        return headers
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -79,9 +86,10 @@ class VLLMProvider:
         self.replicas = Replicas(name, cfg)
         self._loading: dict[str, asyncio.Lock] = {}
         self._http: dict[str, _Replica] = {u: _Replica(u, cfg) for u in cfg.base_urls}
+        self.headers = Headers(cfg)
 
     async def _request(self, url: str, method: bytes, path: bytes, body: bytes = b"",
-                       timeout: float | None = None, headers: bytes = JSON_HEADERS) -> tuple[Exchange, bytes]:
+                       timeout: float | None = None, headers: bytes | None = None) -> tuple[Exchange, bytes]:
         """A whole request/response on ``url``'s pool (path relative to the base URL).
 
         The timeout is one timer that cancels this task (cheaper than ``asyncio.timeout``'s
@@ -98,7 +106,7 @@ class VLLMProvider:
 
         timer = asyncio.get_running_loop().call_later(timeout or self.cfg.timeout_s, expire)
         try:
-            ex = await rep.pool.request(method, rep.prefix + path, body, headers)
+            ex = await rep.pool.request(method, rep.prefix + path, body, headers or self.headers.base)
             return ex, await ex.read()
         except asyncio.CancelledError:
             if expired and task.uncancel() == 0:
@@ -130,7 +138,7 @@ class VLLMProvider:
                            op: Any) -> Any:
         """Run ``op`` on a chosen replica; a refused connection moves on to the next one at
         once (the request never reached a server, so this is always safe)."""
-        data, headers = encode(body), request_headers(tenant)
+        data, headers = encode(body), self.headers.of(tenant)
         tried: tuple[str, ...] = ()
         while True:
             url = await self._choose(body["model"], lora_path, tried)

@@ -19,6 +19,7 @@ tags of at most ``MAX_TAG`` characters each (``tags[i]`` names the one too long)
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
@@ -72,7 +73,33 @@ def _correction(value: Any) -> dict[str, Any] | None:
     if _chars([v for k, v in value.items() if k != "role"]) > MAX_CORRECTION:
         raise InvalidRequest(f"'correction' is too long: at most {MAX_CORRECTION} characters in all.",
                              param="correction")
-    return {**value, "role": "assistant"}
+    out = {**value, "role": "assistant"}
+    if value.get("tool_calls") is not None:
+        out["tool_calls"] = _tool_calls(value["tool_calls"])
+    return out
+
+
+def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """A corrected reply's tool calls in OpenAI's shape (``arguments`` a JSON object's text); ids made if missing."""
+    if not isinstance(calls, list) or not 1 <= len(calls) <= 128:
+        raise InvalidRequest("'correction.tool_calls' must be a list of 1 to 128 tool calls.",
+                             param="correction.tool_calls")
+    out = []
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        args = fn.get("arguments") if isinstance(fn, dict) else None
+        try:
+            ok = isinstance(name, str) and bool(name) and isinstance(args, str) and isinstance(json.loads(args), dict)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or call.get("type", "function") != "function":
+            raise InvalidRequest("each correction tool call needs type 'function' and function.name and "
+                                 "function.arguments (a JSON object as a string)",
+                                 param=f"correction.tool_calls.{i}")
+        out.append({"id": str(call.get("id") or "call_" + secrets.token_hex(12)), "type": "function",
+                    "function": {"name": name, "arguments": args}})
+    return out
 
 
 def _chars(value: Any) -> int:

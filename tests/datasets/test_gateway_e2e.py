@@ -37,7 +37,7 @@ def test_gateway_traffic_to_validated_sft_and_dpo(database_url: str, fake_upstre
             made.append(client.chat.completions.create(
                 model="lora-bot", messages=[{"role": "user", "content": q}], store=True,
                 metadata={"channel": "web"}))
-        client.chat.completions.create(
+        tooled = client.chat.completions.create(
             model="tools-bot", store=True, messages=[{"role": "user", "content": "weather?"}],
             tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
                 "type": "object", "properties": {"city": {"type": "string"}}}}}])
@@ -46,6 +46,16 @@ def test_gateway_traffic_to_validated_sft_and_dpo(database_url: str, fake_upstre
                       "correction": {"role": "assistant", "content": "I sent a reset link."}}):
             r = httpx.post(f"{gw.base_url}/feedback", json=body, timeout=10)
             assert r.status_code == 200, r.text
+        # a correction may be a tool call (OpenAI's shape; arguments a JSON object's text)
+        call = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+        for bad, param in (([{**call, "function": {"name": "get_weather", "arguments": "Oslo"}}],
+                            "correction.tool_calls.0"), ([], "correction.tool_calls")):
+            r = httpx.post(f"{gw.base_url}/feedback", timeout=10, json={
+                "completion_id": tooled.id, "correction": {"role": "assistant", "content": None, "tool_calls": bad}})
+            assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        r = httpx.post(f"{gw.base_url}/feedback", timeout=10, json={
+            "completion_id": tooled.id, "correction": {"role": "assistant", "content": None, "tool_calls": [call]}})
+        assert r.status_code == 200, r.text
     finally:
         gw.stop()
 
@@ -79,16 +89,17 @@ def test_gateway_traffic_to_validated_sft_and_dpo(database_url: str, fake_upstre
     assert res.returncode == 0, res.stderr
     (tl,) = [orjson.loads(x) for x in tools_out.read_bytes().splitlines()]
     assert tl["tools"][0]["function"]["name"] == "get_weather"
-    assert tl["messages"][-1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    (fixed,) = tl["messages"][-1]["tool_calls"]  # the corrected call, not the upstream's
+    assert fixed["function"] == call["function"] and fixed["id"].startswith("call_")
     assert cli("validate", str(tools_out)).returncode == 0
 
     dpo = tmp_path / "dpo.jsonl"
     res = cli("build", "--format", "dpo", "--out", str(dpo), "--database-url", database_url,
               "--val-fraction", "0", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
-    assert orjson.loads(res.stdout)["kept"] == {"correction": 1}
+    assert orjson.loads(res.stdout)["kept"] == {"correction": 2}
     assert cli("validate", str(dpo), "--format", "dpo", "--base-model", "gpt-4o-mini"
                ).returncode == 0
     shown = cli("show", orjson.loads(res.stdout)["dataset_id"], "--ids", "--database-url",
                 database_url)
-    assert orjson.loads(shown.stdout)["source_ids"] == [made[1].id]
+    assert sorted(orjson.loads(shown.stdout)["source_ids"]) == sorted([made[1].id, tooled.id])

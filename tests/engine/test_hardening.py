@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ def start_engine(log_name: str, *args: str, env: dict[str, str] | None = None) -
     full_env = {**os.environ, "TUNELOOP_HOME": str(fx.test_home()), "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1", **(env or {})}
     log = open(fx.test_home() / f"{log_name}-{port}.log", "wb")  # noqa: SIM115 - the child holds it
-    proc = subprocess.Popen([sys.executable, "-m", "adapters.engine", "--port", str(port), "--threads", "1", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "adapters.engine", "--port", str(port), "--threads", "1",
+                             "--allowed-lora-roots", tempfile.gettempdir(), *args],
                             cwd=fx.REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180

@@ -149,3 +149,38 @@ def test_auto_with_the_flags_reads_whatever_calls_the_model_writes(tmp_path) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_eval_scores_tool_calls_and_schema_validity(engine_server) -> None:
+    """``tuneloop eval``'s runner on lines in OpenAI's fine-tuning format with ``tools``: the right function
+    with arguments equal as JSON scores 1, the wrong function 0 (its name too); a structured reply is
+    checked against its schema."""
+    from adapters.evaluation import calls
+    from adapters.evaluation.data import from_line
+    from adapters.evaluation.runner import evaluate
+
+    only = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
+        "type": "object", "properties": {"order_id": {"enum": ["4411"]}}, "required": ["order_id"],
+        "additionalProperties": False}}}, TOOLS[1]]
+    named = {"type": "function", "function": {"name": "lookup_order"}}
+
+    def line(name: str, args: str) -> dict:
+        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}
+        return {"messages": [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]}],
+                "tools": only, "tool_choice": named, "parallel_tool_calls": False}
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "ok", "schema": schema, "strict": True}}
+    examples = [from_line(line("lookup_order", '{ "order_id": "4411" }')),  # equal as JSON, not as text
+                from_line(line("lookup_order", '{"order_id": "9"}')),  # the right function, wrong arguments
+                from_line(line("open_ticket", '{"priority": "low", "summary": "x"}')),  # the wrong function
+                from_line({"messages": ASK, "response_format": fmt})]
+    result = evaluate(engine_server.base_url, {"engine": MODEL}, examples, max_tokens=40, progress=False)
+    outcomes = result.arms["engine"].outcomes
+    assert [(o.tool_calls, o.tool_name) for o in outcomes] == [(1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (None, None)]
+    assert outcomes[3].schema_valid == 1.0 and outcomes[0].schema_valid is None
+    summary = result.summaries()["engine"]
+    assert summary["tool_calls"] == pytest.approx(1 / 3) and summary["tool_name"] == pytest.approx(2 / 3)
+    assert result.metric == "task" and summary["task"] == pytest.approx(1 / 3)  # a right call is the task check
+    assert calls.schema_valid(fmt, '{"ok": "yes"}') == 0.0 and calls.schema_valid(fmt, "ok") == 0.0

@@ -127,6 +127,9 @@ def _peft_greedy(base: Path, adapter: Path, max_new: int) -> str:
     ({"target_modules": ["lm_head"]}, "method.supervised.hyperparameters.target_modules"),
     ({"beta": 0.1}, "method.supervised.hyperparameters.beta"),  # DPO only
     ({"n_epochs": 0}, "method.supervised.hyperparameters.n_epochs"),
+    ({"n_epochs": 1_000_000_000}, "method.supervised.hyperparameters.n_epochs"),  # OpenAI's maximum is 50
+    ({"batch_size": 257}, "method.supervised.hyperparameters.batch_size"),
+    ({"max_length": 10**9}, "method.supervised.hyperparameters.max_length"),
 ])
 def test_values_the_local_trainer_cannot_honour_are_400s(gw: GatewayProcess, tmp_path: Path,
                                                          hp: dict[str, Any], param: str) -> None:
