@@ -24,6 +24,15 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def text_header(scope: Scope, name: bytes) -> str | None:
+    """A header as text (None when absent or empty); bytes that are not UTF-8 are a 400 naming it."""
+    raw = header(scope, name)
+    try:
+        return raw.decode() or None if raw else None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"The {name.decode()} header must be UTF-8 text.", param=name.decode()) from None
+
+
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

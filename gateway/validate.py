@@ -122,17 +122,22 @@ def _check_metadata(metadata: Any) -> None:
 
 
 def apply_key_limits(principal: Any, body: dict[str, Any]) -> None:
-    """A key's ``max_tokens`` caps every request: absent -> set, above -> 400."""
+    """A key's ``max_tokens`` caps the completion tokens of every request, all ``n`` choices together:
+    absent -> set to the cap // n, above -> 400."""
     cap = principal.limits.get("max_tokens")
     if not cap:
         return
+    n = body.get("n") or 1
     for name in ("max_completion_tokens", "max_tokens"):
         asked = body.get(name)
-        if asked is not None and asked > cap:
-            raise _bad(f"Invalid '{name}': {asked} is above this key's limit of {int(cap)}.", name,
-                       "invalid_value")
+        if asked is not None and asked * n > cap:
+            raise _bad(f"Invalid '{name}': {asked}{f' x n={n}' if n > 1 else ''} is above this key's limit of "
+                       f"{int(cap)} completion tokens per request.", name, "invalid_value")
     if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
-        body["max_tokens"] = int(cap)
+        if n > cap:
+            raise _bad(f"Invalid 'n': {n} choices cannot fit this key's limit of {int(cap)} completion tokens.",
+                       "n", "invalid_value")
+        body["max_tokens"] = int(cap) // n
 
 
 def validate_chat_request(body: Any, max_messages: int = 2048) -> None:

@@ -25,7 +25,7 @@ import orjson
 
 from gateway import metrics
 from gateway.api.disconnect import DisconnectWatch, client_closed
-from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
+from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json, text_header
 from gateway.assemble import StreamAssembler
 from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.cost import request_cost
@@ -103,7 +103,7 @@ class ChatCompletions:
             validate_chat_request(body, self.max_messages)
             if principal.limits:
                 apply_key_limits(principal, body)
-            user = body.get("user") or (header(scope, b"x-tuneloop-user") or b"").decode() or None
+            user = body.get("user") or text_header(scope, b"x-tuneloop-user")
             plan = router.plan(body["model"], user)
             reservation = (await self.limiter.admit(principal, ask_for(
                 principal, body, plan, router.config.default_prices)) if principal.limits else None)

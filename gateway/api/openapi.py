@@ -97,10 +97,14 @@ def _storable(node: Any) -> None:
         return
     if not isinstance(node, dict):
         return
-    for value in node.values():
-        _storable(value)
+    for key, value in node.items():
+        if key in ("properties", "patternProperties", "$defs", "definitions") and isinstance(value, dict):
+            for schema in value.values():  # a map of names to schemas: a property may be called "type"
+                _storable(schema)
+        else:
+            _storable(value)
     kinds = node.get("type")
-    kinds = set(kinds) if isinstance(kinds, list) else {kinds}  # "type": ["string", "null"] too
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds} if isinstance(kinds, str) else set()
     if "string" in kinds and "enum" not in node:
         node["pattern"] = NO_NUL
     if "object" in kinds:

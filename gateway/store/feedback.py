@@ -65,6 +65,7 @@ def _correction(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict) or value.get("role", "assistant") != "assistant":
         raise InvalidRequest("'correction' must be a string or an assistant message.",
                              param="correction")
+    calls = _tool_calls(value["tool_calls"]) if value.get("tool_calls") is not None else None
     content = value.get("content")
     if not (isinstance(content, str) or (isinstance(content, list) and content)) \
             and not value.get("tool_calls"):
@@ -73,10 +74,7 @@ def _correction(value: Any) -> dict[str, Any] | None:
     if _chars([v for k, v in value.items() if k != "role"]) > MAX_CORRECTION:
         raise InvalidRequest(f"'correction' is too long: at most {MAX_CORRECTION} characters in all.",
                              param="correction")
-    out = {**value, "role": "assistant"}
-    if value.get("tool_calls") is not None:
-        out["tool_calls"] = _tool_calls(value["tool_calls"])
-    return out
+    return {**value, "role": "assistant", **({"tool_calls": calls} if calls else {})}
 
 
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:

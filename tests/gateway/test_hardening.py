@@ -227,6 +227,13 @@ def test_errors_name_the_target_not_its_url(gateway):
     assert "'dead'" in message and "127.0.0.1" not in message and "http" not in message
 
 
+def test_a_user_header_that_is_not_utf8_is_a_400(gateway):
+    """Issue 19 (low): it was a plain-text 500."""
+    r = httpx.post(f"{gateway.base_url}/chat/completions", json=_ask("dead-bot"), timeout=10,
+                   headers={"x-tuneloop-user": b"\xff\xfe caf\xe9"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-tuneloop-user", r.text
+
+
 def test_a_huge_model_name_is_not_echoed_whole(hard):
     r = _chat(hard, "alpha", _ask("m" * 1_000_000))
     assert r.status_code == 404

@@ -139,6 +139,15 @@ def test_key_max_tokens_caps_requests(secured, fake_upstream, upstream_requests)
     assert err.value.param == "max_tokens"
     client.chat.completions.create(model="lora-bot", messages=MSG)
     assert received(fake_upstream)[-1]["body"]["max_tokens"] == 5
+    # the cap is per request, all choices together (issue 19: n multiplied it)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="lora-bot", messages=MSG, max_tokens=3, n=2)
+    assert err.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="lora-bot", messages=MSG, n=6)
+    assert err.value.param == "n"
+    client.chat.completions.create(model="lora-bot", messages=MSG, n=2)
+    assert received(fake_upstream)[-1]["body"]["max_tokens"] == 2
 
 
 def test_daily_budget(secured):
