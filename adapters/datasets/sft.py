@@ -4,13 +4,15 @@
 
 The prompt is the request's messages; the assistant message is the feedback's newest
 correction when there is one, else the reply. A record yields a line or the reason
-it was skipped (``failed``, ``no_messages``, ``empty_reply``, ``truncated``).
+it was skipped (``failed``, ``no_messages``, ``empty_reply``, ``truncated``, ``bad_tool_arguments``: a
+call whose arguments are not a JSON object).
 A reply cut by ``max_tokens`` (finish_reason ``length``) is skipped unless corrected:
 training on it teaches the model to stop mid-sentence.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from adapters.datasets.messages import (
@@ -46,4 +48,18 @@ def sft_line(status: Any, request: Any, response: Any, correction: Any,
             return None, "empty_reply"
         if finish_reason == "length":
             return None, "truncated"
+    if not calls_parse(answer):
+        return None, "bad_tool_arguments"
     return {"messages": [*prompt, answer], **request_extras(request)}, how
+
+
+def calls_parse(msg: dict[str, Any]) -> bool:
+    """Every tool call's ``arguments`` is a JSON object's text (what fine-tuning and the trainer read)."""
+    for call in msg.get("tool_calls") or ():
+        args = (call.get("function") or {}).get("arguments")
+        try:
+            if not isinstance(args, str) or not isinstance(json.loads(args), dict):
+                return False
+        except ValueError:
+            return False
+    return True

@@ -8,6 +8,10 @@ row (``JobStore.claim``), so several runners may share one database. ``--resume`
 restarts the workers of local jobs whose worker died (what ``tuneloop serve`` does for the
 embedded default): they continue from their newest checkpoint.
 
+One queue, bounded: at most ``TUNELOOP_MAX_JOBS`` (4) jobs run at once across the database, and at
+most ``TUNELOOP_MAX_JOBS_PER_PROJECT`` (2) of one project; the others wait, oldest first, with their
+status unchanged (a key's rpm bounds how fast jobs are created: ``gateway.api.deps``).
+
 ``tuneloop serve`` starts it as a child process (``TUNELOOP_TRAINING_RUNNER=0`` turns that
 off, for gateways that must not train); at scale it runs on the training machines (a
 Kubernetes Deployment), or a job runs where it is created (``tuneloop finetune --in-process``).
@@ -24,23 +28,45 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from adapters.training.service import resume_orphans, start_worker
 from gateway.logs import configure
 from gateway.store.db import create_engine
-from gateway.store.jobs import JobStore, waiting
+from gateway.store.jobs import JobStore, running, waiting
 
 log = logging.getLogger("adapters.training.runner")
 QUIET_S = 60.0  # a failing database is logged at most this often
 
 
+def max_jobs() -> tuple[int, int]:
+    """(jobs running at once, of them per project), from the environment."""
+    return (int(os.environ.get("TUNELOOP_MAX_JOBS", "4")), int(os.environ.get("TUNELOOP_MAX_JOBS_PER_PROJECT", "2")))
+
+
+def pick(queued: list[dict[str, Any]], busy: list[dict[str, Any]], limit: int,
+         per_project: int) -> list[dict[str, Any]]:
+    """The queued jobs (oldest first) that fit the free slots: ``limit`` in all, ``per_project`` each."""
+    held = Counter(j.get("project") for j in busy)
+    chosen: list[dict[str, Any]] = []
+    for job in queued:
+        if len(busy) + len(chosen) >= limit:
+            break
+        if held[job.get("project")] < per_project:
+            held[job.get("project")] += 1
+            chosen.append(job)
+    return chosen
+
+
 def start_waiting(engine: sa.Engine, database_url: str, home: Path) -> list[str]:
-    """Start a worker for every queued job this runner manages to take; returns their ids."""
+    """Start a worker for each queued job that fits the slots (``pick``) and that this runner manages
+    to take; returns their ids."""
     store, started = JobStore(engine), []
-    for job in waiting(engine):
+    for job in pick(waiting(engine), running(engine), *max_jobs()):
         if not store.claim(job["id"], os.getpid()):
             continue  # another runner took it
         try:

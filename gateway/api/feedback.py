@@ -49,14 +49,15 @@ FEEDBACK_BODY = json_body({
                    "description": "-1..1 (thumbs); with rating_scale 'stars', 1..5"},
         "rating_scale": {"enum": ["signed", None]},
         "correction": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": MAX_CORRECTION}, {
-            "type": "object", "anyOf": [{"required": ["content"]}, {"required": ["tool_calls"]}],
+            "type": "object", "anyOf": [{"required": ["content"], "properties": {"content": {"type": "string"}}},
+                                        {"required": ["tool_calls"]}],
             "properties": {"role": {"const": "assistant"},
                            "content": {"type": ["string", "null"], "maxLength": MAX_CORRECTION},
                            "tool_calls": {"type": "array", "minItems": 1, "maxItems": 128, "items": {
                                "type": "object", "required": ["function"],
                                "properties": {"id": {"type": "string"}, "type": {"const": "function"},
                                               "function": {"type": "object", "required": ["name", "arguments"],
-                                                           "properties": {"name": {"type": "string"},
+                                                           "properties": {"name": {"type": "string", "minLength": 1},
                                                                           "arguments": {"type": "string"}}}}}}}}]},
         "comment": {"type": ["string", "null"], "maxLength": MAX_COMMENT},
         "tags": {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": MAX_TAGS, "items": {

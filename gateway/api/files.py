@@ -6,24 +6,27 @@ GET    /v1/files/{file_id}       -> ``OpenAIFile``
 GET    /v1/files/{file_id}/content   the bytes as uploaded
 DELETE /v1/files/{file_id}       -> ``DeleteFileResponse``
 
-The multipart body is parsed with the standard library's ``email`` parser (a MIME
-multipart is what it reads), so the gateway needs no ``python-multipart``.
+An upload is parsed by Starlette's form parser (``python-multipart``), which streams the file part
+into a temporary file (on disk past 1 MiB), then copied in chunks to ``$TUNELOOP_HOME/files``: it
+never sits whole in memory. A body over ``TUNELOOP_MAX_UPLOAD_BYTES`` (512 MiB, OpenAI's limit for
+a file) is a 413, from its ``content-length`` or once that many bytes have come.
 """
 
 from __future__ import annotations
 
 import asyncio
-from email.parser import BytesParser
-from email.policy import HTTP
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.types import Message, Receive
 
 from gateway.api.fine_tuning_wire import file_object
 from gateway.api.paging import page_limit
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import BodyTooLarge, InvalidRequest, NotFound
 from gateway.store.files import PURPOSES, FileStore, delete_file, store_file
 
 router = APIRouter(tags=["files"])
@@ -37,21 +40,23 @@ def _home(request: Request) -> Path:
     return Path(request.app.state.settings.resolved_home()).resolve()
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """``{field: (filename, bytes)}`` from a ``multipart/form-data`` body."""
-    if not content_type.startswith("multipart/form-data"):
-        raise InvalidRequest("Expected a multipart/form-data body with 'file' and 'purpose'.")
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    msg = BytesParser(policy=HTTP).parsebytes(head + body)
-    if not msg.is_multipart():
-        raise InvalidRequest("Could not parse the multipart body.")
-    fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if name:
-            payload = part.get_payload(decode=True)
-            fields[str(name)] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
-    return fields
+def _too_large(cap: int) -> BodyTooLarge:
+    return BodyTooLarge(f"The upload is larger than this gateway's limit of {cap} bytes (TUNELOOP_MAX_UPLOAD_BYTES).",
+                        param="file")
+
+
+def _capped(receive: Receive, cap: int) -> Receive:
+    """``receive``, raising 413 once more than ``cap`` body bytes have come."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > cap:
+            raise _too_large(cap)
+        return message
+    return wrapped
 
 
 def _project(request: Request) -> str | None:
@@ -71,17 +76,28 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 @router.post("/v1/files", openapi_extra=UPLOAD_BODY)
 async def create_file(request: Request) -> dict[str, Any]:
-    fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
-    if "file" not in fields:
-        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
-    if "purpose" not in fields:
-        raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
-    filename, content = fields["file"]
-    purpose = fields["purpose"][1].decode().strip()
-    if purpose not in PURPOSES:
-        raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
-    row = await asyncio.to_thread(store_file, _engine(request), _home(request), filename or "upload.jsonl",
-                                  content, purpose, getattr(request.state, "project", None))
+    cap = request.app.state.settings.max_upload_bytes
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest("Expected a multipart/form-data body with 'file' and 'purpose'.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise _too_large(cap)
+    try:
+        form = await Request(request.scope, _capped(request.receive, cap)).form(max_files=1, max_fields=8)
+    except MultiPartException as exc:
+        raise InvalidRequest(f"Could not parse the multipart body: {exc.message}") from None
+    try:
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+        if not isinstance(purpose, str):
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+        if purpose.strip() not in PURPOSES:
+            raise InvalidRequest(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
+        row = await asyncio.to_thread(store_file, _engine(request), _home(request), upload.filename or "upload.jsonl",
+                                      upload.file, purpose.strip(), getattr(request.state, "project", None))
+    finally:
+        await form.close()
     return file_object(row)
 
 
@@ -104,12 +120,11 @@ async def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/files/{file_id}/content")
-async def file_content(file_id: str, request: Request) -> Response:
+async def file_content(file_id: str, request: Request) -> FileResponse:
     row = await asyncio.to_thread(FileStore(_engine(request)).get, file_id, _project(request))
     if row is None or not Path(row["path"]).is_file():
         raise _not_found(file_id)
-    content = await asyncio.to_thread(Path(row["path"]).read_bytes)
-    return Response(content, media_type="application/octet-stream")
+    return FileResponse(row["path"], media_type="application/octet-stream")  # streamed from disk
 
 
 @router.delete("/v1/files/{file_id}")

@@ -19,7 +19,6 @@ tags of at most ``MAX_TAG`` characters each (``tags[i]`` names the one too long)
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from typing import Any
@@ -78,7 +77,8 @@ def _correction(value: Any) -> dict[str, Any] | None:
 
 
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:
-    """A corrected reply's tool calls in OpenAI's shape (``arguments`` a JSON object's text); ids made if missing."""
+    """A corrected reply's tool calls in OpenAI's shape; ids made if missing.  ``arguments`` is a string, as in
+    OpenAI's messages (a dataset build drops a line whose arguments are not a JSON object)."""
     if not isinstance(calls, list) or not 1 <= len(calls) <= 128:
         raise InvalidRequest("'correction.tool_calls' must be a list of 1 to 128 tool calls.",
                              param="correction.tool_calls")
@@ -87,13 +87,10 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
         fn = call.get("function") if isinstance(call, dict) else None
         name = fn.get("name") if isinstance(fn, dict) else None
         args = fn.get("arguments") if isinstance(fn, dict) else None
-        try:
-            ok = isinstance(name, str) and bool(name) and isinstance(args, str) and isinstance(json.loads(args), dict)
-        except (TypeError, ValueError):
-            ok = False
+        ok = isinstance(name, str) and bool(name) and isinstance(args, str)
         if not ok or call.get("type", "function") != "function":
-            raise InvalidRequest("each correction tool call needs type 'function' and function.name and "
-                                 "function.arguments (a JSON object as a string)",
+            raise InvalidRequest("each correction tool call needs type 'function', function.name and "
+                                 "function.arguments (a string: a JSON object's text)",
                                  param=f"correction.tool_calls.{i}")
         out.append({"id": str(call.get("id") or "call_" + secrets.token_hex(12)), "type": "function",
                     "function": {"name": name, "arguments": args}})

@@ -12,11 +12,12 @@ The ``files`` table comes from migration ``0003_fine_tuning``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -84,9 +85,10 @@ class FileStore:
         return row
 
 
-def store_file(engine: sa.Engine, home: Path, filename: str, content: bytes, purpose: str,
+def store_file(engine: sa.Engine, home: Path, filename: str, content: bytes | BinaryIO, purpose: str,
                project: str | None = None) -> dict[str, Any]:
-    """Write the bytes (atomically: a temporary file, then a rename) and their row."""
+    """Write the bytes, or copy a file object in chunks (atomically: a temporary file, then a
+    rename), and their row."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {', '.join(PURPOSES)}")
     file_id = "file-" + secrets.token_hex(12)
@@ -94,10 +96,16 @@ def store_file(engine: sa.Engine, home: Path, filename: str, content: bytes, pur
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_id
     tmp = folder / f".{file_id}.tmp"
-    tmp.write_bytes(content)
+    source = io.BytesIO(content) if isinstance(content, bytes) else content
+    digest, size = hashlib.sha256(), 0
+    with open(tmp, "wb") as out:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
     os.replace(tmp, path)
-    row = {"id": file_id, "filename": filename or file_id, "purpose": purpose, "bytes": len(content),
-           "sha256": hashlib.sha256(content).hexdigest(), "path": str(path), "project": project}
+    row = {"id": file_id, "filename": filename or file_id, "purpose": purpose, "bytes": size,
+           "sha256": digest.hexdigest(), "path": str(path), "project": project}
     return FileStore(engine).create(row)
 
 

@@ -214,6 +214,13 @@ def waiting(engine: sa.Engine) -> list[dict[str, Any]]:
         return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def running(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Unfinished jobs a process took (``worker_pid`` set): what holds the runners' slots."""
+    q = sa.select(jobs.c.id, jobs.c.project).where(jobs.c.worker_pid.is_not(None), jobs.c.status.not_in(TERMINAL))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
 def job_of_model(engine: sa.Engine, name: str) -> dict[str, Any] | None:
     """The local job whose fine-tuned model is ``name`` (None: no such model of ours)."""
     q = sa.select(jobs).where(jobs.c.fine_tuned_model == name, jobs.c.backend == "local").limit(1)

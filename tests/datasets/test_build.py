@@ -141,3 +141,22 @@ def test_scrub_dedupe_and_stable_split(database_url: str, tmp_path: Path) -> Non
     train2 = set(store.source_ids(rep2["dataset_id"], "train"))
     assert val1 <= val2 and not (val1 & train2)
     assert rep2["read"] == rep["read"] + 50
+
+
+def test_a_call_whose_arguments_are_not_a_json_object_is_dropped() -> None:
+    """A reply (or a correction) whose tool call cannot be trained on is skipped with its reason."""
+    from adapters.datasets.sft import sft_line
+
+    request = {"messages": [{"role": "user", "content": "weather in Oslo?"}],
+               "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}
+
+    def reply(arguments: str) -> dict:
+        call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+        return {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+
+    assert sft_line(200, request, reply("Oslo"), None, "tool_calls") == (None, "bad_tool_arguments")
+    assert sft_line(200, request, reply("[1]"), None, "tool_calls") == (None, "bad_tool_arguments")
+    line, how = sft_line(200, request, reply('{"city": "Oslo"}'), None, "tool_calls")
+    assert how == "ok" and line["tools"] == request["tools"]
+    fixed = reply('{"city": Oslo}')["choices"][0]["message"]
+    assert sft_line(200, request, reply('{"city": "Oslo"}'), fixed, "tool_calls") == (None, "bad_tool_arguments")

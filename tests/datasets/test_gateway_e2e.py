@@ -48,7 +48,8 @@ def test_gateway_traffic_to_validated_sft_and_dpo(database_url: str, fake_upstre
             assert r.status_code == 200, r.text
         # a correction may be a tool call (OpenAI's shape; arguments a JSON object's text)
         call = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
-        for bad, param in (([{**call, "function": {"name": "get_weather", "arguments": "Oslo"}}],
+        for bad, param in (([{**call, "function": {"name": "", "arguments": "{}"}}], "correction.tool_calls.0"),
+                           ([{**call, "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}],
                             "correction.tool_calls.0"), ([], "correction.tool_calls")):
             r = httpx.post(f"{gw.base_url}/feedback", timeout=10, json={
                 "completion_id": tooled.id, "correction": {"role": "assistant", "content": None, "tool_calls": bad}})

@@ -21,7 +21,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gateway.api.files import parse_multipart
 from tests.fakes.threaded import ThreadedServer
 
 STATES = ["validating_files", "queued", "running", "succeeded"]
@@ -88,9 +87,9 @@ def make_app(state: State) -> FastAPI:
 
     @app.post("/v1/files")
     async def upload(request: Request) -> Any:
-        fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
-        filename, content = fields["file"]
-        purpose = fields["purpose"][1].decode()
+        form = await request.form()  # Starlette's parser, as OpenAI's own would read it
+        upload, purpose = form["file"], str(form["purpose"])
+        filename, content = upload.filename, await upload.read()
         state.requests.append({"method": "POST", "path": "/v1/files", "purpose": purpose, "filename": filename})
         fid = "file-" + secrets.token_hex(8)
         state.content[fid] = content

@@ -23,6 +23,7 @@ from tests.training.data import dpo_rows, malformed, sft_rows, write_jsonl
 from tests.training.spec_check import validate
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+UPLOAD_CAP = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def gw(fake_finetune: FakeFineTuning, tmp_path_factory: pytest.TempPathFactory) 
                                      "api_key_env": FAKE_KEY_ENV}},
               "models": {"gpt": {"routes": [{"target": "openai", "model": "gpt-4o-mini"}]}}}
     gateway = GatewayProcess(config, tmp_path_factory.mktemp("ft-home"),
-                             env={"TUNELOOP_OPENAI_POLL_S": "0.2", "TUNELOOP_TRAIN_THREADS": "1"})
+                             env={"TUNELOOP_OPENAI_POLL_S": "0.2", "TUNELOOP_TRAIN_THREADS": "1",
+                                  "TUNELOOP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP)})
     yield gateway
     gateway.stop()
 
@@ -78,6 +80,34 @@ def test_files_create_list_retrieve_content_delete(client: openai.OpenAI, tmp_pa
     assert deleted.deleted
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(created.id)
+
+
+def test_uploads_are_capped_and_streamed(client: openai.OpenAI, gw: GatewayProcess, tmp_path: Path) -> None:
+    """Issue 19: a 3 MiB file (past the parser's 1 MiB in memory) lands whole; over the cap is a 413
+    in OpenAI's envelope, whether the size is declared or the body is chunked."""
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"".join(b'{"messages": [{"role": "user", "content": "%d"}]}\n' % i for i in range(70_000)))
+    assert 1 << 20 < big.stat().st_size < UPLOAD_CAP
+    fid = _upload(client, big)
+    assert client.files.content(fid).read() == big.read_bytes()
+    huge = tmp_path / "huge.jsonl"
+    huge.write_bytes(b"x" * (UPLOAD_CAP + 1))
+    with pytest.raises(openai.APIStatusError) as err, open(huge, "rb") as f:
+        client.files.create(file=f, purpose="fine-tune")
+    assert err.value.status_code == 413 and err.value.body["code"] == "request_too_large"
+    boundary = "b0undary"
+
+    def chunked() -> Iterator[bytes]:  # no content-length: the cap counts the bytes as they come
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
+               f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jsonl\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        for _ in range(UPLOAD_CAP // 65536 + 2):
+            yield b"y" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    resp = httpx.post(f"{gw.base_url}/files", content=chunked(), timeout=60,
+                      headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large", resp.text
 
 
 def _serve_once(engine: Any, name: str, path: Path) -> None:

@@ -12,15 +12,39 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.training.runner import pick
 from gateway.job_queue import cancel_job, create_job
 from gateway.store import db
 from gateway.store.files import store_file
-from gateway.store.jobs import JobStore, waiting
+from gateway.store.jobs import JobStore, running, waiting
 from tests.fakes.openai_finetune import FakeFineTuning
 from tests.fixtures.gateway import FAKE_KEY, FAKE_KEY_ENV, GatewayProcess
 from tests.training.data import sft_rows, write_jsonl
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def test_one_queue_with_slots_per_project(database_url: str, tmp_path: Path) -> None:
+    """Issue 19: a key that creates 8 jobs in a second does not get 8 workers: the runner starts what
+    fits ``TUNELOOP_MAX_JOBS`` and ``..._PER_PROJECT``; the rest wait, oldest first."""
+    engine = db.create_engine(database_url)
+    db.upgrade(engine)
+    path = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    fids = {p: store_file(engine, tmp_path, path.name, path.read_bytes(), "fine-tune", p)["id"]
+            for p in ("slot-a", "slot-b")}
+    made = [create_job(engine, model="gpt-4o-mini-2024-07-18", training_file=fids[p], project=p)["id"]
+            for p in ("slot-a", "slot-a", "slot-a", "slot-b", "slot-b")]
+    try:
+        assert JobStore(engine).claim(made[0], 111)  # one of a's runs already
+        queued = [j for j in waiting(engine) if j["id"] in made]
+        busy = [j for j in running(engine) if j["id"] in made]
+        assert [j["id"] for j in busy] == made[:1]
+        assert [j["id"] for j in pick(queued, busy, 4, 2)] == [made[1], made[3], made[4]]
+        assert [j["id"] for j in pick(queued, busy, 3, 2)] == [made[1], made[3]]
+        assert [j["id"] for j in pick(queued, busy, 4, 1)] == [made[3]]
+    finally:
+        for job_id in made:
+            cancel_job(engine, job_id)
 
 
 def test_a_queued_job_is_taken_once(database_url: str, tmp_path: Path) -> None:
