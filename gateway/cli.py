@@ -139,6 +139,8 @@ COMMANDS = [
     ("adapters.loop.cli", "migrate", "migrate"),
     ("adapters.loop.demo", "demo", "demo"),
     ("gateway.costs_cli", "costs", "costs"),
+    ("gateway.privacy_cli", "forget", "forget"),
+    ("gateway.privacy_cli", "audit", "audit"),
 ]
 
 

@@ -157,6 +157,9 @@ def _check_dataset(engine: sa.Engine, dataset_id: str, kind: str) -> None:
     row = DatasetStore(engine).get(dataset_id)
     if row is None:
         raise JobError(f"No dataset {dataset_id!r} (tuneloop dataset list shows them).", "dataset", "invalid_file")
+    if row.get("stale"):
+        raise JobError(f"Dataset {dataset_id!r} was built from interactions since erased ({row['stale']['reason']}): "
+                       "build it again (tuneloop dataset build) before training on it.", "dataset")
     want = "dpo" if kind == "dpo" else "sft"
     if row["kind"] != want:
         raise JobError(f"Dataset {dataset_id!r} is {row['kind']}, but the method is {kind}.", "dataset")

@@ -17,6 +17,7 @@ from typing import Any
 from adapters.registry.hotload import load_into_target
 from adapters.registry.routes import current_entry, live_route, stored_entry, wait_applied, write
 from adapters.registry.workspace import Workspace
+from gateway.store.audit import AuditStore, cli_actor
 from gateway.store.registry import AdapterRegistry, RouteHistory
 
 
@@ -67,6 +68,8 @@ def promote(ws: Workspace, ref: str, alias: str, canary: float | None = None, re
             reg.set_status(previous_id, "retired")
     else:
         reg.set_status(adapter["id"], "canary")
+    AuditStore(ws.engine).add(cli_actor(), "adapter.promote" if full else "adapter.canary", alias,
+                              {"adapter_id": adapter["id"], "canary": share, "reason": reason})
     applied = wait_applied(ws, alias, after) if wait else False
     return {"alias": alias, "adapter": adapter["name"], "adapter_id": adapter["id"],
             "action": "promote" if full else "canary", "routes": routes, "hot_load": loaded,
@@ -92,6 +95,9 @@ def rollback(ws: Workspace, alias: str, reason: str | None = None, wait: bool = 
         reg.set_status(row["adapter_id"], "retired")
     if row["previous_adapter_id"]:
         reg.set_status(row["previous_adapter_id"], "live")
+    AuditStore(ws.engine).add(cli_actor(), "adapter.rollback", alias,
+                              {"adapter_id": row["adapter_id"], "restored": row["previous_adapter_id"],
+                               "reason": reason})
     after = current_entry(ws, alias)
     applied = wait_applied(ws, alias, after) if wait else False
     return {"alias": alias, "rolled_back": row["adapter_id"], "restored": after["routes"],

@@ -1,15 +1,17 @@
-"""Admin endpoints (admin keys only): API keys and the live routing table."""
+"""Admin endpoints (admin keys only): API keys, the live routing table, forgetting a user, the audit trail."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import AdminDep
 from gateway.errors import NotFound
+from gateway.store.audit import AuditStore, actor_of
+from gateway.store.forget import forget_user
 from gateway.store.keys import KeyStore
 
 router = APIRouter(prefix="/v1/admin")
@@ -43,17 +45,17 @@ async def list_keys(request: Request, _: AdminDep, project: str | None = None) -
 
 
 @router.post("/keys")
-async def create_key(body: NewKey, request: Request, _: AdminDep) -> dict[str, Any]:
+async def create_key(body: NewKey, request: Request, who: AdminDep) -> dict[str, Any]:
     key, secret = await asyncio.to_thread(
         _keys(request).create, body.project, name=body.name, admin=body.admin,
-        limits=body.limits.model_dump(exclude_none=True))
+        limits=body.limits.model_dump(exclude_none=True), actor=actor_of(who))
     request.app.state.auth.key_created()  # from now on every request needs a key (auth: auto)
     return {**key, "key": secret}  # the only time the secret is shown
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, request: Request, _: AdminDep) -> dict[str, Any]:
-    if not await asyncio.to_thread(_keys(request).revoke, key_id):
+async def revoke_key(key_id: str, request: Request, who: AdminDep) -> dict[str, Any]:
+    if not await asyncio.to_thread(_keys(request).revoke, key_id, actor_of(who)):
         raise NotFound(f"No live API key with id {key_id!r}.")
     request.app.state.auth.evict(key_id)  # at once here; other replicas within a second
     return {"id": key_id, "object": "api_key.deleted", "deleted": True}
@@ -64,3 +66,26 @@ async def routes(request: Request, _: AdminDep) -> dict[str, Any]:
     cfg = request.app.state.routes.config
     return {"object": "routes", "models": {n: m.model_dump() for n, m in cfg.models.items()},
             "targets": {n: {"kind": t.kind, "base_urls": t.base_urls} for n, t in cfg.targets.items()}}
+
+
+class Forget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1, max_length=512)
+    project: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+@router.post("/forget")
+async def forget(body: Forget, request: Request, who: AdminDep) -> dict[str, Any]:
+    """Erase every interaction whose request names ``user`` (and its feedback); datasets built from them are
+    marked stale; the audit trail records it (``gateway/store/forget.py``)."""
+    log = request.app.state.log
+    await log.sync()  # what is still on its way to the log is erased too
+    out = await asyncio.to_thread(forget_user, log.engine, body.user, actor_of(who), body.project)
+    return {"object": "user.forgotten", **out}
+
+
+@router.get("/audit")
+async def audit(request: Request, _: AdminDep, limit: int = Query(50, ge=1, le=1000),
+                action: str | None = None) -> dict[str, Any]:
+    rows = await asyncio.to_thread(AuditStore(request.app.state.log.engine).list, limit, action)
+    return {"object": "list", "data": rows}

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from gateway.config import bearer
 from gateway.errors import Conflict, ModelNotFound
 from gateway.reload import apply
+from gateway.store.audit import AuditStore, actor_of
 from gateway.store.jobs import JobStore, job_of_model
 from gateway.store.registry import AdapterRegistry
 from gateway.store.routes import RouteStore
@@ -68,6 +69,8 @@ async def delete_model(model: str, request: Request) -> dict[str, Any]:
     apply(routes, routes.file_config, await asyncio.to_thread(RouteStore(engine).all), "DELETE /v1/models",
           "database")
     await asyncio.to_thread(_retire, engine, job["id"])
+    await asyncio.to_thread(AuditStore(engine).add, actor_of(request.state.principal), "model.delete", model,
+                            {"job": job["id"]})
     targets = {r["target"] for r in (entry or {}).get("routes", [])}
     await _unload(routes.config, targets, model)
     return {"id": model, "object": "model", "deleted": True}

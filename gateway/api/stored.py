@@ -27,7 +27,9 @@ from gateway.api.paging import check_limit
 from gateway.asgi import parse_json, read_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.service import LogService
+from gateway.store.audit import actor_of
 from gateway.store.feedback import validate_metadata
+from gateway.store.forget import erase_completion
 
 router = APIRouter(prefix="/v1/chat/completions", tags=["stored completions"])
 MAX_UPDATE_BODY = 64 * 1024  # 16 metadata pairs fit many times over
@@ -115,9 +117,12 @@ async def update_completion(completion_id: str, request: Request) -> dict[str, A
 
 @router.delete("/{completion_id}")
 async def delete_completion(completion_id: str, request: Request) -> dict[str, Any]:
+    """With its feedback; datasets built from it are marked stale; recorded in the audit trail."""
     log = _log(request)
     await log.sync()
-    if not await asyncio.to_thread(log.store.delete, completion_id, _project(request)):
+    erased = await asyncio.to_thread(erase_completion, log.engine, completion_id,
+                                     actor_of(getattr(request.state, "principal", None)), _project(request))
+    if erased is None:
         raise _not_found(completion_id)
     return {"object": "chat.completion.deleted", "id": completion_id, "deleted": True}
 

@@ -6,7 +6,8 @@
 * ``interactions`` (stored completions), ``messages``, ``feedback``, ``owners`` (whose
   data trains an alias), ``files``, ``jobs`` (events, checkpoints), ``registry``
   (adapter versions, route history), ``routes``, ``keys``, ``datasets`` (lineage),
-  ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``.
+  ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``, ``audit`` (the audit trail),
+  ``forget`` (erasing a completion or a user's data).
 
 The interaction log's relay, writer child and spool live in ``gateway/log/``; its only
 SQL is the writer's insert (``gateway/log/sink.py``).
@@ -19,6 +20,6 @@ import sqlalchemy as sa
 
 def metadata() -> sa.MetaData:
     """The one ``MetaData`` with every table declared (importing each domain module)."""
-    from gateway.store import datasets, files, jobs, loop_schema, schema  # noqa: F401  (they declare tables)
+    from gateway.store import audit, datasets, files, jobs, loop_schema, schema  # noqa: F401  (they declare tables)
 
     return schema.metadata

@@ -87,18 +87,6 @@ class LogStore:
             ).rowcount
         return self.get(completion_id, project) if n else None
 
-    def delete(self, completion_id: str, project: str | None = None) -> bool:
-        """Delete a completion, its shadow copies, and all their feedback."""
-        with self.engine.begin() as conn:
-            if not _exists(conn, completion_id, project):
-                return False
-            ids = sa.select(t.c.id).where(
-                sa.or_(t.c.id == completion_id, t.c.parent_id == completion_id))
-            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(ids)))
-            conn.execute(t.delete().where(
-                sa.or_(t.c.id == completion_id, t.c.parent_id == completion_id)))
-        return True
-
     def messages(self, completion_id: str, *, after: str | None = None, limit: int = 20,
                  order: str = "asc", project: str | None = None,
                  ) -> tuple[builtins.list[dict[str, Any]], bool] | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.store.audit import cli_actor, record
 from gateway.store.schema import api_keys as t
 
 KEY_PREFIX = "tl-"
@@ -34,14 +35,17 @@ class KeyStore:
         self.engine = engine
 
     def create(self, project: str, *, name: str | None = None, admin: bool = False,
-               limits: dict[str, float] | None = None) -> tuple[dict[str, Any], str]:
-        """A new key; the secret is returned once and never stored."""
+               limits: dict[str, float] | None = None, actor: str | None = None) -> tuple[dict[str, Any], str]:
+        """A new key; the secret is returned once and never stored.  ``actor``: who (the audit trail;
+        default: the command line's user)."""
         secret = KEY_PREFIX + secrets.token_urlsafe(30)
-        row = {"id": "key_" + secrets.token_hex(8), "project": project, "name": name,
+        key_id = "key_" + secrets.token_hex(8)
+        row = {"id": key_id, "project": project, "name": name,
                "key_hash": hash_key(secret), "prefix": secret[:8], "created": time.time(),
                "revoked": None, "limits": {**(limits or {}), "admin": admin}}
         with self.engine.begin() as conn:
             conn.execute(t.insert().values(**row))
+            record(conn, actor or cli_actor(), "key.create", key_id, {"project": project, "admin": admin})
         return _row(_Obj(row)), secret
 
     def lookup(self, secret: str) -> dict[str, Any] | None:
@@ -51,10 +55,12 @@ class KeyStore:
             row = conn.execute(q).first()
         return None if row is None else _row(row)
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, actor: str | None = None) -> bool:
         with self.engine.begin() as conn:
             res = conn.execute(t.update().where(t.c.id == key_id, t.c.revoked.is_(None))
                                .values(revoked=time.time()))
+            if res.rowcount > 0:
+                record(conn, actor or cli_actor(), "key.revoke", key_id)
         return res.rowcount > 0
 
     def list(self, project: str | None = None) -> list[dict[str, Any]]:

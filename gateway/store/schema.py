@@ -94,6 +94,8 @@ datasets = sa.Table(
     sa.Column("val_sha256", sa.String(64)),
     sa.Column("val_rows", sa.Integer),
     sa.Column("counts", JSONType),
+    # migration 0005: set when interactions it was built from were erased (gateway/store/forget.py)
+    sa.Column("stale", JSONType),
     sa.Index("ix_datasets_created", "created"),
 )
 
