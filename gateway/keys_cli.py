@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from gateway.log.cli import parse_age
 
 if TYPE_CHECKING:
     from gateway.store.keys import KeyStore
@@ -38,6 +41,7 @@ def create(
     usd_per_day: Annotated[float | None, typer.Option(help="daily budget in USD")] = None,
     usd_per_month: Annotated[float | None, typer.Option(help="monthly budget in USD")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="requests in flight at once")] = None,
+    expires_in: Annotated[str | None, typer.Option(help="the key expires after this long, e.g. 90d")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key. The last line printed is the key itself; it is not stored anywhere."""
@@ -48,7 +52,8 @@ def create(
         _check_budget_enforceable(config)
     store = _store(config)
     first = not store.any()
-    key, secret = store.create(project, name=name, admin=admin, limits=limits)
+    key, secret = store.create(project, name=name, admin=admin, limits=limits,
+                               expires_in_s=parse_age(expires_in) if expires_in else None)
     if first:
         typer.echo("this is the first API key: from now on every request to the gateway needs a key "
                    "(auth: auto), within a second", err=True)
@@ -82,9 +87,22 @@ def _check_budget_enforceable(config: Path | None) -> None:
 def list_(project: Annotated[str | None, typer.Option()] = None, config: ConfigOpt = None) -> None:
     """List keys (never their secrets)."""
     for k in _store(config).list(project):
-        state = "revoked" if k["revoked"] else "live"
+        state = "revoked" if k["revoked"] else "expired" if k["expires"] and k["expires"] <= time.time() else "live"
         typer.echo(f"{k['id']}  {k['prefix']}…  {k['project']:<20} {state:<8}"
                    f"{' admin' if k['admin'] else ''}  {k['limits'] or ''}")
+
+
+@app.command()
+def rotate(key_id: str, grace: Annotated[str, typer.Option(help="how long the old key stays valid")] = "24h",
+           config: ConfigOpt = None) -> None:
+    """A new key with the same project and limits; the old one expires after the grace period. The last
+    line printed is the new key."""
+    made = _store(config).rotate(key_id, parse_age(grace))
+    if made is None:
+        typer.echo(f"no live key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"created {made[0]['id']}; {key_id} stays valid for {grace}; copy the new key now:", err=True)
+    typer.echo(made[1])
 
 
 @app.command()

@@ -33,6 +33,12 @@ class NewKey(BaseModel):
     name: str | None = None
     admin: bool = False
     limits: KeyLimits = Field(default_factory=KeyLimits)
+    expires_in_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: float = Field(default=86400, ge=0, le=365 * 86400)
 
 
 def _keys(request: Request) -> KeyStore:
@@ -48,9 +54,19 @@ async def list_keys(request: Request, _: AdminDep, project: str | None = None) -
 async def create_key(body: NewKey, request: Request, who: AdminDep) -> dict[str, Any]:
     key, secret = await asyncio.to_thread(
         _keys(request).create, body.project, name=body.name, admin=body.admin,
-        limits=body.limits.model_dump(exclude_none=True), actor=actor_of(who))
+        limits=body.limits.model_dump(exclude_none=True), actor=actor_of(who), expires_in_s=body.expires_in_seconds)
     request.app.state.auth.key_created()  # from now on every request needs a key (auth: auto)
     return {**key, "key": secret}  # the only time the secret is shown
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(key_id: str, request: Request, who: AdminDep, body: Rotation | None = None) -> dict[str, Any]:
+    """A new key with the same project and policy; the old one stays valid for ``grace_seconds``."""
+    made = await asyncio.to_thread(_keys(request).rotate, key_id, (body or Rotation()).grace_seconds, actor_of(who))
+    if made is None:
+        raise NotFound(f"No live API key with id {key_id!r}.")
+    request.app.state.auth.evict(key_id)  # its cached expiry changes
+    return {**made[0], "key": made[1]}
 
 
 @router.delete("/keys/{key_id}")

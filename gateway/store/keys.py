@@ -1,7 +1,9 @@
 """API keys: stored as SHA-256 hashes (keys are 240-bit random, so a fast hash is enough).
 
 The ``limits`` JSON column holds the key's policy: ``admin`` (bool) and its limits
-(``rpm``, ``tpm``, ``max_tokens``, ``usd_per_day``, ``usd_per_month``).
+(``rpm``, ``tpm``, ``max_tokens``, ``usd_per_day``, ``usd_per_month``).  A key may expire
+(``expires``); ``rotate`` makes a new key with the same project and policy and lets the old one
+live for a grace period. Creation, rotation and revocation go to the audit trail.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def _row(row: Any) -> dict[str, Any]:
     policy = dict(row.limits or {})
     return {"id": row.id, "object": "api_key", "project": row.project, "name": row.name,
             "prefix": row.prefix, "created": int(row.created), "revoked": row.revoked is not None,
+            "expires": int(row.expires) if row.expires else None,
             "admin": bool(policy.pop("admin", False)), "limits": policy}
 
 
@@ -35,22 +38,25 @@ class KeyStore:
         self.engine = engine
 
     def create(self, project: str, *, name: str | None = None, admin: bool = False,
-               limits: dict[str, float] | None = None, actor: str | None = None) -> tuple[dict[str, Any], str]:
+               limits: dict[str, float] | None = None, actor: str | None = None,
+               expires_in_s: float | None = None) -> tuple[dict[str, Any], str]:
         """A new key; the secret is returned once and never stored.  ``actor``: who (the audit trail;
         default: the command line's user)."""
         secret = KEY_PREFIX + secrets.token_urlsafe(30)
         key_id = "key_" + secrets.token_hex(8)
         row = {"id": key_id, "project": project, "name": name,
                "key_hash": hash_key(secret), "prefix": secret[:8], "created": time.time(),
-               "revoked": None, "limits": {**(limits or {}), "admin": admin}}
+               "revoked": None, "limits": {**(limits or {}), "admin": admin},
+               "expires": time.time() + expires_in_s if expires_in_s else None}
         with self.engine.begin() as conn:
             conn.execute(t.insert().values(**row))
             record(conn, actor or cli_actor(), "key.create", key_id, {"project": project, "admin": admin})
         return _row(_Obj(row)), secret
 
     def lookup(self, secret: str) -> dict[str, Any] | None:
-        """The live key for ``secret``, or None (unknown or revoked)."""
-        q = sa.select(t).where(t.c.key_hash == hash_key(secret), t.c.revoked.is_(None))
+        """The live key for ``secret``, or None (unknown, revoked or expired)."""
+        q = sa.select(t).where(t.c.key_hash == hash_key(secret), t.c.revoked.is_(None),
+                               sa.or_(t.c.expires.is_(None), t.c.expires > time.time()))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return None if row is None else _row(row)
@@ -62,6 +68,25 @@ class KeyStore:
             if res.rowcount > 0:
                 record(conn, actor or cli_actor(), "key.revoke", key_id)
         return res.rowcount > 0
+
+    def rotate(self, key_id: str, grace_s: float, actor: str | None = None) -> tuple[dict[str, Any], str] | None:
+        """A new key like ``key_id`` (project, name, policy, expiry); the old one expires in ``grace_s``
+        seconds (sooner if it already would). None: no live key ``key_id``."""
+        now = time.time()
+        with self.engine.connect() as conn:
+            old = conn.execute(sa.select(t).where(t.c.id == key_id, t.c.revoked.is_(None),
+                                                  sa.or_(t.c.expires.is_(None), t.c.expires > now))).first()
+        if old is None:
+            return None
+        policy = dict(old.limits or {})
+        admin = bool(policy.pop("admin", False))
+        new, secret = self.create(old.project, name=old.name, admin=admin, limits=policy, actor=actor,
+                                  expires_in_s=old.expires - now if old.expires else None)
+        until = min(old.expires or now + grace_s, now + grace_s)
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == key_id).values(expires=until))
+            record(conn, actor or cli_actor(), "key.rotate", key_id, {"new": new["id"], "grace_s": grace_s})
+        return new, secret
 
     def list(self, project: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(t).order_by(t.c.created)

@@ -165,5 +165,6 @@ api_keys = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("revoked", sa.Float),
     sa.Column("limits", JSONType),
+    sa.Column("expires", sa.Float),  # migration 0005: after it, the key is refused (None: never)
     sa.Index("ix_api_keys_project", "project"),
 )

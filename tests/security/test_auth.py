@@ -184,3 +184,40 @@ def test_files_and_fine_tuning_jobs_are_project_scoped(secured, keys, tmp_path):
     assert a.files.retrieve(mine.id).id == mine.id  # still there
     with pytest.raises(openai.NotFoundError):
         b.fine_tuning.jobs.retrieve("ftjob-not-yours")
+
+
+def _cli(gw: GatewayProcess, *args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--config", str(gw.config_path)],
+                          env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _key_id(gw: GatewayProcess, secret: str) -> str:
+    (line,) = [ln for ln in _cli(gw, "keys", "list").splitlines() if f"{secret[:8]}…" in ln]
+    return line.split()[0]
+
+
+def _status(gw: GatewayProcess, secret: str) -> int:
+    return httpx.get(f"{gw.base_url}/models", headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code
+
+
+def _until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_keys_expire_and_rotate_with_a_grace_period(secured):
+    """Issue 19: `keys create --expires-in`, `keys rotate --grace` (the old key lives on, then not)."""
+    short = make_key(secured, "--project", "rotating", "--expires-in", "2s")
+    assert _status(secured, short) == 200
+    _until(lambda: _status(secured, short) == 401)
+    old = make_key(secured, "--project", "rotating", "--rpm", "1000")
+    old_id = _key_id(secured, old)
+    new = _cli(secured, "keys", "rotate", old_id, "--grace", "3s").strip().splitlines()[-1]
+    assert new != old and _status(secured, new) == 200 and _status(secured, old) == 200  # both, for the grace
+    _until(lambda: _status(secured, old) == 401)
+    assert _status(secured, new) == 200
+    (rotated,) = json.loads(_cli(secured, "audit", "--json", "--action", "key.rotate"))
+    assert rotated["target"] == old_id and rotated["detail"]["new"] == _key_id(secured, new)

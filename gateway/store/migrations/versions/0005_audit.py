@@ -1,4 +1,4 @@
-"""The audit trail, and datasets marked stale when data they were built from is erased.
+"""The audit trail, datasets marked stale when data they were built from is erased, keys that expire.
 
 Revision ID: 0005_audit
 Revises: 0004_loop
@@ -34,9 +34,13 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_created", "audit_log", ["created"])
     with op.batch_alter_table("datasets") as batch:
         batch.add_column(sa.Column("stale", JSONType, nullable=True))
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("expires", sa.Float, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.drop_column("expires")
     with op.batch_alter_table("datasets") as batch:
         batch.drop_column("stale")
     op.drop_index("ix_audit_log_created", table_name="audit_log")
