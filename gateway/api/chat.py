@@ -326,7 +326,7 @@ class ChatCompletions:
         if cost is ...:
             cost = self._cost(call, usage)
         metrics.observe(alias, a.target if a else None, a.arm if a else None, status,
-                        bool(call.body.get("stream")), latency, call.ttft, usage, cost)
+                        bool(call.body.get("stream")), latency, call.ttft, usage, cost, call.principal.project)
         router: Router = self.router_ref.router
         if status == 200 and a is not None and call.body["model"] in router:
             self.shadows.maybe(router, call.body["model"], call.body, call.id)

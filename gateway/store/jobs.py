@@ -96,7 +96,8 @@ class JobStore:
             q = q.where(jobs.c.project == project)
         if after:
             anchor = self.get(after)
-            if anchor is not None:
+            if anchor is not None and (project is None or anchor["project"] == project):  # another project's id
+                # is treated as unknown: the page must not tell whether it exists
                 q = q.where(sa.or_(jobs.c.created < anchor["created"],
                                    sa.and_(jobs.c.created == anchor["created"], jobs.c.id < after)))
         if not metadata:  # the metadata filter runs in Python (JSON on two dialects)

@@ -221,3 +221,12 @@ def test_keys_expire_and_rotate_with_a_grace_period(secured):
     assert _status(secured, new) == 200
     (rotated,) = json.loads(_cli(secured, "audit", "--json", "--action", "key.rotate"))
     assert rotated["target"] == old_id and rotated["detail"]["new"] == _key_id(secured, new)
+
+
+def test_cost_metric_is_labelled_with_the_callers_project(secured, keys):
+    """Issue 19 (low): the label was always `default`."""
+    from tests.gateway.test_costs import _metric
+
+    before = _metric(secured, "tuneloop_cost_usd_total", model="ft-bot", project="alpha")
+    secured.client(api_key=keys["a"]).chat.completions.create(model="ft-bot", messages=MSG, max_tokens=5)
+    assert _metric(secured, "tuneloop_cost_usd_total", model="ft-bot", project="alpha") > before

@@ -113,3 +113,23 @@ def test_a_gateway_without_its_runner_queues_jobs_that_tuneloop_jobs_runner_runs
         assert f"started fine-tuning job {job.id}" in (tmp_path / "runner.log").read_text()
     finally:
         gw.stop()
+
+
+def test_a_cursor_from_another_project_tells_nothing(database_url: str, tmp_path: Path) -> None:
+    """Issue 19 (low): ``after`` set to another project's job id paged differently from an unknown id."""
+    engine = db.create_engine(database_url)
+    db.upgrade(engine)
+    path = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
+    made = {}
+    for p in ("mine", "theirs", "mine"):
+        fid = store_file(engine, tmp_path, path.name, path.read_bytes(), "fine-tune", p)["id"]
+        made.setdefault(p, []).append(create_job(engine, model="gpt-4o-mini-2024-07-18", training_file=fid,
+                                                 project=p)["id"])
+    store = JobStore(engine)
+    try:
+        unknown = store.list(after="ftjob-nope", project="mine")
+        assert store.list(after=made["theirs"][0], project="mine") == unknown
+        assert [j["id"] for j in store.list(after=made["mine"][1], project="mine")[0]] == made["mine"][:1]
+    finally:
+        for job_id in made["mine"] + made["theirs"]:
+            cancel_job(engine, job_id)
