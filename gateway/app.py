@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -25,6 +25,7 @@ from gateway.api.deps import authenticated
 from gateway.api.openapi import with_chat_completions
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
+from gateway.errors import AuthenticationFailed
 from gateway.log import LogService
 from gateway.log.service import default_database_url
 from gateway.ratelimit import make_limiter
@@ -136,7 +137,11 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     _include_log_routers(api, caller)
 
     @api.get("/metrics", include_in_schema=False)
-    async def _metrics() -> Response:
+    async def _metrics(request: Request) -> Response:
+        if config.metrics_auth:  # any valid key (not only an admin's), or auth off
+            who = await request.app.state.auth.principal(request.headers.get("authorization"))
+            if who.key_id is None and not who.admin:
+                raise AuthenticationFailed("/metrics needs an API key (metrics_auth is on).")
         return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
     original_openapi = api.openapi

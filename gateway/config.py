@@ -108,6 +108,8 @@ class GatewayConfig(_Strict):
     redis_url: str | None = None
     # auto (default) | required (on) | off (none: only when set, and start-up warns); TUNELOOP_AUTH wins
     auth: Literal["auto", "required", "on", "off", "none"] | None = None
+    # /metrics answers only requests with a valid API key (Prometheus: authorization.credentials)
+    metrics_auth: bool = False
     # USD per 1M tokens for targets without `prices` (so that USD budgets hold there too)
     default_prices: dict[str, float] = Field(default_factory=dict)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)

@@ -230,3 +230,17 @@ def test_cost_metric_is_labelled_with_the_callers_project(secured, keys):
     before = _metric(secured, "tuneloop_cost_usd_total", model="ft-bot", project="alpha")
     secured.client(api_key=keys["a"]).chat.completions.create(model="ft-bot", messages=MSG, max_tokens=5)
     assert _metric(secured, "tuneloop_cost_usd_total", model="ft-bot", project="alpha") > before
+
+
+def test_metrics_can_require_a_key(fake_upstream, tmp_path):
+    """Issue 19 (low): `metrics_auth: true` in the config; any valid key scrapes (Prometheus' credentials)."""
+    gw = GatewayProcess({**fake_config(fake_upstream), "metrics_auth": True}, tmp_path)
+    try:
+        assert httpx.get(f"{gw.root}/metrics", timeout=10).status_code == 401  # anonymous: no
+        key = make_key(gw, "--project", "ops")
+        bad = httpx.get(f"{gw.root}/metrics", headers={"Authorization": "Bearer tl-nope"}, timeout=10)
+        assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+        ok = httpx.get(f"{gw.root}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert ok.status_code == 200 and "tuneloop_requests_total" in ok.text
+    finally:
+        gw.stop()
