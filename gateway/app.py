@@ -27,6 +27,7 @@ from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
 from gateway.log import LogService
+from gateway.log.retention import run_retention
 from gateway.log.service import default_database_url
 from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
@@ -109,6 +110,8 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
             watchers.append(asyncio.create_task(watch_config(app.state.routes, settings.config)))
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             watchers.append(asyncio.create_task(_refresh_log_gauges()))
+        if config.retention_days:
+            watchers.append(asyncio.create_task(run_retention(app.state.log.engine, config.retention_days)))
         try:
             yield
         finally:

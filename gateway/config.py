@@ -110,6 +110,8 @@ class GatewayConfig(_Strict):
     auth: Literal["auto", "required", "on", "off", "none"] | None = None
     # /metrics answers only requests with a valid API key (Prometheus: authorization.credentials)
     metrics_auth: bool = False
+    # days the log keeps interactions, per project ("*": the others); a number: every project
+    retention_days: dict[str, float] = Field(default_factory=dict)
     # USD per 1M tokens for targets without `prices` (so that USD budgets hold there too)
     default_prices: dict[str, float] = Field(default_factory=dict)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
@@ -126,6 +128,15 @@ class GatewayConfig(_Strict):
         if isinstance(value, bool):
             return "required" if value else "off"
         return value
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _all_projects(cls, value: object) -> object:
+        """``retention_days: 90`` is ``{"*": 90}``; every value must be positive."""
+        days = {"*": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+        if isinstance(days, dict) and any(not isinstance(v, int | float) or v <= 0 for v in days.values()):
+            raise ValueError("retention_days must be positive numbers of days")
+        return days
 
     @field_validator("base_models", mode="before")
     @classmethod

@@ -121,12 +121,14 @@ class LogStore:
         return [dict(r) for r in rows]
 
     # ---- retention and helpers ----
-    def prune(self, older_than_s: float, project: str | None = None) -> int:
+    def prune(self, older_than_s: float, project: str | None = None, exclude: tuple[str, ...] = ()) -> int:
         """Delete interactions (and their feedback) older than ``older_than_s`` seconds
-        (of one project only, when given)."""
+        (of one project only, when given; of none of ``exclude``)."""
         cond = t.c.created < time.time() - older_than_s
         if project is not None:
             cond = sa.and_(cond, t.c.project == project)
+        if exclude:
+            cond = sa.and_(cond, sa.or_(t.c.project.is_(None), t.c.project.not_in(exclude)))
         with self.engine.begin() as conn:
             conn.execute(feedback.delete().where(feedback.c.completion_id.in_(sa.select(t.c.id).where(cond))))
             return conn.execute(t.delete().where(cond)).rowcount
