@@ -276,7 +276,9 @@ def chunk(cid: str, model: str, created: int, choices: list[dict[str, Any]],
 
 def delta(index: int, content: str | None = None, role: str | None = None,
           finish_reason: str | None = None, logprobs: list[dict[str, Any]] | None = None,
-          tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+          tool_calls: list[dict[str, Any]] | None = None,
+          call_deltas: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``tool_calls``: whole calls (indexed here); ``call_deltas``: parts that carry their own ``index``."""
     d: dict[str, Any] = {}
     if role:
         d["role"] = role
@@ -284,6 +286,8 @@ def delta(index: int, content: str | None = None, role: str | None = None,
         d["content"] = content
     if tool_calls:
         d["tool_calls"] = [{"index": k, **call} for k, call in enumerate(tool_calls)]
+    if call_deltas:
+        d["tool_calls"] = call_deltas
     lp = None if logprobs is None else {"content": logprobs, "refusal": None}
     return {"index": index, "delta": d, "logprobs": lp, "finish_reason": finish_reason}
 

@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from adapters.engine import protocol as P
 from adapters.engine.engine import EngineError, RequestStream
+from adapters.engine.tool_stream import CallStream
 from adapters.engine.tools import parse
 
 
@@ -75,14 +76,16 @@ def _choice(i: int, text: str, finish: str | None, tokens: int, entries: list[di
 
 
 async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
-               continuous: bool, calls: bool = False) -> AsyncIterator[bytes]:
-    """Chunks as tokens come; with tools, each choice's text is held until it ends, then sent as its
-    content and ``tool_calls`` deltas (a call is only known whole)."""
+               continuous: bool, calls: bool = False, constrained: bool = False) -> AsyncIterator[bytes]:
+    """Chunks as tokens come. With tools: a constrained reply (``required``, a named function) streams
+    each call as it is written (``tool_stream.CallStream``); with ``auto``, each choice's text is held
+    until it ends, then sent as its content and ``tool_calls`` (a free-form block is only known whole)."""
     cid, created = P.completion_id(), P.now()
     tokens = [0] * n
     cached = [0]
     held: list[str] = [""] * n  # with tools: text and logprobs until the choice ends
     held_lp: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    streams = [CallStream() for _ in range(n)] if calls and constrained else None
 
     def frame(obj: dict[str, Any]) -> bytes:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
@@ -104,6 +107,10 @@ async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, inc
             i = ev["index"]
             tokens[i] = ev["completion_tokens"]
             cached[0] = ev.get("cached_tokens", 0)
+            if streams is not None:
+                if (part := _call_chunk(streams[i], ev, cid, model, created, usage() if continuous else None)):
+                    yield frame(part)
+                continue
             if calls:
                 held[i] += ev["text"]
                 held_lp[i] += ev.get("logprobs") or []
@@ -124,3 +131,18 @@ async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, inc
         yield b"data: [DONE]\n\n"
     finally:
         stream.abort()  # no-op when finished; frees the rows when the client went away
+
+
+def _call_chunk(calls: CallStream, ev: dict[str, Any], cid: str, model: str, created: int,
+                usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One event of a constrained tool-calling choice as a chunk: the call deltas its text completes
+    (None when it completes nothing yet and carries no logprobs)."""
+    deltas, content, finish = calls.feed(ev["text"]), None, None
+    if ev["finish_reason"]:
+        content, more = calls.flush()
+        deltas += more
+        finish = "tool_calls" if calls.completed else ev["finish_reason"]
+    if not (deltas or content or finish or ev.get("logprobs")):
+        return None
+    return P.chunk(cid, model, created, [P.delta(ev["index"], content, finish_reason=finish,
+                                                 logprobs=ev.get("logprobs"), call_deltas=deltas)], usage)

@@ -160,7 +160,7 @@ def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None) -> Fa
         if req.stream:
             opts = req.stream_options or P.StreamOptions()
             return StreamingResponse(replies.sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
-                                                 bool(opts.continuous_usage_stats), calls),
+                                                 bool(opts.continuous_usage_stats), calls, tool_grammar is not None),
                                      media_type="text/event-stream")
         return await replies.complete(request, stream, model, len(prompt), params.n, params.logprobs is not None, calls)
 

@@ -58,13 +58,20 @@ def test_a_named_function_is_the_one_called(client) -> None:
 
 
 def test_streamed_tool_calls_assemble_like_openais(client) -> None:
+    """A constrained call streams as it is written (a first delta with id and name, then argument
+    fragments), and assembles into the call the same request gets unstreamed."""
     calls: dict[int, dict[str, str]] = {}
-    finish = None
+    finish, fragments = None, 0
     for chunk in client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
-                                                temperature=0, max_tokens=120, stream=True):
+                                                temperature=0, max_tokens=120, stream=True,
+                                                parallel_tool_calls=False):
         if not chunk.choices:
             continue
         for part in chunk.choices[0].delta.tool_calls or []:
+            if part.id:
+                assert part.function.name and part.function.arguments == ""  # announced before its arguments
+            else:
+                fragments += 1
             slot = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
             slot["id"] += part.id or ""
             slot["name"] += (part.function.name or "") if part.function else ""
@@ -74,6 +81,11 @@ def test_streamed_tool_calls_assemble_like_openais(client) -> None:
     for slot in calls.values():
         assert slot["id"].startswith("call_")
         jsonschema.validate(json.loads(slot["arguments"]), SCHEMAS[slot["name"]])
+    assert fragments > 1  # not one delta at the end
+    plain = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                           temperature=0, max_tokens=120, parallel_tool_calls=False)
+    assert [(c.function.name, c.function.arguments) for c in plain.choices[0].message.tool_calls] == \
+        [(s["name"], s["arguments"]) for s in calls.values()]
 
 
 def test_the_call_and_its_result_go_back_to_the_model(client) -> None:
