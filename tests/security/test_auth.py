@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.engine.test_supervision import wait_for
 from tests.fixtures.gateway import FAKE_KEY, GatewayProcess, fake_config, received
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -201,23 +202,16 @@ def _status(gw: GatewayProcess, secret: str) -> int:
     return httpx.get(f"{gw.base_url}/models", headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code
 
 
-def _until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def test_keys_expire_and_rotate_with_a_grace_period(secured):
     """Issue 19: `keys create --expires-in`, `keys rotate --grace` (the old key lives on, then not)."""
     short = make_key(secured, "--project", "rotating", "--expires-in", "2s")
     assert _status(secured, short) == 200
-    _until(lambda: _status(secured, short) == 401)
+    wait_for(lambda: _status(secured, short) == 401)
     old = make_key(secured, "--project", "rotating", "--rpm", "1000")
     old_id = _key_id(secured, old)
     new = _cli(secured, "keys", "rotate", old_id, "--grace", "3s").strip().splitlines()[-1]
     assert new != old and _status(secured, new) == 200 and _status(secured, old) == 200  # both, for the grace
-    _until(lambda: _status(secured, old) == 401)
+    wait_for(lambda: _status(secured, old) == 401)
     assert _status(secured, new) == 200
     (rotated,) = json.loads(_cli(secured, "audit", "--json", "--action", "key.rotate"))
     assert rotated["target"] == old_id and rotated["detail"]["new"] == _key_id(secured, new)
