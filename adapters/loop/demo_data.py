@@ -53,11 +53,15 @@ LOOKUP_ORDER: dict[str, Any] = {"type": "function", "function": {
                    "required": ["order_id"], "additionalProperties": False}}}
 TOOLS = [LOOKUP_ORDER]
 
-# phrasings of "where is my order", each with {id}; the last one is held out
+# phrasings of "where is my order", each with {id}: six asked by the simulated users (two orders each),
+# two held out (asked about orders never seen)
 ORDER_QUESTIONS = ["Where is my order {id}?", "Can you check the status of order {id}?",
-                   "Has my order {id} shipped yet?", "What happened to order {id}?"]
-TRAIN_ORDERS = ["A1042", "B2231", "C3310", "D4187"]
-HELD_OUT_ORDERS = ["E5521", "F6093", "G7748"]
+                   "Has my order {id} shipped yet?", "Any news on order {id}?", "Track order {id} please.",
+                   "I ordered {id} last week, where is it?"]
+HELD_OUT_QUESTIONS = ["What is the status of my order {id}?", "Is order {id} on its way?"]
+TRAIN_ORDERS = ["A1042", "B2231", "C3310", "D4187", "H2290", "J7315", "K5064", "L8823", "M3371", "N6402",
+                "P1958", "R4736"]
+HELD_OUT_ORDERS = ["E5521", "F6093", "G7748", "T3864"]
 
 
 def order_call(order_id: str) -> dict[str, Any]:
@@ -68,8 +72,8 @@ def order_call(order_id: str) -> dict[str, Any]:
 
 
 def order_traffic() -> list[tuple[str, str]]:
-    """(question, order id) asked by simulated users: three phrasings x the training orders."""
-    return [(q.format(id=o), o) for o in TRAIN_ORDERS for q in ORDER_QUESTIONS[:3]]
+    """(question, order id) asked by simulated users: each phrasing about two of the training orders."""
+    return [(q.format(id=o), o) for k, o in enumerate(TRAIN_ORDERS) for q in [ORDER_QUESTIONS[k // 2]]]
 
 
 def reply(answer: str) -> str:
@@ -91,6 +95,6 @@ def held_out() -> list[dict[str, Any]]:
     topic (the right answer is text, no call), and the held-out order phrasing with new order numbers."""
     faq = [{"messages": [{"role": "user", "content": qs[3]}, {"role": "assistant", "content": reply(answer)}],
             "tools": TOOLS, "checks": checks(fact)} for fact, answer, qs in FAQ]
-    orders = [{"messages": [{"role": "user", "content": ORDER_QUESTIONS[3].format(id=o)}, order_call(o)],
-               "tools": TOOLS} for o in HELD_OUT_ORDERS]
+    orders = [{"messages": [{"role": "user", "content": HELD_OUT_QUESTIONS[k // 2].format(id=o)}, order_call(o)],
+               "tools": TOOLS} for k, o in enumerate(HELD_OUT_ORDERS)]
     return faq + orders
