@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     workers: int = 1  # gateway processes on the port (metrics aggregated across them)
     max_body_bytes: int = 8 * 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024  # /v1/files (OpenAI's limit per file); 413 above
+    files_quota_bytes: int = 100 * 1024**3  # /v1/files: what one project may store in all; 413 above
     log_queue_size: int = 100_000
     max_messages: int = 2048
     # auto: required off loopback; on loopback required once any API key exists, else anonymous

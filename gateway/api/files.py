@@ -9,7 +9,8 @@ DELETE /v1/files/{file_id}       -> ``DeleteFileResponse``
 An upload is parsed by Starlette's form parser (``python-multipart``), which streams the file part
 into a temporary file (on disk past 1 MiB), then copied in chunks to ``$TUNELOOP_HOME/files``: it
 never sits whole in memory. A body over ``TUNELOOP_MAX_UPLOAD_BYTES`` (512 MiB, OpenAI's limit for
-a file) is a 413, from its ``content-length`` or once that many bytes have come.
+a file) is a 413, from its ``content-length`` or once that many bytes have come; so is an upload that
+would take its project past ``TUNELOOP_FILES_QUOTA_BYTES`` (100 GiB) stored in all.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ async def create_file(request: Request) -> dict[str, Any]:
                                       upload.file, purpose.strip(), getattr(request.state, "project", None))
     finally:
         await form.close()
+    quota = request.app.state.settings.files_quota_bytes
+    if await asyncio.to_thread(FileStore(_engine(request)).usage, row["project"]) > quota:
+        await asyncio.to_thread(delete_file, _engine(request), row["id"])
+        raise BodyTooLarge(f"This upload would take the project past its storage quota of {quota} bytes "
+                           "(TUNELOOP_FILES_QUOTA_BYTES): delete files it no longer needs.", param="file")
     return file_object(row)
 
 

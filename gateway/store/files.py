@@ -50,6 +50,13 @@ class FileStore:
             conn.execute(files.insert().values(**row))
         return row
 
+    def usage(self, project: str | None) -> int:
+        """Bytes stored by ``project`` (None: files made without one)."""
+        owner = files.c.project.is_(None) if project is None else files.c.project == project
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(files.c.bytes), 0)).where(owner))
+                       .scalar_one())
+
     def get(self, file_id: str, project: str | None = None) -> dict[str, Any] | None:
         """The file, or None (also when it belongs to another ``project``; None = any)."""
         q = files.select().where(files.c.id == file_id)

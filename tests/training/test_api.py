@@ -33,7 +33,8 @@ def gw(fake_finetune: FakeFineTuning, tmp_path_factory: pytest.TempPathFactory) 
               "models": {"gpt": {"routes": [{"target": "openai", "model": "gpt-4o-mini"}]}}}
     gateway = GatewayProcess(config, tmp_path_factory.mktemp("ft-home"),
                              env={"TUNELOOP_OPENAI_POLL_S": "0.2", "TUNELOOP_TRAIN_THREADS": "1",
-                                  "TUNELOOP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP)})
+                                  "TUNELOOP_MAX_UPLOAD_BYTES": str(UPLOAD_CAP),
+                                  "TUNELOOP_FILES_QUOTA_BYTES": str(2 * UPLOAD_CAP)})
     yield gateway
     gateway.stop()
 
@@ -90,6 +91,12 @@ def test_uploads_are_capped_and_streamed(client: openai.OpenAI, gw: GatewayProce
     assert 1 << 20 < big.stat().st_size < UPLOAD_CAP
     fid = _upload(client, big)
     assert client.files.content(fid).read() == big.read_bytes()
+    second = _upload(client, big)  # two fit the project's quota (2 x the cap), a third does not
+    with pytest.raises(openai.APIStatusError) as err, open(big, "rb") as f:
+        client.files.create(file=f, purpose="fine-tune")
+    assert err.value.status_code == 413 and "quota" in err.value.message
+    client.files.delete(second)
+    client.files.delete(fid)
     huge = tmp_path / "huge.jsonl"
     huge.write_bytes(b"x" * (UPLOAD_CAP + 1))
     with pytest.raises(openai.APIStatusError) as err, open(huge, "rb") as f:
