@@ -8,10 +8,10 @@
 
 The grammar library is ``llguidance`` (the Rust engine behind Guidance, one of vLLM's
 structured-output backends), chosen on measurements (``loadtests/grammar_libs.py``: a 20-property
-schema, SmolLM2's 49k vocabulary, this CPU): it compiles the schema in ~3 ms cold and computes a
-token mask in ~0.06 ms; xgrammar (vLLM's default) masks faster (~0.007 ms) but compiles ~4x slower
+schema, SmolLM2's 49k vocabulary, this CPU): it compiles the schema in ~1-3 ms cold and computes a
+token mask in ~0.04 ms; xgrammar (vLLM's default) masks faster (~0.005 ms) but compiles ~10x slower
 (~12 ms, paid by the first request of each new schema) and depends on torch, triton and tvm-ffi;
-outlines-core indexes the whole vocabulary per schema (~3.4 s). Beside a decode step of tens of
+outlines-core indexes the whole vocabulary per schema (~2-3 s). Beside a decode step of tens of
 milliseconds, both llguidance's and xgrammar's masks are noise; the compile and the footprint decide. Masks are
 applied per row inside continuous batching, so constrained and free requests, with or without
 adapters, share a batch.
