@@ -44,7 +44,8 @@ def test_migrate_shadows_compares_cuts_over_and_rolls_back(fake_upstream, tmp_pa
         cfg = settings(n_epochs=4, learning_rate=5e-3)
         cfg.base_model = DEFAULT_MODEL
         cfg.dataset.has_correction = False
-        ms = MigrateSettings(min_pairs=6, min_agreement=0.3, wait_s=90)  # shadows finish after replies
+        ms = MigrateSettings(min_pairs=6, min_agreement=0.3, wait_s=300)  # shadows finish after replies (slowly
+        # when the suite loads both cores: it returns as soon as 6 pairs are logged)
 
         first = run_migration(ws, "gpt-support", cfg, MigrateSettings(min_pairs=6), progress=False)
         assert (first["status"], first["stage"]) == ("running", "shadow")  # open: waits for shadow traffic
