@@ -46,3 +46,26 @@ def test_the_sbom_lists_what_the_lock_pins() -> None:
     assert sbom["bomFormat"] == "CycloneDX"
     listed = {_norm(c["name"]): c["version"] for c in sbom["components"]}
     assert listed == {n: v for n, (v, _) in _lock().items()}
+
+
+def test_no_known_vulnerability_in_the_lock() -> None:
+    """pip-audit against PyPI's advisories (its JSON API), for every pin of the lock. Where the service
+    cannot be reached, or knows none of the pinned versions (a mirror ahead of PyPI), the test is skipped,
+    saying so; a known vulnerability fails it, naming the package and the advisory."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    out = subprocess.run([sys.executable, "-m", "pip_audit", "--disable-pip", "--no-deps", "-r",
+                          str(REPO / "requirements.lock"), "-s", "pypi", "--progress-spinner", "off", "-f", "json"],
+                         capture_output=True, text=True, timeout=300)
+    try:
+        deps = json.loads(out.stdout)["dependencies"]
+    except (ValueError, KeyError):
+        pytest.skip(f"dependency audit: the advisory service could not be reached ({out.stderr.strip()[-300:]})")
+    vulnerable = {d["name"]: [v["id"] for v in d["vulns"]] for d in deps if d.get("vulns")}
+    assert not vulnerable, f"known vulnerabilities in requirements.lock: {vulnerable}"
+    unaudited = [d["name"] for d in deps if "skip_reason" in d]
+    if len(unaudited) == len(deps):
+        pytest.skip(f"dependency audit: PyPI's advisories know none of the {len(deps)} pinned versions here")
