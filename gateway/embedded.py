@@ -32,8 +32,8 @@ def runtime_file(settings: Settings) -> Path:
     return settings.resolved_home() / "run" / "engines.json"
 
 
-def bind(settings: Settings, config: GatewayConfig) -> dict[str, socket.socket]:
-    """One listening socket per embedded target; the target's URL and key are set to match."""
+def bind(settings: Settings, config: GatewayConfig) -> dict[str, tuple[socket.socket, str]]:
+    """``{target: (listening socket, API key)}`` per embedded target; the target's URL and key are set to match."""
     sockets, runtime = {}, {}
     for name, target in config.targets.items():
         if not target.embedded:
@@ -54,7 +54,7 @@ def bind(settings: Settings, config: GatewayConfig) -> dict[str, socket.socket]:
         target.api_key_env = target.api_key_env or KEY_ENV
         key = os.environ.get(target.api_key_env) or secrets.token_urlsafe(32)
         os.environ[target.api_key_env] = key
-        sockets[name] = sock
+        sockets[name] = (sock, key)
         runtime[name] = {"base_url": url, "api_key_env": target.api_key_env, "api_key": key, "pid": os.getpid()}
     if runtime:
         _write_private(runtime_file(settings), json.dumps(runtime, indent=1))

@@ -38,14 +38,14 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[EngineSuper
     adapters = settings.resolved_home() / "adapters"
     adapters.mkdir(parents=True, exist_ok=True)
     roots = [str(Path(b.adapters_dir).expanduser()) for b in config.base_models.values() if b.adapters_dir]
-    for name, sock in embedded.bind(settings, config).items():
+    for name, (sock, key) in embedded.bind(settings, config).items():
         target = config.targets[name]
         cmd = [sys.executable, "-m", "gateway.cli", "engine", "--fd", str(sock.fileno()),
                "--parent-pid", str(os.getpid()), "--adapters", str(adapters),
                "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]  # tool_choice "auto", OpenAI's default
         cmd += [arg for root in roots for arg in ("--allowed-lora-roots", root)]
         env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1",
-               "VLLM_API_KEY": os.environ[target.api_key_env or embedded.KEY_ENV]}  # not on the command line
+               "VLLM_API_KEY": key}  # not on the command line
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the engine keeps its own metrics
         log.info("starting the embedded engine for target %r on %s", name, target.base_urls[0])
         children.append(EngineSupervisor(name, cmd, env, sock))

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def watch_parent(parent_pid: int, stop: Callable[[], None], interval_s: float = 
     """Call ``stop`` once ``parent_pid`` is no longer our parent (it died; we were re-parented)."""
     def watch() -> None:
         while os.getppid() == parent_pid:
-            threading.Event().wait(interval_s)
+            time.sleep(interval_s)
         log.warning("the process that started this engine (pid %d) is gone: stopping", parent_pid)
         stop()
 

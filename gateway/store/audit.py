@@ -3,9 +3,10 @@
     record(conn, actor, "key.create", key_id, {"project": ...})   # inside the change's own transaction
     AuditStore(engine).list(limit=50, action="user.forget")
 
-Actions: ``key.create``, ``key.revoke``, ``completion.delete``, ``user.forget``, ``model.delete``,
-``adapter.promote``, ``adapter.rollback``.  ``actor`` is the API key id of the caller (``admin`` with
-auth off), or ``cli:<os user>`` for the command line.  Listed by ``tuneloop audit``.
+Actions: ``key.create``, ``key.revoke``, ``key.rotate``, ``completion.delete``, ``user.forget``,
+``model.delete``, ``adapter.promote``, ``adapter.canary``, ``adapter.rollback``, ``retention.prune``.
+``actor`` is the API key id of the caller (``admin`` with auth off), ``cli:<os user>`` for the command
+line, or ``retention`` for the gateway's own pruning.  Listed by ``tuneloop audit``.
 """
 
 from __future__ import annotations

@@ -32,10 +32,9 @@ def erase_completion(engine: sa.Engine, completion_id: str, actor: str,
     if project is not None:
         q = q.where(t.c.project == project)
     with engine.begin() as conn:
-        ids = list(conn.execute(q).scalars())
-        if not ids:
+        if conn.execute(q).first() is None:
             return None
-        out = _erase(conn, ids, "completion.delete")
+        out = _erase(conn, q, "completion.delete")
         record(conn, actor, "completion.delete", completion_id, out)
     return out
 
@@ -47,15 +46,15 @@ def forget_user(engine: sa.Engine, user: str, actor: str, project: str | None = 
         q = q.where(t.c.project == project)
     subject = "sha256:" + hashlib.sha256(user.encode()).hexdigest()
     with engine.begin() as conn:
-        out = _erase(conn, list(conn.execute(q).scalars()), "user.forget")
+        out = _erase(conn, q, "user.forget")
         record(conn, actor, "user.forget", subject, {**out, "project": project})
     return out
 
 
-def _erase(conn: sa.Connection, ids: list[str], reason: str) -> dict[str, Any]:
-    if not ids:
-        return {"completions": 0, "feedback": 0, "datasets_stale": []}
-    ids += list(conn.execute(sa.select(t.c.id).where(t.c.parent_id.in_(ids))).scalars())  # shadow copies
+def _erase(conn: sa.Connection, chosen: sa.Select[Any], reason: str) -> dict[str, Any]:
+    """Erase the interactions ``chosen`` selects (their ids) and their shadow copies: subqueries, never
+    lists of ids, so a user with any number of interactions is one statement per table."""
+    ids = sa.select(t.c.id).where(sa.or_(t.c.id.in_(chosen), t.c.parent_id.in_(chosen)))
     stale = sorted(set(conn.execute(sa.select(dataset_records.c.dataset_id)
                                     .where(dataset_records.c.interaction_id.in_(ids))).scalars()))
     fb = conn.execute(feedback.delete().where(feedback.c.completion_id.in_(ids))).rowcount

@@ -42,21 +42,13 @@ class KeyStore:
                expires_in_s: float | None = None) -> tuple[dict[str, Any], str]:
         """A new key; the secret is returned once and never stored.  ``actor``: who (the audit trail;
         default: the command line's user)."""
-        secret = KEY_PREFIX + secrets.token_urlsafe(30)
-        key_id = "key_" + secrets.token_hex(8)
-        row = {"id": key_id, "project": project, "name": name,
-               "key_hash": hash_key(secret), "prefix": secret[:8], "created": time.time(),
-               "revoked": None, "limits": {**(limits or {}), "admin": admin},
-               "expires": time.time() + expires_in_s if expires_in_s else None}
         with self.engine.begin() as conn:
-            conn.execute(t.insert().values(**row))
-            record(conn, actor or cli_actor(), "key.create", key_id, {"project": project, "admin": admin})
-        return _row(_Obj(row)), secret
+            return _insert(conn, project, name, admin, limits or {}, actor or cli_actor(),
+                           time.time() + expires_in_s if expires_in_s else None)
 
     def lookup(self, secret: str) -> dict[str, Any] | None:
         """The live key for ``secret``, or None (unknown, revoked or expired)."""
-        q = sa.select(t).where(t.c.key_hash == hash_key(secret), t.c.revoked.is_(None),
-                               sa.or_(t.c.expires.is_(None), t.c.expires > time.time()))
+        q = sa.select(t).where(t.c.key_hash == hash_key(secret), _live())
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return None if row is None else _row(row)
@@ -71,21 +63,18 @@ class KeyStore:
 
     def rotate(self, key_id: str, grace_s: float, actor: str | None = None) -> tuple[dict[str, Any], str] | None:
         """A new key like ``key_id`` (project, name, policy, expiry); the old one expires in ``grace_s``
-        seconds (sooner if it already would). None: no live key ``key_id``."""
-        now = time.time()
-        with self.engine.connect() as conn:
-            old = conn.execute(sa.select(t).where(t.c.id == key_id, t.c.revoked.is_(None),
-                                                  sa.or_(t.c.expires.is_(None), t.c.expires > now))).first()
-        if old is None:
-            return None
-        policy = dict(old.limits or {})
-        admin = bool(policy.pop("admin", False))
-        new, secret = self.create(old.project, name=old.name, admin=admin, limits=policy, actor=actor,
-                                  expires_in_s=old.expires - now if old.expires else None)
-        until = min(old.expires or now + grace_s, now + grace_s)
+        seconds (sooner if it already would), in one transaction. None: no live key ``key_id``."""
+        now, actor = time.time(), actor or cli_actor()
         with self.engine.begin() as conn:
-            conn.execute(t.update().where(t.c.id == key_id).values(expires=until))
-            record(conn, actor or cli_actor(), "key.rotate", key_id, {"new": new["id"], "grace_s": grace_s})
+            old = conn.execute(sa.select(t).where(t.c.id == key_id, _live(now))).first()
+            if old is None:
+                return None
+            policy = dict(old.limits or {})
+            admin = bool(policy.pop("admin", False))
+            new, secret = _insert(conn, old.project, old.name, admin, policy, actor, old.expires)
+            conn.execute(t.update().where(t.c.id == key_id).values(expires=min(old.expires or now + grace_s,
+                                                                               now + grace_s)))
+            record(conn, actor, "key.rotate", key_id, {"new": new["id"], "grace_s": grace_s})
         return new, secret
 
     def list(self, project: str | None = None) -> list[dict[str, Any]]:
@@ -103,6 +92,22 @@ class KeyStore:
     def count(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+
+
+def _live(now: float | None = None) -> Any:
+    """A key that is neither revoked nor expired (at ``now``)."""
+    return sa.and_(t.c.revoked.is_(None), sa.or_(t.c.expires.is_(None), t.c.expires > (now or time.time())))
+
+
+def _insert(conn: sa.Connection, project: str, name: str | None, admin: bool, limits: dict[str, float],
+            actor: str, expires: float | None) -> tuple[dict[str, Any], str]:
+    secret = KEY_PREFIX + secrets.token_urlsafe(30)
+    row = {"id": "key_" + secrets.token_hex(8), "project": project, "name": name, "key_hash": hash_key(secret),
+           "prefix": secret[:8], "created": time.time(), "revoked": None, "limits": {**limits, "admin": admin},
+           "expires": expires}
+    conn.execute(t.insert().values(**row))
+    record(conn, actor, "key.create", str(row["id"]), {"project": project, "admin": admin})
+    return _row(_Obj(row)), secret
 
 
 class _Obj:
