@@ -9,8 +9,11 @@ from the gateway on RX_FD and answers on TX_FD:
          ["s", [bid, ...]]           a sync barrier        ["hello", status] once, at start
          ["c"]                       close                 ["closed", status] last
 
-A batch is acknowledged once it is committed or fsynced in the spool; a barrier once
-the DB is up and every batch before it is committed. The child drives the same
+A batch is acknowledged once it is committed or fsynced in the spool (while the DB is
+down and the spool cannot be written, acknowledgements wait: ``Writer.held``); a barrier
+once the DB is up and every batch before it is committed. The child says something at
+least every ``STATUS_EVERY_S`` (a status when idle, also between the batches of a long
+replay): the gateway replaces a child that stays silent (``relay.py``'s watchdog). The child drives the same
 ``Writer`` as the in-process design (spool while down, probe, replay), only without
 its thread. It may use every CPU: the gateway process is often pinned to one core,
 and this work must not compete with the event loop for it or for the GIL.
@@ -45,16 +48,23 @@ class Child:
                  tally: metrics.Tally, batch_size: int) -> None:
         self.writer, self.rx, self.tx, self.tally = writer, rx, tx, tally
         self.batch_size = batch_size
-        self.held: list[int] = []  # barriers waiting for the DB to come back
+        self.barriers: list[int] = []  # barriers waiting for the DB to come back
+        self.waiting: list[int] = []  # batches not acknowledged while the writer holds records
         self._last_sent = 0.0
+        writer.beat = self.beat
 
     def status(self) -> dict[str, Any]:
         return {"db_up": self.writer.db_up, "spool": self.writer.spool.records,
-                **self.tally.take()}
+                "held": self.writer.held, **self.tally.take()}
 
     def send(self, msg: list[Any]) -> None:
         self.tx.send_bytes(orjson.dumps(msg))
         self._last_sent = time.monotonic()
+
+    def beat(self) -> None:
+        """Between the batches of a long write or replay: a status, so the watchdog sees us alive."""
+        if time.monotonic() - self._last_sent > STATUS_EVERY_S:
+            self.send(["ack", [], [], self.status()])
 
     def run(self) -> None:
         self.send(["hello", self.status()])
@@ -67,15 +77,19 @@ class Child:
                     seqs.append(msg[1])
                     records.extend(msg[2])
                 elif msg[0] == "s":
-                    self.held.extend(msg[1])
+                    self.barriers.extend(msg[1])
                 else:
                     closing = True
             if records:
                 self.writer.write_batch(records)  # raising kills the child: the gateway spools
             self.writer.tick()
+            self.waiting += seqs
+            seqs = []
+            if not self.writer.held:
+                seqs, self.waiting = self.waiting, []
             released: list[int] = []
-            if self.writer.db_up:
-                released, self.held = self.held, []
+            if self.writer.db_up and not self.writer.held:
+                released, self.barriers = self.barriers, []
             if seqs or released or time.monotonic() - self._last_sent > STATUS_EVERY_S:
                 self.send(["ack", seqs, released, self.status()])
             if closing:
@@ -89,7 +103,8 @@ class Child:
         msgs: list[list[Any]] = []
         n = 0
         try:
-            if not self.rx.poll(self.writer.probe_interval if not self.held else 0.05):
+            wait = min(self.writer.probe_interval, STATUS_EVERY_S) if not self.barriers else 0.05
+            if not self.rx.poll(wait):
                 return msgs, False
             while n < self.batch_size:
                 msg = orjson.loads(self.rx.recv_bytes())

@@ -38,6 +38,16 @@ REJECTED = Counter(
     "tuneloop_log_records_rejected_total",
     "Records the database refused (kept in spool/rejected-*.jsonl, not lost)",
 )
+RESTARTS = Counter(
+    "tuneloop_log_writer_restarts_total",
+    "Log-writer children replaced: it exited, or it sent nothing for the stall timeout (hung)",
+    ["reason"],
+)
+UNWRITABLE = Gauge(
+    "tuneloop_log_spool_unwritable",
+    "1 while the spool cannot be written (disk full?) and records wait in memory",
+    multiprocess_mode="max",
+)
 
 def _queue_depth() -> float:
     return float(sum(w.queue_depth() for w in list(_writers)))

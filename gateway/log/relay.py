@@ -9,30 +9,29 @@ barriers.
 
 No record is lost: a batch stays in ``_unacked`` until the child says it is committed
 or spooled. If the child dies, the reader thread appends every unacknowledged batch to
-the spool (fsynced), starts a new child (which replays the spool first) and sends it
-the pending barriers again. On close, what the child did not acknowledge is spooled
+the spool (fsynced; if the spool cannot be written, they are sent again to the next
+child instead), starts a new child (which replays the spool first) and sends it the
+pending barriers again. A child that says nothing for ``stall_s`` (it sends a status at
+least every half second; stopped, deadlocked, stuck in a call) is killed and replaced
+the same way: the watchdog. On close, what the child did not acknowledge is spooled
 here. A full buffer spills to the spool, as before.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import itertools
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-import gateway
 from gateway.log import metrics
+from gateway.log.pipe import Barrier, Proc, encode, release
 from gateway.log.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -41,60 +40,16 @@ FLUSH_S = 0.004  # how long the feeder gathers records before a write to the chi
 FLUSH_RECORDS = 512  # ... unless this many are waiting
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 120.0  # the child may be replaying a spool or spooling a backlog
-_ROOT = str(Path(gateway.__file__).resolve().parents[1])
-
-
-# a read-your-writes barrier: the waiting loop and the future it awaits
-Barrier = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
-
-
-def _release(barriers: list[Barrier]) -> None:
-    for loop, fut in barriers:
-        try:
-            loop.call_soon_threadsafe(_set_done, fut)
-        except RuntimeError:
-            pass  # that loop is closed; nobody waits any more
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _Proc:
-    """One writer child and our ends of its two pipes."""
-
-    def __init__(self, args: list[str]) -> None:
-        c_rx, p_tx = os.pipe()
-        p_rx, c_tx = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)}
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway.log.child", *args, str(c_rx), str(c_tx)],
-            pass_fds=(c_rx, c_tx), env=env, stdin=subprocess.DEVNULL)
-        os.close(c_rx)
-        os.close(c_tx)
-        self.tx = Connection(p_tx, readable=False)
-        self.rx = Connection(p_rx, writable=False)
-        self.closed = False  # it said "closed": a clean exit
-
-    def end(self) -> int:
-        for conn in (self.tx, self.rx):
-            try:
-                conn.close()
-            except OSError:
-                pass
-        try:
-            return self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait()
+STALL_ENV = "TUNELOOP_LOG_WRITER_STALL_S"  # silence after which a child counts as hung
+STALL_S = 15.0
 
 
 class Relay:
     def __init__(self, database_url: str, home: Path, spool: Spool, *, queue_size: int,
-                 batch_size: int, probe_interval: float, db_up: bool) -> None:
+                 batch_size: int, probe_interval: float, db_up: bool,
+                 stall_s: float | None = None) -> None:
         self.spool = spool
+        self.stall_s = stall_s or float(os.environ.get(STALL_ENV) or STALL_S)
         self.spool.records = 0  # files already there are the child's to count and replay
         self.queue_size, self.batch_size = queue_size, batch_size
         self._args = [database_url, str(home), str(batch_size), str(probe_interval)]
@@ -102,6 +57,8 @@ class Relay:
         self._wake, self._full = threading.Event(), threading.Event()
         self._lock = threading.Lock()  # writes to the child's pipe, and its restarts
         self._unacked: dict[int, list[Any]] = {}
+        self._inflight = 0  # records in _unacked (changed under _count, never held across I/O)
+        self._count = threading.Lock()
         self._seq = itertools.count(1)
         self._bid = itertools.count(1)
         self._barriers: dict[int, Barrier] = {}
@@ -110,6 +67,7 @@ class Relay:
         self._hello = threading.Event()  # the first child is up
         self._stopping = self._stopped = False
         self.restarts = 0
+        self._lost_unsaid, self._lost_said_at = 0, 0.0
         self._proc = self._spawn()
         self._feeder = threading.Thread(target=self._feed, name="tuneloop-log-feeder", daemon=True)
         self._reader = threading.Thread(target=self._read, name="tuneloop-log-acks", daemon=True)
@@ -125,7 +83,7 @@ class Relay:
     def submit(self, record: Any) -> None:
         try:
             q = self._queue
-            if self._stopped or len(q) >= self.queue_size:
+            if self._stopped or len(q) + self._inflight >= self.queue_size:
                 self._spill(record)  # full (or closed): to disk, never dropped
                 return
             q.append(record)
@@ -145,10 +103,18 @@ class Relay:
             if self._stopped:
                 self.spool.rotate()  # fsynced and unlocked: the next child replays it
             self._wake.set()  # the feeder hands the file over to the child
-        except Exception:
-            metrics.DROPPED.inc()
-            log.exception("interaction record %s lost: spool unwritable",
-                          getattr(record, "id", "?"))
+        except Exception as exc:
+            self._lost(1, exc)
+
+    def _lost(self, n: int, why: BaseException) -> None:
+        """Records that could be kept nowhere: counted, and said at most every 5 s."""
+        metrics.DROPPED.inc(n)
+        self._lost_unsaid += n
+        now = time.monotonic()
+        if now - self._lost_said_at >= 5.0 or self._stopped:
+            self._lost_said_at = now
+            log.error("%d interaction records lost: the spool cannot be written (%s)", self._lost_unsaid, why)
+            self._lost_unsaid = 0
 
     def add_barrier(self, barrier: Barrier) -> None:
         bid = next(self._bid)
@@ -166,7 +132,7 @@ class Relay:
         return self._proc.popen.pid
 
     def queue_depth(self) -> int:
-        return len(self._queue) + sum(len(b) for b in list(self._unacked.values()))
+        return len(self._queue) + self._inflight
 
     def spool_records(self) -> int:
         return int(self._status["spool"]) + self.spool.records
@@ -186,15 +152,19 @@ class Relay:
                 log.error("log writer child did not close in %.0fs; spooling", CLOSE_TIMEOUT_S)
                 self._proc.popen.kill()
             self._proc.end()
-            self._spool_unacked()
+            if not self._spool_unacked():
+                self._drop_unacked()
             leftover = list(self._queue)
             self._queue.clear()
-            if leftover:
-                self.spool.append(leftover)
-                metrics.SPOOLED.inc(len(leftover))
+            try:
+                if leftover:
+                    self.spool.append(leftover)
+                    metrics.SPOOLED.inc(len(leftover))
+            except OSError as exc:
+                self._lost(len(leftover), exc)
             self.spool.close()
             barriers, self._barriers = list(self._barriers.values()), {}
-        _release(barriers)
+        release(barriers)
 
     # ---- the feeder thread ----
     def _feed(self) -> None:
@@ -220,10 +190,12 @@ class Relay:
         q = self._queue
         while q:
             batch = [q.popleft() for _ in range(min(len(q), self.batch_size))]
-            payload = _encode(batch)
+            payload = encode(batch)
             with self._lock:
                 seq = next(self._seq)
                 self._unacked[seq] = batch
+                with self._count:
+                    self._inflight += len(batch)
                 self._send_locked(b'["b",%d,%s]' % (seq, payload))
         if bids:
             self._send(["s", bids])
@@ -243,6 +215,9 @@ class Relay:
         while True:
             proc = self._proc
             try:
+                if not proc.rx.poll(self._patience(proc)):
+                    self._hung(proc)  # its pipe closes: the next read is EOF, then _recover
+                    continue
                 msg = orjson.loads(proc.rx.recv_bytes())
             except (EOFError, OSError):
                 if proc.closed or not self._recover(proc):
@@ -250,66 +225,88 @@ class Relay:
                 continue
             self._handle(proc, msg)
 
-    def _handle(self, proc: _Proc, msg: list[Any]) -> None:
+    def _patience(self, proc: Proc) -> float | None:
+        """How long the child may stay silent: a start may take long, a close longer (join bounds it)."""
+        if self._stopping:
+            return None
+        return self.stall_s if proc.hello else START_TIMEOUT_S
+
+    def _hung(self, proc: Proc) -> None:
+        if self._stopping or proc.popen.poll() is not None:
+            return
+        log.error("log writer child %d sent nothing for %.0fs (hung? stopped?); replacing it",
+                  proc.popen.pid, self._patience(proc) or 0)
+        proc.hung = True
+        proc.popen.kill()  # SIGKILL: also ends a stopped process
+
+    def _handle(self, proc: Proc, msg: list[Any]) -> None:
         status = msg[-1]
         metrics.apply(status)
         self._status = {"db_up": status["db_up"], "spool": status["spool"]}
+        metrics.UNWRITABLE.set(1 if status.get("held") else 0)
         if msg[0] == "hello":
             self.spool.records = 0  # the child counted every file on disk, ours too
+            proc.hello = True
             self._hello.set()
         elif msg[0] == "ack":
-            for seq in msg[1]:
-                self._unacked.pop(seq, None)
-            _release([b for b in map(self._barriers.pop, msg[2], itertools.repeat(None)) if b])
+            with self._count:  # not _lock: the feeder may hold it, blocked on a full pipe to the child
+                for seq in msg[1]:
+                    self._inflight -= len(self._unacked.pop(seq, ()))
+            release([b for b in map(self._barriers.pop, msg[2], itertools.repeat(None)) if b])
         elif msg[0] == "closed":
             proc.closed = True
 
-    def _recover(self, proc: _Proc) -> bool:
+    def _recover(self, proc: Proc) -> bool:
         """The child died: spool what it did not acknowledge, start another (unless closing)."""
         with self._lock:
             rc = proc.end()
             log.error("log writer child %d exited (%s); %d batches unacknowledged",
                       proc.popen.pid, rc, len(self._unacked))
-            self._spool_unacked()
+            metrics.RESTARTS.labels("hung" if proc.hung else "exited").inc()
+            kept = self._spool_unacked()
             if self._stopping:
+                if not kept:
+                    self._drop_unacked()
                 return False
             while True:
                 time.sleep(min(1.0, 0.1 * self.restarts))  # one that cannot start: no busy loop
                 self.restarts += 1
-                try:
-                    self._proc = self._spawn()
+                try:  # after a hang, the new child probes the DB before trusting it
+                    self._proc = self._spawn(db_up=self.db_up and not proc.hung)
                     break
                 except OSError:
                     log.exception("cannot start the log writer child; retrying")
+            for seq in sorted(self._unacked):  # the spool could not take them: the new child may
+                self._send_locked(b'["b",%d,%s]' % (seq, encode(self._unacked[seq])))
             sent = [b for b in self._barriers if b not in self._unsent]
             if sent:
                 self._send_locked(orjson.dumps(["s", sent]))
             return True
 
-    def _spool_unacked(self) -> None:
-        """Append unacknowledged batches to the spool (fsynced); the next child replays them."""
-        batches = [self._unacked.pop(s) for s in sorted(self._unacked)]
-        records = [r for b in batches for r in b]
-        if records:
-            self.spool.append(records)
-            metrics.SPOOLED.inc(len(records))
-        self.spool.rotate()
+    def _spool_unacked(self) -> bool:
+        """Append unacknowledged batches to the spool (fsynced); the next child replays them.
+        False if the spool cannot be written (disk full): they stay in ``_unacked``."""
+        records = [r for s in sorted(self._unacked) for r in self._unacked[s]]
+        try:
+            if records:
+                self.spool.append(records)
+            self.spool.rotate()
+        except OSError:
+            log.exception("cannot spool %d unacknowledged records; holding them", len(records))
+            return False
+        with self._count:
+            self._unacked.clear()
+            self._inflight = 0
+        metrics.SPOOLED.inc(len(records))
+        return True
 
-    def _spawn(self) -> _Proc:
-        return _Proc([*self._args, "1" if self.db_up else "0"])
+    def _drop_unacked(self) -> None:
+        with self._count:
+            n = sum(len(b) for b in self._unacked.values())
+            self._unacked.clear()
+            self._inflight = 0
+        if n:
+            self._lost(n, OSError("closing with the database down and the spool unwritable"))
 
-
-def _encode(batch: list[Any]) -> bytes:
-    """A JSON array of the records; one that cannot be encoded is logged and counted lost."""
-    try:
-        return orjson.dumps(batch, default=str)
-    except TypeError:
-        parts = []
-        for record in batch:
-            try:
-                parts.append(orjson.dumps(record, default=str))
-            except TypeError:
-                metrics.DROPPED.inc()
-                log.exception("interaction record %s cannot be encoded; lost",
-                              getattr(record, "id", "?"))
-        return b"[" + b",".join(parts) + b"]"
+    def _spawn(self, db_up: bool | None = None) -> Proc:
+        return Proc([*self._args, "1" if (self.db_up if db_up is None else db_up) else "0"])

@@ -43,11 +43,16 @@ class Spool:
 
     # ---- writing (the gateway on queue overflow or a dead child; the writer child) ----
     def append(self, records: Iterable[Any]) -> int:
+        """Append records; all or none: a write that fails (ENOSPC) is cut back off and re-raised."""
         data = b"".join(_dumps(r) for r in records)
         n = data.count(b"\n")
         with self._lock:
             f = self._file or self._open()
-            f.write(data)
+            try:
+                _write_all(f.fileno(), data)
+            except OSError:
+                _truncate(f.fileno(), self._size)  # no torn line for the next append to join
+                raise
             self._size += len(data)
             self._dirty = True
             self.records += n
@@ -59,7 +64,6 @@ class Spool:
         """fsync what was appended since the last flush (batched: once per writer pass)."""
         with self._lock:
             if self._file is not None and self._dirty:
-                self._file.flush()
                 os.fsync(self._file.fileno())
                 self._dirty = False
 
@@ -69,7 +73,7 @@ class Spool:
 
     def _open(self) -> IO[bytes]:
         path = self.folder / f"spool-{time.time_ns():020d}-{os.getpid()}.jsonl"
-        f = open(path, "ab")  # noqa: SIM115 - held open across calls
+        f = open(path, "ab", buffering=0)  # noqa: SIM115 - held open across calls; append writes whole
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         dir_fd = os.open(self.folder, os.O_RDONLY)
         try:
@@ -81,9 +85,10 @@ class Spool:
 
     def _close_active(self) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()  # releases the flock: the file is now replayable
+            try:
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()  # releases the flock: the file is now replayable
             self._file, self._path, self._dirty = None, None, False
 
     def close(self) -> None:
@@ -137,6 +142,19 @@ class Spool:
                 return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         except FileNotFoundError:
             return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _truncate(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        log.exception("spool: cannot cut a failed append back off")
 
 
 def _read_records(f: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:

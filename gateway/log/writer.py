@@ -8,6 +8,10 @@ States: *up* (batches go to the DB) and *down* (batches go to the spool, and the
 probed every ``probe_interval`` seconds; when it answers, the spool is replayed in
 order and the writer is up again). Records the database refuses for their content are
 kept aside in ``spool/rejected-*.jsonl``, never dropped.
+
+With the DB down *and* the spool unwritable (its disk full), records wait in memory
+(``held``: the child does not acknowledge their batches meanwhile, so the gateway's
+bound on records in flight bounds them too) and are tried again on every pass.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +32,26 @@ log = logging.getLogger(__name__)
 
 class Writer:
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 2000,
-                 probe_interval: float = 1.0) -> None:
+                 probe_interval: float = 1.0, beat: Callable[[], None] | None = None) -> None:
         self.sink, self.spool = sink, spool
         self.batch_size = batch_size
         self.probe_interval = probe_interval
+        self.beat = beat or (lambda: None)  # called after every DB batch: long replays stay alive
         self._queue: collections.deque[Any] = collections.deque()
         self.db_up = True
         self._next_probe = 0.0
+        self._said_at = 0.0
+
+    @property
+    def held(self) -> int:
+        """Records neither committed nor spooled (DB down and spool unwritable)."""
+        return len(self._queue)
 
     def write_batch(self, records: Sequence[Any]) -> None:
-        """Commit ``records`` or spool them durably; raises if neither worked."""
+        """Commit ``records``, spool them durably, or hold them (see ``held``)."""
         self._queue.extend(records)
         self._drain()
-        self.spool.flush()
+        self._fsync()
 
     def tick(self) -> None:
         """One writer pass: fsync the spool, probe the DB if down, replay the spool if up."""
@@ -49,7 +60,7 @@ class Writer:
     def finish(self) -> None:
         """Stopping: whatever is left goes to the DB or the spool, durably."""
         try:
-            self._drain()
+            self._drain()  # what it still holds stays unacknowledged: the gateway tries to spool it
         finally:
             self.spool.close()
             self.sink.close()
@@ -60,10 +71,7 @@ class Writer:
             self._drain()
         except Exception:
             log.exception("log writer pass failed")  # keep the child alive
-        try:
-            self.spool.flush()
-        except Exception:
-            log.exception("spool fsync failed")
+        self._fsync()
         if not self.db_up and time.monotonic() >= self._next_probe:
             self.db_up = self.sink.ping()
             self._next_probe = time.monotonic() + self.probe_interval
@@ -78,8 +86,26 @@ class Writer:
             batch = [q.popleft() for _ in range(min(len(q), self.batch_size))]
             if self.db_up and self._write(batch):
                 continue
-            self.spool.append(batch)
+            try:
+                self.spool.append(batch)
+            except OSError as exc:
+                q.extendleft(reversed(batch))  # in order, for the next pass
+                self._unwritable(exc)
+                return
             metrics.SPOOLED.inc(len(batch))
+
+    def _fsync(self) -> None:
+        try:
+            self.spool.flush()
+        except OSError:
+            log.exception("spool fsync failed")
+
+    def _unwritable(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._said_at >= 5.0:  # one line every 5 s at most
+            self._said_at = now
+            log.error("log database down and the spool unwritable (%s): %d records held in memory",
+                      exc, len(self._queue))
 
     def _write(self, batch: Sequence[Any]) -> bool:
         """Commit a batch; False on an outage (the caller spools it)."""
@@ -95,6 +121,7 @@ class Writer:
             return True
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
         metrics.WRITTEN.inc(len(rows))
+        self.beat()
         return True
 
     def _write_one_by_one(self, batch: Sequence[Any]) -> None:
@@ -106,7 +133,7 @@ class Writer:
             except Exception as exc:
                 if is_transient(exc):
                     self._went_down(exc)
-                    self.spool.append([record])
+                    self._queue.append(record)  # the drain loop spools (or holds) it
                     continue
                 log.error("log database refused record %s: %s", getattr(record, "id", "?"), exc)
                 write_rejected(self.spool.folder, [record])
