@@ -90,6 +90,8 @@ def engine(
         help="require this key on /v1 routes (Authorization: Bearer; default $VLLM_API_KEY)")] = None,
     allowed_lora_roots: Annotated[list[Path] | None, typer.Option(
         help="another folder load_lora_adapter may read (besides --adapters and $TUNELOOP_HOME/adapters)")] = None,
+    enable_prompt_tokens_details: Annotated[bool, typer.Option(
+        help="usage.prompt_tokens_details.cached_tokens: prompt tokens from the prefix cache")] = False,
     fd: Annotated[int | None, typer.Option(hidden=True, help="serve on this inherited listening socket")] = None,
     parent_pid: Annotated[int | None, typer.Option(hidden=True, help="stop when this process is gone")] = None,
 ) -> None:
@@ -113,7 +115,7 @@ def engine(
                trust_request_chat_template=trust_request_chat_template, scheduling_policy=scheduling_policy,
                max_running_per_tenant=max_running_per_tenant, enable_auto_tool_choice=enable_auto_tool_choice,
                tool_call_parser=tool_call_parser, api_key=api_key, allowed_lora_roots=allowed_lora_roots, fd=fd,
-               parent_pid=parent_pid)
+               parent_pid=parent_pid, enable_prompt_tokens_details=enable_prompt_tokens_details)
 
 
 # Sub-commands owned by other packages: (module, name, help). Each module exposes a typer

@@ -106,6 +106,10 @@ class BaseModelConfig(_Strict):
 class GatewayConfig(_Strict):
     database_url: str | None = None
     redis_url: str | None = None
+    # while Redis (the rate-limit store) is unreachable: "open" enforces each key's limits per replica
+    # in memory (N replicas: up to N x a limit), "closed" refuses limited keys with 503
+    # (gateway.limits_failover). TUNELOOP_REDIS_FAILURE wins
+    redis_failure: Literal["open", "closed"] = "open"
     # auto (default) | required (on) | off (none: only when set, and start-up warns); TUNELOOP_AUTH wins
     auth: Literal["auto", "required", "on", "off", "none"] | None = None
     # /metrics answers only requests with a valid API key (Prometheus: authorization.credentials)

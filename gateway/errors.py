@@ -10,6 +10,7 @@
     │   └── ModelNotFound (404 model_not_found)
     ├── Conflict (409)
     ├── RateLimited (429, retry-after)
+    ├── LimitsUnavailable (503 limits_unavailable: the rate-limit store is down, redis_failure: closed)
     ├── ClientClosed (499: only in the log; the client went away before the reply was complete)
     └── UpstreamError (502: the upstream failed or answered garbage)
         ├── UpstreamUnavailable (503: no replica reachable, circuit open)
@@ -125,6 +126,13 @@ class RateLimited(GatewayError):
     status_code = 429
     type = "rate_limit_error"  # OpenAI's "requests" type for 429s
     code = "rate_limit_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    """A key's limits cannot be checked (Redis is unreachable) and the gateway fails closed."""
+
+    status_code = 503
+    code = "limits_unavailable"
 
 
 class ClientClosed(GatewayError):

@@ -69,11 +69,18 @@ return {over, tostring(reqs), tostring(toks), tostring(day), tostring(month), in
 """
 
 
-class RedisLimiter:
-    def __init__(self, url: str, prefix: str = "tuneloop:rl") -> None:
-        import redis.asyncio as redis
+TIMEOUT_S = 0.5  # connect and each reply: a hung Redis costs a request this long, not minutes
 
-        self.redis: Any = redis.from_url(url)
+
+class RedisLimiter:
+    def __init__(self, url: str, prefix: str = "tuneloop:rl", timeout_s: float = TIMEOUT_S) -> None:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # No retries of its own: gateway.limits_failover decides what a failure means.
+        self.redis: Any = redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+                                         retry=Retry(NoBackoff(), 0))
         self.prefix = prefix
         self.admit_script = self.redis.register_script(ADMIT)
 

@@ -14,7 +14,8 @@ window it was admitted in). Over a limit: 429 with OpenAI's headers
 budget is 429 ``insufficient_quota``.
 
 ``MemoryLimiter`` keeps the counters in the process; ``RedisLimiter`` (``limits_redis``)
-shares them across replicas, ``SqliteLimiter`` (``limits_sqlite``) across the worker
+shares them across replicas (``limits_failover``: what happens while Redis is unreachable,
+``redis_failure``), ``SqliteLimiter`` (``limits_sqlite``) across the worker
 processes of one ``tuneloop serve --workers N``. All three apply the rules of ``over``.
 """
 
@@ -57,6 +58,7 @@ class Reservation:
     slot: str | None  # the concurrency slot's id, when the key has max_concurrency
     headers: Headers
     settled: bool = False
+    fallback: bool = False  # admitted in memory while Redis was down: settled there too (limits_failover)
 
 
 @dataclass(slots=True)
@@ -218,13 +220,15 @@ class MemoryLimiter:
 SHARED_LIMITS_ENV = "TUNELOOP_LIMITS_DB"  # set by `serve --workers N` for its workers
 
 
-def make_limiter(redis_url: str | None) -> Limiter:
-    """Redis when configured; else a SQLite file shared by the workers of one ``serve``
+def make_limiter(redis_url: str | None, redis_failure: str = "open") -> Limiter:
+    """Redis when configured (``redis_failure``: what happens while it is unreachable, see
+    ``gateway.limits_failover``); else a SQLite file shared by the workers of one ``serve``
     (``TUNELOOP_LIMITS_DB``, set by ``serve --workers N``); else this process's memory."""
     if redis_url:
+        from gateway.limits_failover import FailoverLimiter
         from gateway.limits_redis import RedisLimiter
 
-        return RedisLimiter(redis_url)
+        return FailoverLimiter(RedisLimiter(redis_url), redis_failure)
     if path := os.environ.get(SHARED_LIMITS_ENV):
         from gateway.limits_sqlite import SqliteLimiter
 

@@ -42,7 +42,8 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[EngineSuper
         target = config.targets[name]
         cmd = [sys.executable, "-m", "gateway.cli", "engine", "--fd", str(sock.fileno()),
                "--parent-pid", str(os.getpid()), "--adapters", str(adapters),
-               "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]  # tool_choice "auto", OpenAI's default
+               "--enable-auto-tool-choice", "--tool-call-parser", "hermes",  # tool_choice "auto", OpenAI's default
+               "--enable-prompt-tokens-details"]  # cached prompt tokens: their price is the cached one
         cmd += [arg for root in roots for arg in ("--allowed-lora-roots", root)]
         env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1",
                "VLLM_API_KEY": key}  # not on the command line

@@ -7,6 +7,7 @@ the YAML config (``gateway.config``) says *what* is routed where.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     # callers are project "default" without admin. required | off (explicit only: all are admin)
     auth: str = "auto"
     redis_url: str | None = None  # shared rate limits across replicas (overrides the config's)
+    redis_failure: Literal["open", "closed"] | None = None  # overrides the config's redis_failure
     drain_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests and streams may finish
 
     def resolved_home(self) -> Path:

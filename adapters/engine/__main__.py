@@ -34,13 +34,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--api-key", default=None, help="require this key on /v1 routes (default $VLLM_API_KEY)")
     ap.add_argument("--allowed-lora-roots", type=Path, nargs="*", default=None,
                     help="more folders load_lora_adapter may read (besides --adapters and $TUNELOOP_HOME/adapters)")
+    ap.add_argument("--enable-prompt-tokens-details", action="store_true",
+                    help="usage.prompt_tokens_details.cached_tokens: prompt tokens from the prefix cache")
     a = ap.parse_args(argv)
     run_engine(host=a.host, port=a.port, adapters_dir=a.adapters, home=a.home, max_loras=a.max_loras,
                max_cpu_loras=a.max_cpu_loras, max_batch=a.max_batch, threads=a.threads, device=a.device,
                kv_cache_memory_bytes=a.kv_cache_memory_bytes,
                trust_request_chat_template=a.trust_request_chat_template, scheduling_policy=a.scheduling_policy,
                max_running_per_tenant=a.max_running_per_tenant, enable_auto_tool_choice=a.enable_auto_tool_choice,
-               tool_call_parser=a.tool_call_parser, api_key=a.api_key, allowed_lora_roots=a.allowed_lora_roots)
+               tool_call_parser=a.tool_call_parser, api_key=a.api_key, allowed_lora_roots=a.allowed_lora_roots,
+               enable_prompt_tokens_details=a.enable_prompt_tokens_details)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = False
     top_logprobs: Int64 | None = None
     logit_bias: dict[str, Finite] | None = None
+    # vLLM's: the last message prepended to the reply when it is the assistant's; the prompt cut to its
+    # last k tokens (-1: the model's length); the token ids of prompt and reply in the response
+    echo: bool = False
+    truncate_prompt_tokens: Int64 | None = None
+    return_token_ids: bool | None = False
 
     @field_validator("messages")
     @classmethod
@@ -154,6 +159,11 @@ class ChatCompletionRequest(BaseModel):
         if self.continue_final_message and self.add_generation_prompt:
             raise RequestError("Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
                                "continue_final_message")
+        if self.stream_options is not None and not self.stream:
+            raise RequestError("Stream options can only be defined when `stream=True`.", "stream_options")
+        if self.truncate_prompt_tokens is not None and self.truncate_prompt_tokens < -1:
+            raise RequestError(f"truncate_prompt_tokens must be -1 or at least 0, got {self.truncate_prompt_tokens}.",
+                               "truncate_prompt_tokens")
         self._check_logprobs()
         self._check_not_yet()
         if self.model_extra:
@@ -223,6 +233,7 @@ class ChatCompletionRequest(BaseModel):
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             logit_bias={int(k): float(v) for k, v in (self.logit_bias or {}).items()},
             grammar=grammar,
+            return_token_ids=bool(self.return_token_ids),
         )
 
 
@@ -239,10 +250,19 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """``cached_tokens`` None: no ``prompt_tokens_details`` (vLLM sends it with --enable-prompt-tokens-details)."""
+    out: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return out
+
+
+def last_text(messages: list[dict[str, Any]]) -> str:
+    """What ``echo`` prepends: the final message's text when it is the assistant's (vLLM's rule)."""
+    last = messages[-1] if messages else {}
+    return str(last.get("content") or "") if last.get("role") == "assistant" else ""
 
 
 def completion_id() -> str:
@@ -250,7 +270,7 @@ def completion_id() -> str:
 
 
 def chat_completion(cid: str, model: str, created: int, choices: list[dict[str, Any]],
-                    prompt_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+                    prompt_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
     completion = sum(c.pop("_tokens") for c in choices)
     return {"id": cid, "object": "chat.completion", "created": created, "model": model, "choices": choices,
             "usage": usage(prompt_tokens, completion, cached_tokens), "system_fingerprint": None, "service_tier": None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,16 +23,37 @@ from adapters.engine.tool_stream import CallStream
 from adapters.engine.tools import parse
 
 
+@dataclass(slots=True)
+class Shape:
+    """What a reply holds beside its tokens, from the request and the engine's flags."""
+
+    model: str
+    prompt: list[int]
+    n: int = 1
+    logprobs: bool = False
+    calls: bool = False  # each choice's text is read for tool calls
+    constrained: bool = False  # ... and follows the tools' grammar (streams calls as they come)
+    include_usage: bool = False
+    continuous: bool = False  # usage on every chunk
+    details: bool = False  # usage.prompt_tokens_details (--enable-prompt-tokens-details)
+    echo: str = ""  # prepended to each choice (``echo``)
+    token_ids: bool = False  # ``return_token_ids``
+
+    def usage(self, completion_tokens: int, cached: int) -> dict[str, Any]:
+        return P.usage(len(self.prompt), completion_tokens, cached if self.details else None)
+
+
 def _raise_event_error(ev: dict[str, Any]) -> None:
     status = int(ev.get("status", 500))
     raise EngineError(ev["error"], status, "invalid_request_error" if status < 500 else "internal_error",
                       "model_not_found" if status == 404 else None)
 
 
-async def complete(request: Request, stream: RequestStream, model: str, prompt_tokens: int, n: int,
-                    want_logprobs: bool, calls: bool) -> Response:
-    texts, finish, tokens = [""] * n, [None] * n, [0] * n
-    entries: list[list[dict[str, Any]] | None] = [[] if want_logprobs else None for _ in range(n)]
+async def complete(request: Request, stream: RequestStream, shape: Shape) -> Response:
+    n = shape.n
+    texts, finish, tokens = [shape.echo] * n, [None] * n, [0] * n
+    entries: list[list[dict[str, Any]] | None] = [[] if shape.logprobs else None for _ in range(n)]
+    ids: list[list[int]] = [[] for _ in range(n)]
     cached = [0]
 
     async def collect() -> None:
@@ -46,6 +68,7 @@ async def complete(request: Request, stream: RequestStream, model: str, prompt_t
                 finish[i] = ev["finish_reason"] or finish[i]
                 if ev.get("logprobs") is not None and (mine := entries[i]) is not None:
                     mine.extend(ev["logprobs"])
+                ids[i] += ev.get("token_ids") or ()
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -62,8 +85,13 @@ async def complete(request: Request, stream: RequestStream, model: str, prompt_t
     if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
         return Response(status_code=499)
     work.result()
-    choices = [_choice(i, texts[i], finish[i], tokens[i], entries[i], calls) for i in range(n)]
-    body = P.chat_completion(P.completion_id(), model, P.now(), choices, prompt_tokens, cached[0])
+    choices = [_choice(i, texts[i], finish[i], tokens[i], entries[i], shape.calls) for i in range(n)]
+    body = P.chat_completion(P.completion_id(), shape.model, P.now(), choices, len(shape.prompt),
+                             cached[0] if shape.details else None)
+    if shape.token_ids:
+        body["prompt_token_ids"] = shape.prompt
+        for c in choices:
+            c["token_ids"] = ids[c["index"]]
     return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -75,28 +103,35 @@ def _choice(i: int, text: str, finish: str | None, tokens: int, entries: list[di
     return P.choice(i, content, "tool_calls" if tool_calls else finish, tokens, entries, tool_calls)
 
 
-async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, include_usage: bool,
-               continuous: bool, calls: bool = False, constrained: bool = False) -> AsyncIterator[bytes]:
+async def sse(stream: RequestStream, shape: Shape) -> AsyncIterator[bytes]:
     """Chunks as tokens come. With tools: a constrained reply (``required``, a named function) streams
     each call as it is written (``tool_stream.CallStream``); with ``auto``, each choice's text is held
     until it ends, then sent as its content and ``tool_calls`` (a free-form block is only known whole)."""
-    cid, created = P.completion_id(), P.now()
+    cid, created, n, model = P.completion_id(), P.now(), shape.n, shape.model
+    calls, continuous = shape.calls, shape.continuous
     tokens = [0] * n
     cached = [0]
     held: list[str] = [""] * n  # with tools: text and logprobs until the choice ends
     held_lp: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    streams = [CallStream() for _ in range(n)] if calls and constrained else None
+    held_ids: list[list[int]] = [[] for _ in range(n)]
+    streams = [CallStream() for _ in range(n)] if calls and shape.constrained else None
 
-    def frame(obj: dict[str, Any]) -> bytes:
+    def frame(obj: dict[str, Any], ids: list[int] | None = None) -> bytes:
+        if shape.token_ids and obj.get("choices"):
+            obj["choices"][0]["token_ids"] = ids or []
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     def usage() -> dict[str, Any]:
-        return P.usage(prompt_tokens, sum(tokens), cached[0])
+        return shape.usage(sum(tokens), cached[0])
 
     try:
         for i in range(n):
-            yield frame(P.chunk(cid, model, created, [P.delta(i, "", role="assistant")],
-                                usage() if continuous else None))
+            first = P.chunk(cid, model, created, [P.delta(i, "", role="assistant")], usage() if continuous else None)
+            if shape.token_ids:
+                first["prompt_token_ids"] = shape.prompt
+            yield frame(first)
+            if shape.echo:
+                yield frame(P.chunk(cid, model, created, [P.delta(i, shape.echo)], usage() if continuous else None))
         async for ev in stream:
             if "error" in ev:
                 yield frame({"error": {"message": ev["error"], "type": "internal_error", "param": None,
@@ -107,9 +142,11 @@ async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, inc
             i = ev["index"]
             tokens[i] = ev["completion_tokens"]
             cached[0] = ev.get("cached_tokens", 0)
+            held_ids[i] += ev.get("token_ids") or ()
             if streams is not None:
                 if (part := _call_chunk(streams[i], ev, cid, model, created, usage() if continuous else None)):
-                    yield frame(part)
+                    yield frame(part, held_ids[i])
+                    held_ids[i] = []
                 continue
             if calls:
                 held[i] += ev["text"]
@@ -120,13 +157,14 @@ async def sse(stream: RequestStream, model: str, prompt_tokens: int, n: int, inc
                     lp = held_lp[i] if ev.get("logprobs") is not None else None
                     yield frame(P.chunk(cid, model, created, [P.delta(i, content, finish_reason=finish,
                                                                        logprobs=lp, tool_calls=tool_calls)],
-                                        usage() if continuous else None))
+                                        usage() if continuous else None), held_ids[i])
                 continue
             if ev["text"] or ev["finish_reason"]:
                 yield frame(P.chunk(cid, model, created, [P.delta(i, ev["text"], finish_reason=ev["finish_reason"],
                                                                    logprobs=ev.get("logprobs"))],
-                                    usage() if continuous else None))
-        if include_usage:
+                                    usage() if continuous else None), held_ids[i])
+                held_ids[i] = []
+        if shape.include_usage:
             yield frame(P.chunk(cid, model, created, [], usage()))
         yield b"data: [DONE]\n\n"
     finally:

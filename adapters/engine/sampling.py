@@ -47,6 +47,7 @@ class SamplingParams:
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: Any = None  # structured.Grammar: each choice's tokens follow it
+    return_token_ids: bool = False  # events carry the ids of their tokens
 
     @property
     def greedy(self) -> bool:

@@ -35,6 +35,7 @@ class Sequence:
         self.prefix_keys: list[tuple[int, int]] = []
         self.text = ""
         self.sent = 0  # characters of ``text`` already emitted
+        self.ids_sent = 0  # tokens of ``output`` already emitted (return_token_ids)
         self.finish_reason: str | None = None
         self._prefix = 0
         self._read = 0
@@ -45,6 +46,13 @@ class Sequence:
     def add_logprob(self, tok: int, logprob: float, top: list[tuple[int, float]]) -> None:
         if self._logprobs is not None:
             self._logprobs.append({**self._entry(tok, logprob), "top_logprobs": [self._entry(t, v) for t, v in top]})
+
+    def take_ids(self) -> list[int] | None:
+        """The ids of the tokens not yet sent (None when the request did not ask)."""
+        if not self.req.params.return_token_ids:
+            return None
+        out, self.ids_sent = self.output[self.ids_sent:], len(self.output)
+        return out
 
     def take_logprobs(self) -> list[dict[str, Any]] | None:
         """The entries of the tokens not yet sent (None when the request did not ask)."""

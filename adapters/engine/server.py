@@ -58,11 +58,14 @@ def error_response(message: str, status: int, type_: str = "invalid_request_erro
     return _json({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
-def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None) -> FastAPI:
+def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None,
+                      prompt_tokens_details: bool = False) -> FastAPI:
     """The FastAPI app over a started or not-yet-started engine (started on app startup).
 
     ``lora_roots``: the folders ``load_lora_adapter`` may read (``guard.py``; ``run_engine`` always
-    sets them; None, for an engine embedded in a test, reads any path)."""
+    sets them; None, for an engine embedded in a test, reads any path). ``prompt_tokens_details``:
+    usage says how many prompt tokens came from the prefix cache (vLLM's
+    ``--enable-prompt-tokens-details``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,7 +151,8 @@ def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None) -> Fa
         except (ValidationError, ValueError) as exc:
             return error_response(_short(exc), 400, param=_param(exc))
         adapter = engine.resolve_model(req.model)
-        prompt = await engine.encode_chat(req, messages, tools.tools if tools else None)
+        prompt = truncated(await engine.encode_chat(req, messages, tools.tools if tools else None),
+                           req.truncate_prompt_tokens, engine.max_model_len)
         explicit = req.requested_max() is not None
         default_max = engine.budget.default_max_tokens(len(prompt), req.n or 1)
         params = engine.generation.apply(req, req.sampling(default_max=default_max, grammar=grammar))
@@ -156,18 +160,35 @@ def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None) -> Fa
         model = req.model or engine.model_name
         tenant = tenant_of(request.headers.get(TENANT_HEADER), req.user)
         stream = engine.generate(prompt, params, adapter, req.request_id, tenant)
-        calls = tools is not None and tools.parses  # the reply is read for tool calls
+        opts = req.stream_options or P.StreamOptions()
+        shape = replies.Shape(
+            model, prompt, params.n, logprobs=params.logprobs is not None,
+            calls=tools is not None and tools.parses, constrained=tool_grammar is not None,
+            include_usage=bool(opts.include_usage), continuous=bool(opts.continuous_usage_stats),
+            details=prompt_tokens_details, echo=P.last_text(messages) if req.echo else "",
+            token_ids=bool(req.return_token_ids))
         if req.stream:
-            opts = req.stream_options or P.StreamOptions()
-            return StreamingResponse(replies.sse(stream, model, len(prompt), params.n, bool(opts.include_usage),
-                                                 bool(opts.continuous_usage_stats), calls, tool_grammar is not None),
-                                     media_type="text/event-stream")
-        return await replies.complete(request, stream, model, len(prompt), params.n, params.logprobs is not None, calls)
+            return StreamingResponse(replies.sse(stream, shape), media_type="text/event-stream")
+        return await replies.complete(request, stream, shape)
 
     return app
 
 
+def truncated(prompt: list[int], keep: int | None, max_model_len: int) -> list[int]:
+    """vLLM's ``truncate_prompt_tokens``: the prompt's last ``keep`` tokens (-1: the model's length)."""
+    if keep is None:
+        return prompt
+    keep = max_model_len if keep == -1 else keep
+    if keep > max_model_len:
+        raise EngineError(f"truncate_prompt_tokens value ({keep}) is greater than max_model_len ({max_model_len}). "
+                          "Please, select a smaller truncation size.", param="truncate_prompt_tokens")
+    return prompt[-keep:] if keep else []
+
+
 async def _body(request: Request) -> dict[str, Any]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":  # vLLM: 415 for anything but JSON
+        raise EngineError("Unsupported Media Type: Only 'application/json' is allowed", 415)
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -196,7 +217,7 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
                scheduling_policy: str = "fair", max_running_per_tenant: int | None = None,
                enable_auto_tool_choice: bool = False, tool_call_parser: str | None = None,
                api_key: str | None = None, allowed_lora_roots: list[Path] | None = None, fd: int | None = None,
-               parent_pid: int | None = None, **model: Any) -> None:
+               parent_pid: int | None = None, enable_prompt_tokens_details: bool = False, **model: Any) -> None:
     """Load the model, then serve vLLM's HTTP contract until interrupted (blocking).
 
     ``model``: the base model's options for :class:`Engine` (``model``, ``served_model_name``,
@@ -225,7 +246,7 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
         log.warning("--trust-request-chat-template: requests may bring their own chat template (rendered in a "
                     "sandboxed child process)")
     roots = LoraRoots([home / "adapters", *([adapters_dir] if adapters_dir else []), *(allowed_lora_roots or [])])
-    app: Any = create_engine_app(engine, roots)
+    app: Any = create_engine_app(engine, roots, enable_prompt_tokens_details)
     api_key = api_key or os.environ.get("VLLM_API_KEY") or None
     if api_key:
         app = ApiKeyMiddleware(app, api_key)

@@ -171,7 +171,7 @@ class Steps:
             if delta is not None or s.finish_reason:
                 req.sink({"index": s.index, "text": delta or "", "finish_reason": s.finish_reason,
                           "completion_tokens": len(s.output), "cached_tokens": req.seqs[0].cached,
-                          "logprobs": s.take_logprobs()})
+                          "logprobs": s.take_logprobs(), "token_ids": s.take_ids()})
             if s.finish_reason:
                 done.append(s.row)
         return done

@@ -180,13 +180,17 @@ def test_greedy_tokens_equal_transformers_base_and_lora(served, family):
     s: Served = served["families"][family]
     adapter = f"{family}-lora"
     with ThreadPoolExecutor(2) as pool:  # together, so base and adapter rows share decode steps
-        replies = list(pool.map(lambda m: ask(s, m, temperature=0, max_tokens=MAX), [s.name, adapter]))
+        replies = list(pool.map(lambda m: ask(s, m, temperature=0, max_tokens=MAX,
+                                              extra_body={"return_token_ids": True}), [s.name, adapter]))
     for reply, tokens in zip(replies, [s.base, s.lora], strict=True):
         text, finish = expected(s, tokens)
         assert reply.choices[0].message.content == text
         assert reply.choices[0].finish_reason == finish
         assert reply.usage.completion_tokens == len(tokens)
         assert reply.usage.prompt_tokens == len(s.prompt)  # the checkpoint's own chat template
+        assert reply.choices[0].token_ids == tokens  # vLLM's return_token_ids: the very ids
+        assert reply.prompt_token_ids == s.prompt
+        assert reply.usage.prompt_tokens_details is None  # no --enable-prompt-tokens-details: vLLM's shape
 
 
 def test_models_list_reports_served_name_root_and_parents(served):
