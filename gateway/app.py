@@ -2,8 +2,9 @@
 
 ``POST /v1/chat/completions`` is served by a raw ASGI endpoint (``gateway.api.chat``) in
 front of FastAPI: on the hot path we parse only what routing needs and skip FastAPI's
-request models and response re-validation. Everything else (models, stored completions,
-feedback, health, metrics) is ordinary FastAPI.
+request models and response re-validation. ``POST /v1/responses`` is a raw ASGI endpoint too
+(``gateway.api.responses``), which runs the chat one in-process. Everything else (models,
+stored completions and responses, feedback, health, metrics) is ordinary FastAPI.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
 from gateway.api.deps import authenticated
-from gateway.api.openapi import with_chat_completions
+from gateway.api.openapi import with_chat_completions, with_responses
+from gateway.api.responses import ResponsesEndpoint
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
@@ -74,15 +76,17 @@ def database_url(settings: Settings, config: GatewayConfig) -> str:
 class Gateway:
     """The ASGI callable: the hot path first, FastAPI for the rest."""
 
-    def __init__(self, api: FastAPI, chat: ChatCompletions) -> None:
+    def __init__(self, api: FastAPI, chat: ChatCompletions, responses: ResponsesEndpoint) -> None:
         self.api = api
         self.chat = chat
+        self.responses = responses
         self.state = api.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (scope["type"] == "http" and scope["path"] == "/v1/chat/completions"
-                and scope["method"] == "POST"):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions":
             await self.chat(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/responses":
+            await self.responses(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -126,7 +130,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     api = FastAPI(title="TuneLoop", version="0.1.0", lifespan=lifespan)
     mode = os.environ.get("TUNELOOP_AUTH") or config.auth or settings.auth
     auth = api.state.auth = Authenticator(resolve_mode(mode, settings.host))
-    limiter = make_limiter(settings.redis_url or config.redis_url)
+    limiter = make_limiter(settings.redis_url or config.redis_url, settings.redis_failure or config.redis_failure)
     api.state.limiter = limiter  # write routes count against a key's rpm too (gateway.api.deps)
     api.state.settings = settings
     api.state.routes = Routes(config)
@@ -151,19 +155,19 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
-            api.openapi_schema = with_chat_completions(
-                original_openapi(), list(api.state.routes.config.models))
+            names = list(api.state.routes.config.models)
+            api.openapi_schema = with_responses(with_chat_completions(original_openapi(), names), names)
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
     chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
                            settings.max_messages)
-    return Gateway(api, chat)
+    return Gateway(api, chat, ResponsesEndpoint(chat, api.state, auth, settings.max_body_bytes))
 
 
 # Routers of the data beside the log: imported plainly, so a broken module fails at start.
 def _include_log_routers(api: FastAPI, dependencies: list[Any]) -> None:
-    from gateway.api import feedback, files, fine_tuning, models_admin, stored
+    from gateway.api import feedback, files, fine_tuning, models_admin, stored, stored_responses
 
-    for module in (stored, feedback, files, fine_tuning, models_admin):
+    for module in (stored, stored_responses, feedback, files, fine_tuning, models_admin):
         api.include_router(module.router, dependencies=dependencies)

@@ -195,3 +195,63 @@ def with_chat_completions(doc: dict[str, Any], model_names: list[str]) -> dict[s
     _errors_as_we_send_them(doc, error)
     doc.setdefault("paths", {}).setdefault("/v1/chat/completions", {})["post"] = operation
     return doc
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# POST /v1/responses, trimmed to what is translated onto chat completions (gateway.responses.translate);
+# every other field of OpenAI's CreateResponse is a 400 here, so the schema closes the object.
+RESPONSE_INPUT_MESSAGE: dict[str, Any] = {
+    "type": "object", "required": ["role", "content"], "additionalProperties": False,
+    "properties": {"type": {"type": "string", "enum": ["message"]},
+                   "role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
+                   "content": {"type": "string"}}}
+RESPONSE_FUNCTION_TOOL: dict[str, Any] = {
+    "type": "object", "required": ["type", "name"], "additionalProperties": False,
+    "properties": {"type": {"type": "string", "enum": ["function"]}, "name": {"type": "string", "minLength": 1},
+                   "description": _nullable({"type": "string"}),
+                   "parameters": _nullable({"type": "object"}), "strict": _nullable({"type": "boolean"})}}
+RESPONSE_REQUEST: dict[str, Any] = {
+    "type": "object", "required": ["model", "input"], "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"},
+                            {"type": "array", "minItems": 1, "items": RESPONSE_INPUT_MESSAGE}]},
+        "instructions": _nullable({"type": "string"}),
+        "previous_response_id": _nullable({"type": "string"}),
+        "stream": _nullable({"type": "boolean"}), "store": _nullable({"type": "boolean"}),
+        "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+        "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        "max_output_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": 2**31 - 1}),
+        "metadata": METADATA_SCHEMA, "user": {"type": "string"},
+        "tools": _nullable({"type": "array", "items": RESPONSE_FUNCTION_TOOL}),
+        "tool_choice": _nullable({"type": "string", "enum": ["none", "auto", "required"]}),
+        "parallel_tool_calls": _nullable({"type": "boolean"}),
+    }}
+RESPONSE_OBJECT: dict[str, Any] = {
+    "type": "object", "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {"id": {"type": "string"}, "object": {"type": "string", "enum": ["response"]},
+                   "created_at": {"type": "number"}, "status": {"type": "string"}, "model": {"type": "string"},
+                   "output": {"type": "array", "items": {"type": "object"}}}}
+
+
+def with_responses(doc: dict[str, Any], model_names: list[str]) -> dict[str, Any]:
+    """``POST /v1/responses`` (a raw ASGI endpoint too, ``gateway.api.responses``) in the document."""
+    body = json_body(RESPONSE_REQUEST)
+    body["requestBody"]["content"]["application/json"]["schema"]["properties"]["model"] = {
+        "type": "string", "enum": model_names}
+    doc["components"]["schemas"]["ResponseObject"] = RESPONSE_OBJECT
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    doc["paths"]["/v1/responses"] = {"post": {
+        "summary": "Create a model response (Responses API), served through chat completions",
+        "operationId": "createResponse", **body,
+        "responses": {
+            "200": {"description": "A Response, or a stream of Responses events when `stream` is true",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResponseObject"}},
+                                "text/event-stream": {"schema": {
+                                    "type": "object", "required": ["data"],
+                                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}}}},
+            **{s: {"description": "Error", **error} for s in ERROR_STATUSES}}}}
+    return doc

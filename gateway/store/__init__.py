@@ -7,7 +7,7 @@
   data trains an alias), ``files``, ``jobs`` (events, checkpoints), ``registry``
   (adapter versions, route history), ``routes``, ``keys``, ``datasets`` (lineage),
   ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``, ``audit`` (the audit trail),
-  ``forget`` (erasing a completion or a user's data).
+  ``forget`` (erasing a completion or a user's data), ``responses`` (stored Responses API objects).
 
 The interaction log's relay, writer child and spool live in ``gateway/log/``; its only
 SQL is the writer's insert (``gateway/log/sink.py``).
@@ -20,6 +20,14 @@ import sqlalchemy as sa
 
 def metadata() -> sa.MetaData:
     """The one ``MetaData`` with every table declared (importing each domain module)."""
-    from gateway.store import audit, datasets, files, jobs, loop_schema, schema  # noqa: F401  (they declare tables)
+    from gateway.store import (  # noqa: F401  (they declare tables)
+        audit,
+        datasets,
+        files,
+        jobs,
+        loop_schema,
+        responses,
+        schema,
+    )
 
     return schema.metadata

@@ -3,11 +3,12 @@
     erase_completion(engine, "chatcmpl-...", actor, project)     # DELETE /v1/chat/completions/{id}
     forget_user(engine, "customer-42", actor, project=None)      # tuneloop forget --user, POST /v1/admin/forget
 
-Both delete, in one transaction, the interactions (with their shadow copies) and all their
-feedback; every dataset built from them (``dataset_records``, the lineage) gets ``stale`` set, so it
-is rebuilt before it trains again (its file still holds the lines: delete or rebuild it); and the
-erasure goes to the audit trail with its counts. A user is named by the requests' ``user`` field;
-the audit trail keeps only a SHA-256 of it, so the record of a forget does not keep the person.
+Both delete, in one transaction, the interactions (with their shadow copies), all their
+feedback and the stored responses (``POST /v1/responses``) served as them; every dataset built
+from them (``dataset_records``, the lineage) gets ``stale`` set, so it is rebuilt before it
+trains again (its file still holds the lines: delete or rebuild it); and the erasure goes to the
+audit trail with its counts. A user is named by the requests' ``user`` field; the audit trail
+keeps only a SHA-256 of it, so the record of a forget does not keep the person.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from gateway.store.audit import record
 from gateway.store.datasets import dataset_records
+from gateway.store.responses import responses
 from gateway.store.schema import datasets, feedback, interactions
 
 t = interactions
@@ -58,8 +60,9 @@ def _erase(conn: sa.Connection, chosen: sa.Select[Any], reason: str) -> dict[str
     stale = sorted(set(conn.execute(sa.select(dataset_records.c.dataset_id)
                                     .where(dataset_records.c.interaction_id.in_(ids))).scalars()))
     fb = conn.execute(feedback.delete().where(feedback.c.completion_id.in_(ids))).rowcount
-    n = conn.execute(t.delete().where(t.c.id.in_(ids))).rowcount
+    kept = conn.execute(responses.delete().where(responses.c.completion_id.in_(ids))).rowcount
+    n = conn.execute(t.delete().where(t.c.id.in_(ids))).rowcount  # last: ``ids`` selects from it
     if stale:
         conn.execute(datasets.update().where(datasets.c.id.in_(stale), datasets.c.stale.is_(None))
                      .values(stale={"reason": reason, "at": time.time()}))  # stale since the first erasure
-    return {"completions": n, "feedback": fb, "datasets_stale": stale}
+    return {"completions": n, "feedback": fb, "responses": kept, "datasets_stale": stale}

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from gateway.errors import InvalidRequest
 from gateway.store.messages import stored_messages
+from gateway.store.responses import responses
 from gateway.store.schema import feedback, interactions
 
 t = interactions
@@ -122,15 +123,17 @@ class LogStore:
 
     # ---- retention and helpers ----
     def prune(self, older_than_s: float, project: str | None = None, exclude: tuple[str, ...] = ()) -> int:
-        """Delete interactions (and their feedback) older than ``older_than_s`` seconds
-        (of one project only, when given; of none of ``exclude``)."""
+        """Delete interactions (with their feedback and the stored Responses made of them) older than
+        ``older_than_s`` seconds (of one project only, when given; of none of ``exclude``)."""
         cond = t.c.created < time.time() - older_than_s
         if project is not None:
             cond = sa.and_(cond, t.c.project == project)
         if exclude:
             cond = sa.and_(cond, sa.or_(t.c.project.is_(None), t.c.project.not_in(exclude)))
         with self.engine.begin() as conn:
-            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(sa.select(t.c.id).where(cond))))
+            doomed = sa.select(t.c.id).where(cond)
+            conn.execute(feedback.delete().where(feedback.c.completion_id.in_(doomed)))
+            conn.execute(responses.delete().where(responses.c.completion_id.in_(doomed)))
             return conn.execute(t.delete().where(cond)).rowcount
 
     def count(self) -> int:

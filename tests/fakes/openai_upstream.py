@@ -9,6 +9,7 @@ Model names choose the behaviour (like TensorZero's dummy provider):
   fake-drop           -> streams two chunks, then cuts the connection
   fake-midstream-error-> streams two chunks, then an SSE error event
   fake-slowstream     -> streams with 0.1 s between chunks
+  fake-length         -> echoes, with finish_reason "length" (cut by max_tokens)
 It records every request (body and headers) for assertions: GET /_requests, DELETE /_requests.
 It also answers GET /v1/models and GET /health like vLLM.
 """
@@ -109,13 +110,17 @@ def make_app() -> FastAPI:
         choices = [{"index": i, "message": {"role": "assistant", "content": None if tools else reply,
                                             "refusal": None, "annotations": [],
                                             **({"tool_calls": [TOOL_CALL]} if tools else {})},
-                    "finish_reason": "tool_calls" if tools else "stop", "logprobs": None}
+                    "finish_reason": "tool_calls" if tools else _finish(model), "logprobs": None}
                    for i in range(n)]
         return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
                 "choices": choices, "usage": _usage(prompt, reply), "service_tier": "default",
                 "system_fingerprint": "fp_fake"}
 
     return app
+
+
+def _finish(model: str) -> str:
+    return "length" if model == "fake-length" else "stop"
 
 
 def _sse(obj: Any) -> bytes:
@@ -152,7 +157,7 @@ async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str,
                                       "param": None, "code": None}})
                 return
             await asyncio.sleep(0.1 if model == "fake-slowstream" else 0)
-        yield chunk({}, "stop")
+        yield chunk({}, _finish(model))
     if include_usage:
         yield _sse({**base, "choices": [], "usage": _usage(prompt, reply)})
     yield b"data: [DONE]\n\n"

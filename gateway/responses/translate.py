@@ -1,0 +1,315 @@
+"""The Responses API ⇄ Chat Completions: the one table of the mapping.
+
+A ``POST /v1/responses`` body becomes a chat completion request (``to_chat``), served by the chat
+path unchanged; the chat completion becomes a Response object (``output_items``, ``usage``,
+``response_object``). Request fields, in ``REQUEST`` below:
+
+    input (string | items) ........ messages (after the previous responses' items; gateway.responses.items)
+      message user/system/developer (input_text) -> {role, content}
+      message assistant (output_text, refusal)   -> {role: assistant, content, refusal}
+      function_call {call_id, name, arguments}   -> assistant tool_calls[{id: call_id, ...}]
+      function_call_output {call_id, output}     -> {role: tool, tool_call_id: call_id, content}
+    instructions .................. a leading system message (not carried to later turns)
+    tools [{type: function, ...}] . tools [{type: function, function: {...}}] (strict: true by default)
+    tool_choice ................... tool_choice ({type: function, name} -> {type, function: {name}})
+    text.format / text.verbosity .. response_format / verbosity
+    max_output_tokens ............. max_tokens
+    reasoning.effort .............. reasoning_effort (the target refuses it if its model cannot reason)
+    same name ..................... temperature, top_p, metadata, user, safety_identifier,
+                                    prompt_cache_key, service_tier, parallel_tool_calls (with tools),
+                                    store, stream
+    checked, nothing to send ...... model, previous_response_id, include ([]), background (false),
+                                    truncation (disabled), stream_options, max_tool_calls (no built-in tools)
+
+Back: the message's content -> a ``message`` item with ``output_text`` (and ``refusal``), each tool
+call -> a ``function_call`` item (``call_id`` = the tool call's id); usage prompt/completion ->
+input/output tokens; finish_reason ``length`` -> status ``incomplete`` (``max_output_tokens``).
+Anything else (built-in tools, images and files, ``conversation``, ``prompt``...) is a 400 naming
+the param; a null field counts as absent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gateway.errors import InvalidRequest, clip
+
+_ids = random.Random(os.urandom(32))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{_ids.getrandbits(96):024x}"
+
+
+def bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+def _same(name: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda value: {name: value}
+
+
+def _only(allowed: Any, why: str) -> Callable[[Any], dict[str, Any]]:
+    def check(value: Any) -> dict[str, Any]:
+        if value != allowed:
+            raise bad(why, "")
+        return {}
+    return check
+
+
+def _tools(tools: Any) -> dict[str, Any]:
+    if not isinstance(tools, list):
+        raise bad("Invalid type for 'tools': expected an array.", "tools", "invalid_type")
+    out = []
+    for i, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise bad(f"Tool type {clip(kind)} is not supported here: only function tools are (built-in "
+                      "tools run inside OpenAI's own models).", f"tools[{i}].type")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise bad("Missing required parameter: 'name'.", f"tools[{i}].name", "missing_required_parameter")
+        if tool.get("defer_loading"):
+            raise bad("Deferred tool loading (tool search) is not supported.", f"tools[{i}].defer_loading")
+        out.append({"type": "function", "function": {k: v for k, v in function_tool(tool).items()
+                                                      if k != "type" and v is not None}})
+    return {"tools": out} if out else {}
+
+
+def function_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool as a Response echoes it (OpenAI's defaults filled in)."""
+    strict = tool.get("strict")
+    return {"type": "function", "name": tool["name"], "description": tool.get("description"),
+            "parameters": tool.get("parameters"), "strict": True if strict is None else strict}
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if choice in ("none", "auto", "required"):
+        return {"tool_choice": choice}
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"tool_choice": {"type": "function", "function": {"name": choice["name"]}}}
+    raise bad(f"Unsupported 'tool_choice': {clip(choice)}; use none, auto, required or "
+              "{\"type\": \"function\", \"name\": ...}.", "tool_choice")
+
+
+def _text(text: Any) -> dict[str, Any]:
+    if not isinstance(text, dict):
+        raise bad("Invalid type for 'text': expected an object.", "text", "invalid_type")
+    out: dict[str, Any] = {}
+    if text.get("verbosity") is not None:
+        out["verbosity"] = text["verbosity"]
+    fmt = text.get("format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if fmt is None or kind == "text":
+        return out
+    if kind == "json_object":
+        return {**out, "response_format": {"type": "json_object"}}
+    if kind == "json_schema":
+        if not isinstance(fmt.get("name"), str) or "schema" not in fmt:
+            raise bad("A json_schema format needs 'name' and 'schema'.", "text.format")
+        schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None}
+        return {**out, "response_format": {"type": "json_schema", "json_schema": schema}}
+    raise bad(f"Unsupported 'text.format': {clip(fmt)}.", "text.format.type")
+
+
+def _reasoning(reasoning: Any) -> dict[str, Any]:
+    if not isinstance(reasoning, dict):
+        raise bad("Invalid type for 'reasoning': expected an object.", "reasoning", "invalid_type")
+    for name in ("summary", "generate_summary"):
+        if reasoning.get(name) is not None:
+            raise bad("Reasoning summaries are not available: responses are served through chat "
+                      "completions, which return no reasoning items.", f"reasoning.{name}")
+    effort = reasoning.get("effort")
+    return {} if effort is None else {"reasoning_effort": effort}
+
+
+def _max_output_tokens(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad(f"Invalid 'max_output_tokens': {clip(value)}; expected an integer of at least 1.",
+                  "max_output_tokens")
+    return {"max_tokens": value}
+
+
+def _include(value: Any) -> dict[str, Any]:
+    if value:
+        raise bad(f"Unsupported 'include' values: {clip(value)}; none of them can be produced here.",
+                  "include")
+    return {}
+
+
+def _stream_options(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or value.get("include_obfuscation"):
+        raise bad("Stream obfuscation is not supported: set stream_options.include_obfuscation to false.",
+                  "stream_options.include_obfuscation")
+    return {}
+
+
+def _unsupported(what: str) -> Callable[[Any], dict[str, Any]]:
+    def refuse(_value: Any) -> dict[str, Any]:
+        raise bad(f"{what} is not supported by this gateway.", "")  # to_chat fills in the param
+    return refuse
+
+
+def _checked_elsewhere(_value: Any) -> dict[str, Any]:
+    return {}
+
+
+REQUEST: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "model": _same("model"),
+    "input": _checked_elsewhere,  # -> messages (input_items, to_messages)
+    "instructions": _checked_elsewhere,  # -> the leading system message
+    "previous_response_id": _checked_elsewhere,  # the endpoint prepends the stored conversation
+    "tools": _tools,
+    "tool_choice": _tool_choice,
+    "text": _text,
+    "reasoning": _reasoning,
+    "max_output_tokens": _max_output_tokens,
+    "temperature": _same("temperature"),
+    "top_p": _same("top_p"),
+    "metadata": _same("metadata"),
+    "user": _same("user"),
+    "safety_identifier": _same("safety_identifier"),
+    "prompt_cache_key": _same("prompt_cache_key"),
+    "service_tier": _same("service_tier"),
+    "parallel_tool_calls": _same("parallel_tool_calls"),
+    "store": _same("store"),
+    "stream": _same("stream"),
+    "include": _include,
+    "background": _only(False, "Background responses are not supported: omit 'background' or set it false."),
+    "truncation": _only("disabled", "Only truncation 'disabled' is supported."),
+    "stream_options": _stream_options,
+    "max_tool_calls": _checked_elsewhere,  # caps built-in tool calls, and there are none here
+    "conversation": _unsupported("The Conversations API"),
+    "prompt": _unsupported("Prompt templates"),
+    "context_management": _unsupported("Context management"),
+    "moderation": _unsupported("Moderation"),
+    "top_logprobs": _unsupported("Log probabilities"),
+    "prompt_cache_retention": _unsupported("Prompt cache retention"),
+    "prompt_cache_options": _unsupported("Prompt cache options"),
+}
+
+FINISH: dict[str | None, tuple[str, str | None]] = {  # finish_reason -> (status, incomplete reason)
+    "stop": ("completed", None), "tool_calls": ("completed", None), "function_call": ("completed", None),
+    None: ("completed", None), "length": ("incomplete", "max_output_tokens"),
+    "content_filter": ("incomplete", "content_filter"),
+}
+
+
+def to_chat(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chat completion request for ``body`` (checked: unknown and unsupported fields are a 400)."""
+    instructions = body.get("instructions")
+    chat: dict[str, Any] = {"messages": [{"role": "system", "content": instructions}, *messages]
+                            if instructions else messages}
+    for name, value in body.items():
+        convert = REQUEST.get(name)
+        if convert is None:
+            raise bad(f"Unknown parameter: '{clip(name, 64)}'.", name, "unknown_parameter")
+        if value is None:
+            continue
+        try:
+            chat.update(convert(value))
+        except InvalidRequest as exc:
+            exc.param = exc.param or name
+            raise
+    if "tools" not in chat:
+        chat.pop("parallel_tool_calls", None)  # chat completions allow it only with tools
+    if chat.get("stream"):
+        chat["stream_options"] = {"include_usage": True}
+    return chat
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise bad("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if body.get("input") is None and body.get("previous_response_id") is None:
+        raise bad("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    for name in ("instructions", "previous_response_id"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise bad(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+    return body
+
+
+def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not chat_usage:
+        return None
+    prompt, completion = chat_usage.get("prompt_tokens") or 0, chat_usage.get("completion_tokens") or 0
+    return {"input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": (chat_usage.get("prompt_tokens_details") or {})
+                                     .get("cached_tokens") or 0},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": (chat_usage.get("completion_tokens_details") or {})
+                                      .get("reasoning_tokens") or 0},
+            "total_tokens": chat_usage.get("total_tokens") or prompt + completion}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def output_items(message: dict[str, Any], status: str) -> list[dict[str, Any]]:
+    """A chat completion's message as Response output items."""
+    items: list[dict[str, Any]] = []
+    parts = [text_part(message["content"])] if message.get("content") else []
+    if message.get("refusal"):
+        parts.append({"type": "refusal", "refusal": message["refusal"]})
+    if parts:
+        items.append({"id": new_id("msg"), "type": "message", "role": "assistant", "status": status,
+                      "content": parts})
+    for call in message.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        items.append({"id": new_id("fc"), "type": "function_call", "call_id": call.get("id") or new_id("call"),
+                      "name": fn.get("name") or "", "arguments": fn.get("arguments") or "",
+                      "status": "completed"})
+    return items
+
+
+OPTIONAL = ("completed_at", "max_output_tokens", "max_tool_calls", "previous_response_id", "reasoning",
+            "safety_identifier", "prompt_cache_key")
+
+
+def response_object(resp_id: str, body: dict[str, Any], created_at: int, *, status: str,
+                    output: list[dict[str, Any]], chat_usage: dict[str, Any] | None = None,
+                    incomplete: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Response object: what the request asked for, echoed with OpenAI's defaults, plus the result."""
+    text = body.get("text") or {}
+    out: dict[str, Any] = {
+        "id": resp_id, "object": "response", "created_at": created_at, "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "background": False, "error": error,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
+        "previous_response_id": body.get("previous_response_id"), "reasoning": body.get("reasoning"),
+        "store": body.get("store") is not False,
+        "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
+        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": [function_tool(tool) for tool in body.get("tools") or ()],
+        "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+        "truncation": "disabled", "metadata": body.get("metadata") or {},
+        "safety_identifier": body.get("safety_identifier"), "prompt_cache_key": body.get("prompt_cache_key"),
+    }
+    if body.get("user") is not None:
+        out["user"] = body["user"]
+    for name in OPTIONAL:  # absent rather than null: the spec does not make every one nullable
+        if out.get(name) is None:
+            out.pop(name, None)
+    if chat_usage:
+        out["usage"] = usage(chat_usage)
+    return out
+
+
+def from_completion(resp_id: str, body: dict[str, Any], created_at: int,
+                    completion: dict[str, Any]) -> dict[str, Any]:
+    """A (non-streamed) chat completion as a Response."""
+    choice = (completion.get("choices") or [{}])[0]
+    status, incomplete = FINISH.get(choice.get("finish_reason"), ("completed", None))
+    output = output_items(choice.get("message") or {}, status)
+    return response_object(resp_id, body, created_at, status=status, output=output,
+                           chat_usage=completion.get("usage"), incomplete=incomplete)
