@@ -19,6 +19,11 @@ take effect within ``KEY_TTL_S`` (1 s): a verified key is trusted from the cache
 long, then looked up again. That costs one indexed lookup (``api_keys.key_hash`` is unique)
 per key per second per replica, and works alike on SQLite and PostgreSQL, with or without
 Redis, which is why it was chosen over LISTEN/NOTIFY or pub/sub.
+
+The database away: a key verified before the outage is trusted from the cache for up to
+``STALE_S`` (an hour) more, with one warning, so serving goes on while the log spools; a key
+not seen before cannot be checked and gets 503 ``database_unavailable`` (retry-after), never
+a 401 or a 500.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.errors import AuthenticationFailed, DatabaseUnavailable, PermissionDenied
+from gateway.store.db import is_transient
 from gateway.store.keys import KeyStore
 
 log = logging.getLogger("tuneloop.auth")
@@ -38,6 +44,7 @@ log = logging.getLogger("tuneloop.auth")
 KEY_TTL_S = 1.0  # how long a verified key is trusted without asking the database again
 MISS_TTL_S = 1.0  # unknown keys are remembered briefly so a flood cannot hammer the DB
 KEYS_EXIST_TTL_S = 1.0  # how long "the database holds no key" is believed
+STALE_S = 3600.0  # while the database is away, how long a key verified before is still trusted
 DEFAULT_PROJECT = "default"
 MODES = {"auto": "auto", "required": "required", "on": "required", "off": "off", "none": "off"}
 
@@ -90,6 +97,8 @@ class Authenticator:
         self._any_key: bool | None = None
         self._evictions = 0  # a lookup that overlapped an eviction is not cached
         self._any_key_until = 0.0
+        self._stale_warned = False  # said once per outage
+        self._verified: dict[str, float] = {}  # secret -> when the database last answered for it
 
     async def start(self, keys: KeyStore) -> None:
         """Attach the key store and say the mode at start-up (one INFO line; a WARNING when off)."""
@@ -137,13 +146,34 @@ class Authenticator:
 
     async def _fetch(self, secret: str) -> Principal | None:
         evictions = self._evictions
-        row = await asyncio.to_thread(self.keys.lookup, secret) if self.keys else None
+        try:
+            row = await asyncio.to_thread(self.keys.lookup, secret) if self.keys else None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return self._stale(secret, exc)
+        self._stale_warned = False
         p = None if row is None else Principal(row["id"], row["project"], row["admin"], row["limits"])
         if len(self._cache) > 10_000:
             self._cache.clear()
+            self._verified.clear()
         if evictions == self._evictions:
             self._cache[secret] = (p, time.monotonic() + (KEY_TTL_S if p else MISS_TTL_S))
+            self._verified[secret] = time.monotonic()
         return p
+
+    def _stale(self, secret: str, exc: Exception) -> Principal:
+        """The database did not answer: the key as last verified, if that was a key and recent enough."""
+        hit, now = self._cache.get(secret), time.monotonic()
+        if hit is None or hit[0] is None or now - self._verified.get(secret, -STALE_S) > STALE_S:
+            raise DatabaseUnavailable("API keys cannot be checked right now (the database is unreachable); "
+                                      "retry shortly.") from exc
+        if not self._stale_warned:
+            self._stale_warned = True
+            log.warning("auth: the database is unreachable (%s); keys verified before are trusted for up to "
+                        "%.0f s meanwhile, new keys get 503", exc, STALE_S)
+        self._cache[secret] = (hit[0], now + KEY_TTL_S)  # ask again in a second, not on every request
+        return hit[0]
 
     async def keys_exist(self) -> bool:
         """Whether the database holds any API key (cached briefly; unknown and unreadable: yes)."""
@@ -153,9 +183,9 @@ class Authenticator:
             return True
         try:
             self._any_key = await asyncio.to_thread(self.keys.any)
-        except Exception:
+        except Exception as exc:
             if self._any_key is None:
-                raise
+                raise DatabaseUnavailable() from exc
             return self._any_key  # keep what we knew while the database is away
         self._any_key_until = time.monotonic() + KEYS_EXIST_TTL_S
         return self._any_key

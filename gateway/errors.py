@@ -10,6 +10,7 @@
     │   └── ModelNotFound (404 model_not_found)
     ├── Conflict (409)
     ├── RateLimited (429, retry-after)
+    ├── DatabaseUnavailable (503 database_unavailable: the database is away; retry-after 1)
     ├── LimitsUnavailable (503 limits_unavailable: the rate-limit store is down, redis_failure: closed)
     ├── ClientClosed (499: only in the log; the client went away before the reply was complete)
     └── UpstreamError (502: the upstream failed or answered garbage)
@@ -133,6 +134,16 @@ class LimitsUnavailable(GatewayError):
 
     status_code = 503
     code = "limits_unavailable"
+
+
+class DatabaseUnavailable(GatewayError):
+    """The database is unreachable (an outage): what needs it cannot be done now; retry shortly."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str = "The database is unreachable right now; retry shortly.", **kw: Any) -> None:
+        super().__init__(message, headers={"retry-after": "1", **(kw.pop("headers", None) or {})}, **kw)
 
 
 class ClientClosed(GatewayError):

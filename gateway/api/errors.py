@@ -8,7 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import GatewayError, InvalidRequest, error_body
+from gateway.errors import DatabaseUnavailable, GatewayError, InvalidRequest, error_body
+from gateway.store.db import is_transient
 
 _STATUS_TYPES = {401: "invalid_request_error", 403: "invalid_request_error",
                  404: "invalid_request_error", 405: "invalid_request_error",
@@ -73,5 +74,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:  # a bug: still an envelope
+        if is_transient(exc):  # not a bug: the database is away (an outage), so a 503 to retry
+            return error_response(DatabaseUnavailable())
         return Response(error_body(500, "The server had an error while processing your request.",
                                    "server_error"), status_code=500, media_type="application/json")

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from gateway.api.openapi import METADATA_SCHEMA, json_body
 from gateway.api.paging import page_limit
 from gateway.asgi import parse_json, read_body
-from gateway.errors import NotFound
+from gateway.errors import DatabaseUnavailable, NotFound
 from gateway.log.service import LogService
 from gateway.store.feedback import MAX_COMMENT, MAX_CORRECTION, MAX_TAG, MAX_TAGS, feedback_object, page, parse_feedback
 
@@ -73,9 +73,12 @@ FEEDBACK_BODY = json_body({
 async def add_feedback(request: Request) -> dict[str, Any]:
     row = parse_feedback(parse_json(await read_body(request.scope, request.receive, MAX_BODY) or b"null"))
     log = _log(request)
-    await log.sync()  # the completion may have been created a moment ago
+    synced = await log.sync()  # the completion may have been created a moment ago
     saved = await asyncio.to_thread(log.store.add_feedback, row,
                                     getattr(request.state, "project", None))
+    if saved is None and not synced:  # it may be among the records not written yet: not a 404
+        raise DatabaseUnavailable("The interaction log is catching up (its database is slow or away), so "
+                                  f"completion '{row['completion_id']}' may not be stored yet; retry shortly.")
     if saved is None:
         raise _not_found(row["completion_id"])
     return feedback_object(saved)

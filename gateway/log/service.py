@@ -69,10 +69,11 @@ class LogService:
     def submit(self, record: InteractionRecord) -> None:
         self.writer.submit(record)
 
-    async def sync(self, timeout: float = SYNC_TIMEOUT_S) -> None:
-        """Return once every record submitted before this call is committed (or timeout)."""
+    async def sync(self, timeout: float = SYNC_TIMEOUT_S) -> bool:
+        """Return once every record submitted before this call is committed (True), or after
+        ``timeout`` (False: the log is behind, its database slow or away)."""
         if self._closed:
-            return
+            return True
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self.writer.add_barrier((loop, fut))
@@ -80,10 +81,12 @@ class LogService:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             log.warning("log sync timed out after %.1fs (database down?)", timeout)
+            return False
+        return True
 
-    def sync_blocking(self, timeout: float = SYNC_TIMEOUT_S) -> None:
+    def sync_blocking(self, timeout: float = SYNC_TIMEOUT_S) -> bool:
         """``sync`` for code without an event loop (tests, scripts)."""
-        asyncio.run(self.sync(timeout))
+        return asyncio.run(self.sync(timeout))
 
     async def close(self) -> None:
         if self._closed:

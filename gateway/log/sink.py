@@ -11,7 +11,6 @@ log, and SQLAlchemy's per-row parameter processing would cost more than the inse
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,10 @@ import psycopg
 import sqlalchemy as sa
 
 from gateway.log.record import InteractionRecord
+from gateway.store.db import is_transient
 from gateway.store.schema import interactions
+
+__all__ = ["Sink", "is_transient", "to_row"]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +71,6 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
             value = _REQUIRED_DEFAULTS[name]
         row.append(value)
     return tuple(row)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """An outage (retry later from the spool), as opposed to a record the DB refuses."""
-    if isinstance(exc, (OSError, sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return True
-    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return True
-    return False
 
 
 class Sink:

@@ -6,6 +6,8 @@ psycopg 3; a plain ``postgresql://`` URL from the user is rewritten to that driv
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL keeps it consistent
     cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An outage (the database away: retry later), as opposed to a statement or data it refuses."""
+    if isinstance(exc, (OSError, sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError)):
+        return True
+    psycopg = sys.modules.get("psycopg")  # raw driver errors (COPY paths); only if it is in use
+    return psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def create_engine(url: str, **kwargs: Any) -> sa.Engine:

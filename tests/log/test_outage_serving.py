@@ -1,0 +1,60 @@
+"""The log database away does not stop the gateway: keys verified before it went keep working,
+what needs the database says 503 (retry), never 500, and every 200 of the outage is logged after."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import sqlalchemy as sa
+
+from gateway.store import db
+from tests.fixtures.database import PgCluster
+from tests.fixtures.gateway import GatewayProcess, fake_config
+from tests.security.test_auth import make_key
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def chat(gw: GatewayProcess, key: str) -> httpx.Response:
+    return httpx.post(f"{gw.base_url}/chat/completions", headers={"authorization": f"Bearer {key}"},
+                      json={"model": "lora-bot", "messages": MSG}, timeout=30)
+
+
+def test_a_postgres_outage_keeps_known_keys_serving(pg_cluster: PgCluster, fake_upstream, tmp_path) -> None:
+    config = {**fake_config(fake_upstream), "database_url": pg_cluster.url}
+    gw = GatewayProcess(config, tmp_path / "home", env={"TUNELOOP_AUTH": "required"})
+    try:
+        known, unseen = make_key(gw, "--project", "alpha"), make_key(gw, "--project", "beta")
+        assert chat(gw, known).status_code == 200  # verified once: cached
+        pg_cluster.stop("immediate")
+        ids = []
+        for _ in range(5):
+            reply = chat(gw, known)
+            assert reply.status_code == 200, reply.text  # served while the log spools
+            ids.append(reply.json()["id"])
+            time.sleep(0.3)  # past the key cache's second: it is looked up again, and trusted as before
+        refused = chat(gw, unseen)  # never verified: cannot be checked
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "database_unavailable"
+        feedback = httpx.post(f"{gw.base_url}/feedback", headers={"authorization": f"Bearer {known}"},
+                              json={"completion_id": ids[0], "rating": 1}, timeout=30)
+        assert feedback.status_code == 503, feedback.text  # the log is behind: not a 404, not a 500
+        stored = httpx.get(f"{gw.base_url}/chat/completions/{ids[0]}", timeout=30,
+                           headers={"authorization": f"Bearer {known}"})
+        assert stored.status_code == 503 and stored.json()["error"]["code"] == "database_unavailable"
+        pg_cluster.start()
+        engine = db.create_engine(pg_cluster.url)
+        deadline = time.monotonic() + 60
+        while True:  # the spool is replayed: every 200 of the outage is in the log
+            with engine.connect() as conn:
+                found = set(conn.execute(sa.text("SELECT id FROM interactions")).scalars())
+            if set(ids) <= found:
+                break
+            assert time.monotonic() < deadline, sorted(set(ids) - found)
+            time.sleep(0.3)
+        engine.dispose()
+        assert chat(gw, unseen).status_code == 200
+    finally:
+        gw.stop()
+    assert "keys verified before are trusted" in gw.log_path.read_text()
