@@ -121,14 +121,17 @@ async def _one(pool: Pool, path: bytes, body: bytes, stream: bool) -> tuple[int,
     """One request: status, whether the reply is whole, time of its first SSE event, time it ended."""
     ex = await pool.request(b"POST", path, body, HEADERS)
     if not stream or ex.status != 200:
-        data = await ex.read()
-        ok = ex.status == 200 and data[:1] == b"{" and b'"choices"' in data
+        data = await ex.read()  # a chat completion has choices, a Response (/v1/responses) output
+        ok = ex.status == 200 and data[:1] == b"{" and (b'"choices"' in data or b'"output"' in data)
         return ex.status, ok, None, time.perf_counter()
-    parser, t_first = SSEParser(), None
+    parser, t_first, completed = SSEParser(), None, False
     async for piece in ex.iter_body():  # read to the end, so the connection is reused
-        if parser.feed(piece) and t_first is None:
+        events = parser.feed(piece)
+        if events and t_first is None:
             t_first = time.perf_counter()
-    return ex.status, parser.done and t_first is not None, t_first, time.perf_counter()
+        # a Responses stream ends with response.completed, not [DONE]
+        completed = completed or any(b'"response.completed"' in e[:48] for e in events)
+    return ex.status, (parser.done or completed) and t_first is not None, t_first, time.perf_counter()
 
 
 async def _raw_load(url: str, body: bytes, concurrency: int, duration: float,

@@ -58,7 +58,7 @@ def migrate(
 ) -> None:
     """Move an alias off an OpenAI fine-tune: train a local adapter on its traffic, shadow, cut over."""
     from adapters.loop import config as loop_cfg
-    from adapters.loop.migrate import MigrateSettings, run_migration
+    from adapters.loop.migrate import MigrateSettings, retirement, run_migration
     from adapters.registry.workspace import open_workspace
 
     ws = open_workspace(config, database_url, gateway_url=base_url)
@@ -66,7 +66,12 @@ def migrate(
     cfg.base_model = to
     cfg.dataset.has_correction = False
     ms = MigrateSettings(target=target, min_pairs=min_pairs, min_agreement=min_agreement, wait_s=wait)
+    retiring = retirement(ws, from_)
+    if retiring:
+        typer.echo(retiring["line"])
     cycle = run_migration(ws, from_, cfg, ms)
-    typer.echo(json.dumps({k: cycle[k] for k in ("id", "status", "stage", "error")}, default=str))
+    summary = {k: cycle[k] for k in ("id", "status", "stage", "error")}
+    summary["shutdown_date"] = retiring["shutdown_date"] if retiring else None
+    typer.echo(json.dumps(summary, default=str))
     for line in (cycle.get("state") or {}).get("report_lines", []):
         typer.echo(line)

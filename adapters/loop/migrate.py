@@ -8,6 +8,9 @@ compare (agreement = mean chrF between primary and shadow replies; ratings side 
 waits, leaving the cycle open, until ``min_pairs`` shadowed requests) -> cutover (the
 shadow removed; the alias promoted to the adapter when agreement >= ``min_agreement`` and
 the shadow's error rate is no worse; ``tuneloop rollback ALIAS`` returns it to ``ft:``).
+
+``retirement`` says when OpenAI retires the alias's ``ft:`` model (``gateway.retirements``): the
+report opens with it, so the date to finish by is in front of whoever migrates.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from adapters.loop import stages
 from adapters.loop.config import LoopSettings
 from adapters.loop.stages import Ctx, NotYet, Rejected
 from adapters.registry.workspace import Workspace
+from gateway.retirements import FINE_TUNING_ENDS, earliest_shutdown, shutdown_date
 from gateway.store.cycles import CycleStore
 
 
@@ -29,6 +33,21 @@ class MigrateSettings:
     min_pairs: int = 20
     min_agreement: float = 0.5
     wait_s: float = 0.0
+
+
+def retirement(ws: Workspace, alias: str) -> dict[str, Any] | None:
+    """The alias's ``ft:`` models that OpenAI retires and when (None: none of its routes retires)."""
+    from adapters.registry.routes import current_entry
+
+    models = [r["model"] for r in current_entry(ws, alias).get("routes", [])]
+    shutdown = earliest_shutdown(models)
+    if shutdown is None:
+        return None
+    retiring = [m for m in models if shutdown_date(m) is not None]
+    return {"shutdown_date": shutdown.isoformat(), "fine_tuning_ends": FINE_TUNING_ENDS.isoformat(),
+            "models": retiring,
+            "line": f"{', '.join(retiring)}: OpenAI stops new fine-tuning jobs on {FINE_TUNING_ENDS.isoformat()} "
+                    f"and shuts the model down on {shutdown.isoformat()}; migrate before then"}
 
 
 def _target(ctx: Ctx, ms: MigrateSettings) -> str:

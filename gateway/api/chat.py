@@ -8,6 +8,8 @@ the client. The interaction record is handed to the log without waiting.
 A client that goes away mid-request (``DisconnectWatch``) cancels the upstream call at
 once and is recorded as 499, with the text relayed so far. The caller's project goes to
 the provider as ``tenant`` (vLLM's ``x-tuneloop-tenant``; the breakers' notion of who).
+The newer OpenAI fields a vLLM target cannot honour keep the request off it (or are a 400):
+``gateway.target_fields``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gateway.reserve import ask_for, used
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 from gateway.shadow import Shadower
+from gateway.target_fields import honouring
 from gateway.validate import apply_key_limits, validate_chat_request
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
@@ -104,7 +107,7 @@ class ChatCompletions:
             if principal.limits:
                 apply_key_limits(principal, body)
             user = body.get("user") or text_header(scope, b"x-tuneloop-user")
-            plan = router.plan(body["model"], user)
+            plan = honouring(router.plan(body["model"], user), body)
             reservation = (await self.limiter.admit(principal, ask_for(
                 principal, body, plan, router.config.default_prices)) if principal.limits else None)
         except GatewayError as exc:

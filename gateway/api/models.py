@@ -3,8 +3,10 @@
 Every card has OpenAI's fields (``id``, ``object``, ``created``, ``owned_by``) and vLLM's
 ``root`` (the upstream model or adapter the name serves: its heaviest route) and
 ``parent`` (the base model of an adapter, as its vLLM target reports it, or the base of
-an OpenAI ``ft:`` model; null when unknown). Admin keys also see ``routes`` (targets,
-adapter paths) and ``fallbacks``; other callers never see a path or a URL.
+an OpenAI ``ft:`` model; null when unknown), and OpenAI's ``shutdown_date``: the first date on
+which one of its routes' ``ft:`` models is retired (``gateway.retirements``; null when none is).
+Admin keys also see ``routes`` (targets, adapter paths) and ``fallbacks``; other callers never
+see a path or a URL.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import APIRouter, Request
 
 from gateway.config import ModelConfig
 from gateway.errors import ModelNotFound
+from gateway.retirements import earliest_shutdown
 
 router = APIRouter()
 
@@ -61,6 +64,8 @@ def _card(name: str, request: Request, cards: dict[str, dict[str, dict[str, Any]
     target, model = _root(cfg)
     card = {"id": name, "object": "model", "created": request.app.state.started, "owned_by": cfg.owned_by,
             "root": model, "parent": _parent(model, cards.get(target, {}).get(model))}
+    shutdown = earliest_shutdown(r.model for r in cfg.routes)
+    card["shutdown_date"] = shutdown.isoformat() if shutdown else None
     principal = getattr(request.state, "principal", None)
     if principal is not None and principal.admin:
         card["routes"] = [r.model_dump() for r in cfg.routes]

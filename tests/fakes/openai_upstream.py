@@ -3,6 +3,8 @@
 Model names choose the behaviour (like TensorZero's dummy provider):
   anything            -> echoes the last user message ("echo: ...")
   fake-tools          -> answers with a tool call (streamed in pieces)
+  fake-agent          -> like fake-tools until the last message is a tool result, then echoes
+                         that result ("echo: <result>"): an agent's loop, call then answer
   fake-slow[-S]       -> waits S seconds (default 2) before answering
   fake-hang           -> never answers
   fake-error-NNN      -> answers HTTP NNN in OpenAI's error envelope (429 adds retry-after: 1)
@@ -44,6 +46,14 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
             c = m.get("content")
             return c if isinstance(c, str) else json.dumps(c)
     return ""
+
+
+def _tool_result(messages: list[dict[str, Any]]) -> str | None:
+    """The content of the last message when it is a tool result."""
+    if messages and messages[-1].get("role") == "tool":
+        c = messages[-1].get("content")
+        return c if isinstance(c, str) else json.dumps(c)
+    return None
 
 
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -99,14 +109,15 @@ def make_app() -> FastAPI:
             await asyncio.sleep(3600)
         if model.startswith("fake-slow"):
             await asyncio.sleep(float(model.split("-")[2]) if model.count("-") >= 2 else 2.0)
-        prompt = _last_user(body.get("messages", []))
-        reply = f"echo: {prompt}"
+        messages = body.get("messages", [])
+        prompt, result = _last_user(messages), _tool_result(messages)
+        tools = model == "fake-tools" or (model == "fake-agent" and result is None)
+        reply = f"echo: {result if model == 'fake-agent' and result is not None else prompt}"
         cid = f"chatcmpl-up{time.time_ns()}"
         if body.get("stream"):
-            return StreamingResponse(_stream(cid, model, prompt, reply, body),
+            return StreamingResponse(_stream(cid, model, prompt, reply, body, tools),
                                      media_type="text/event-stream")
         n = int(body.get("n") or 1)
-        tools = model == "fake-tools"
         choices = [{"index": i, "message": {"role": "assistant", "content": None if tools else reply,
                                             "refusal": None, "annotations": [],
                                             **({"tool_calls": [TOOL_CALL]} if tools else {})},
@@ -127,7 +138,7 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str, Any]):
+async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str, Any], tools: bool):
     include_usage = (body.get("stream_options") or {}).get("include_usage")
     base = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "system_fingerprint": "fp_fake"}
@@ -138,7 +149,7 @@ async def _stream(cid: str, model: str, prompt: str, reply: str, body: dict[str,
                                           "logprobs": None}], **extra})
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
-    if model == "fake-tools":
+    if tools:
         args = TOOL_CALL["function"]["arguments"]
         yield chunk({"tool_calls": [{"index": 0, "id": TOOL_CALL["id"], "type": "function",
                                      "function": {"name": "get_weather", "arguments": ""}}]})

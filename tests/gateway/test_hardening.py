@@ -212,7 +212,7 @@ def test_model_cards_show_no_paths_to_callers(hard):
         text = listed.text
         assert SECRET_PATH not in text and "lora_path" not in text and "127.0.0.1" not in text
         card = next(c for c in listed.json()["data"] if c["id"] == "adapter")
-        assert set(card) == {"id", "object", "created", "owned_by", "root", "parent"}
+        assert set(card) == {"id", "object", "created", "owned_by", "root", "parent", "shutdown_date"}
         assert card["root"] == "support-v9"
         one = httpx.get(f"{hard.base_url}/models/adapter", headers={"authorization": f"Bearer {hard.keys[who]}"})
         assert one.json() == card
