@@ -127,10 +127,12 @@ def _reasoning(reasoning: Any) -> dict[str, Any]:
 
 
 def _max_output_tokens(value: Any) -> dict[str, Any]:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """An integer of at least 1; 362.0 is one too (JSON Schema's integer, as the chat path takes it)."""
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or value < 1:
         raise bad(f"Invalid 'max_output_tokens': {clip(value)}; expected an integer of at least 1.",
                   "max_output_tokens")
-    return {"max_tokens": value}
+    return {"max_tokens": int(value)}
 
 
 def _include(value: Any) -> dict[str, Any]:

@@ -194,6 +194,7 @@ def test_function_tool_round_trip(gateway, fake_upstream, upstream_requests):
 def test_cut_by_max_output_tokens_is_incomplete(gateway):
     body = created(gateway, model="length-bot", input="long story", max_output_tokens=3)
     assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert created(gateway, model="length-bot", input="long story", max_output_tokens=3.0)["status"] == "incomplete"
     out = events(gateway, model="length-bot", input="long story", max_output_tokens=3)
     assert out[-1]["type"] == "response.incomplete"
     assert out[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
