@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 
 from gateway.api.openapi import METADATA_SCHEMA, json_body
-from gateway.api.paging import page_limit
+from gateway.api.paging import list_page, page_limit
 from gateway.asgi import parse_json, read_body
 from gateway.errors import DatabaseUnavailable, NotFound
 from gateway.log.service import LogService
@@ -95,7 +95,4 @@ async def list_feedback(completion_id: str, request: Request, limit: Annotated[i
         raise _not_found(completion_id)
     rows, has_more, summary = found
     data = [feedback_object(r) for r in rows]
-    return {"object": "list", "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more, "summary": summary}
+    return list_page(data, has_more, summary=summary)

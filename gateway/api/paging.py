@@ -32,6 +32,12 @@ def check_limit(raw: Any, default: int) -> int:
     return limit
 
 
+def list_page(data: list[dict[str, Any]], has_more: bool, **extra: Any) -> dict[str, Any]:
+    """OpenAI's list object: ``data`` with ``first_id``/``last_id`` (null on an empty page) and ``has_more``."""
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": has_more, **extra}
+
+
 def page_limit(default: int = 20) -> Any:
     """A dependency reading ``?limit=`` (default ``default``)."""
 

@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from gateway.api.openapi import METADATA_SCHEMA, json_body
-from gateway.api.paging import check_limit
+from gateway.api.paging import check_limit, list_page
 from gateway.asgi import parse_json, read_body
 from gateway.errors import InvalidRequest, NotFound
 from gateway.log.service import LogService
@@ -64,13 +64,6 @@ def _metadata_filter(request: Request) -> dict[str, str]:
     return out
 
 
-def _list_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more}
-
-
 @router.get("")
 async def list_completions(request: Request) -> dict[str, Any]:
     after, limit, order = _page(request)
@@ -80,7 +73,7 @@ async def list_completions(request: Request) -> dict[str, Any]:
         log.store.list, model=request.query_params.get("model"),
         metadata=_metadata_filter(request), after=after, limit=limit, order=order,
         project=_project(request))
-    return _list_page(data, has_more)
+    return list_page(data, has_more)
 
 
 @router.get("/{completion_id}")
@@ -136,4 +129,4 @@ async def list_messages(completion_id: str, request: Request) -> dict[str, Any]:
                                    order=order, project=_project(request))
     if page is None:
         raise _not_found(completion_id)
-    return _list_page(*page)
+    return list_page(*page)

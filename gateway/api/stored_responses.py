@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from gateway.api.paging import check_limit
+from gateway.api.paging import check_limit, list_page
 from gateway.errors import InvalidRequest
 from gateway.store.audit import actor_of
 from gateway.store.forget import erase_completion
@@ -57,14 +57,15 @@ async def get_response(response_id: str, request: Request) -> dict[str, Any]:
 @router.delete("/{response_id}")
 async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
     project = _project(request)
-    existed, completion_id = await asyncio.to_thread(_store(request).delete, response_id, project)
+    existed, completion_id = await asyncio.to_thread(_store(request).completion_of, response_id, project)
     if not existed:
         raise not_found(response_id)
-    if completion_id is not None:
+    if completion_id is not None:  # one transaction erases the completion, its feedback and this response
         log = request.app.state.log
         await log.sync()  # the interaction may still be on its way to the database
         await asyncio.to_thread(erase_completion, log.engine, completion_id,
                                 actor_of(getattr(request.state, "principal", None)), project)
+    await asyncio.to_thread(_store(request).delete, response_id, project)  # not logged (log: none)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
@@ -81,5 +82,4 @@ async def list_input_items(response_id: str, request: Request) -> dict[str, Any]
     if page is None:
         raise not_found(response_id)
     data, has_more = page
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return list_page(data, has_more)

@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 class Writer:
     def __init__(self, sink: Sink, spool: Spool, *, batch_size: int = 2000,
-                 probe_interval: float = 1.0, beat: Callable[[], None] | None = None) -> None:
+                 probe_interval: float = 1.0) -> None:
         self.sink, self.spool = sink, spool
         self.batch_size = batch_size
         self.probe_interval = probe_interval
-        self.beat = beat or (lambda: None)  # called after every DB batch: long replays stay alive
+        # called after every DB batch, so a long replay keeps the watchdog fed (the child sets it)
+        self.beat: Callable[[], None] = lambda: None
         self._queue: collections.deque[Any] = collections.deque()
         self.db_up = True
         self._next_probe = 0.0

@@ -97,11 +97,16 @@ class ResponseStore:
             items = items[ids.index(after) + 1:]
         return items[:limit], len(items) > limit
 
-    def delete(self, response_id: str, project: str | None) -> tuple[bool, str | None]:
-        """(whether it existed, the chat completion it was served as)."""
-        with self.engine.begin() as conn:
+    def completion_of(self, response_id: str, project: str | None) -> tuple[bool, str | None]:
+        """(whether it exists, the chat completion it was served as)."""
+        with self.engine.connect() as conn:
             row = self._row(conn, response_id, project)
-            if row is None:
-                return False, None
-            conn.execute(t.delete().where(t.c.id == response_id))
-        return True, row.completion_id
+        return (False, None) if row is None else (True, row.completion_id)
+
+    def delete(self, response_id: str, project: str | None) -> bool:
+        """Whether it was there (erasing its chat completion deletes it too: ``forget.erase_completion``)."""
+        with self.engine.begin() as conn:
+            q = t.delete().where(t.c.id == response_id)
+            if project is not None:
+                q = q.where(t.c.project == project)
+            return bool(conn.execute(q).rowcount)
