@@ -19,8 +19,8 @@ Validated with the same strictness as the rest of the file; ``tuneloop loop`` an
           percent: 10              # 0 skips the canary: promote straight after the gate
           min_requests: 30         # per arm before deciding
           max_error_rate_delta: 0.02   # candidate error rate minus live's
-          min_rating_delta: 0.0    # candidate mean rating minus live's (when both have min_ratings)
-          min_ratings: 10
+          min_rating_delta: 0.0    # candidate mean rating minus live's
+          min_ratings: 10          # per arm before deciding (0: do not wait for ratings)
           max_latency_ratio: 1.5   # candidate p50 / live p50
           timeout_s: 86400         # still undecided then: roll back
           poll_s: 10

@@ -3,10 +3,12 @@
     decide(arm_stats(engine, alias, since), live_model, candidate_model, settings)
       -> Decision("promote" | "rollback" | "wait", reasons, stats)
 
-Rules, in order: wait until both arms have ``min_requests``; roll back when the candidate's
-error rate exceeds live's by more than ``max_error_rate_delta``, when its median latency is
-over ``max_latency_ratio`` times live's, or (both arms having ``min_ratings`` ratings) when
-its mean rating trails live's by more than ``-min_rating_delta``; otherwise promote.
+Rules, in order: wait until both arms have ``min_requests`` requests and ``min_ratings``
+ratings (ratings come after the replies they rate: deciding on the requests alone would promote
+before users had a say; ``min_ratings: 0`` does not wait for them); roll back when
+the candidate's error rate exceeds live's by more than ``max_error_rate_delta``, when its median
+latency is over ``max_latency_ratio`` times live's, or when its mean rating trails live's by more
+than ``-min_rating_delta``; otherwise promote.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def decide(stats: dict[str, dict[str, Any]], live: str, candidate: str, s: Canar
     if lv["requests"] < s.min_requests or cd["requests"] < s.min_requests:
         return Decision("wait", [f"requests live={lv['requests']} candidate={cd['requests']} "
                                  f"(need {s.min_requests} each)"], shown)
+    if lv["ratings"] < s.min_ratings or cd["ratings"] < s.min_ratings:
+        return Decision("wait", [f"ratings live={lv['ratings']} candidate={cd['ratings']} "
+                                 f"(need {s.min_ratings} each)"], shown)
     reasons = []
     delta = cd["error_rate"] - lv["error_rate"]
     if delta > s.max_error_rate_delta:
@@ -42,7 +47,7 @@ def decide(stats: dict[str, dict[str, Any]], live: str, candidate: str, s: Canar
     if lv["latency_p50"] and cd["latency_p50"] and cd["latency_p50"] / lv["latency_p50"] > s.max_latency_ratio:
         reasons.append(f"p50 latency {cd['latency_p50']:.3f}s vs {lv['latency_p50']:.3f}s "
                        f"(x{cd['latency_p50'] / lv['latency_p50']:.2f} > {s.max_latency_ratio})")
-    if lv["ratings"] >= s.min_ratings and cd["ratings"] >= s.min_ratings:
+    if lv["ratings"] and cd["ratings"]:
         rdelta = cd["rating_mean"] - lv["rating_mean"]
         if rdelta < s.min_rating_delta:
             reasons.append(f"rating {cd['rating_mean']:.3f} vs {lv['rating_mean']:.3f} "
