@@ -87,7 +87,8 @@ def engine(
         help='tool_choice "auto": parse the tool calls the model writes (needs --tool-call-parser)')] = False,
     tool_call_parser: Annotated[str | None, typer.Option(help="how the model writes tool calls: hermes")] = None,
     api_key: Annotated[str | None, typer.Option(
-        help="require this key on /v1 routes (Authorization: Bearer; default $VLLM_API_KEY)")] = None,
+        help="require this key (Authorization: Bearer) on all routes but /health, /metrics, /ping, /version; "
+        "default $VLLM_API_KEY")] = None,
     allowed_lora_roots: Annotated[list[Path] | None, typer.Option(
         help="another folder load_lora_adapter may read (besides --adapters and $TUNELOOP_HOME/adapters)")] = None,
     enable_prompt_tokens_details: Annotated[bool, typer.Option(

@@ -3,8 +3,8 @@
 ``serve`` binds each engine's listening socket itself (port 0 in the target's URL, the default, picks a
 free port) and passes it to the child (``adapters/engine/guard.py``): a port another process holds
 fails the start with a clear message, and no impostor can answer in the engine's place.  Every start
-makes a random API key that the engine requires on ``/v1`` (vLLM's ``--api-key``) and the gateway sends
-(the target's ``api_key_env``, :data:`KEY_ENV` unless the config names one).
+makes a random API key that the engine requires on all but its public routes (vLLM's ``--api-key``) and
+the gateway sends (the target's ``api_key_env``, :data:`KEY_ENV` unless the config names one).
 
 Other commands on the same home (``tuneloop promote`` hot-loading an adapter, ``serve --workers N``'s
 workers) find the port and key in ``$TUNELOOP_HOME/run/engines.json``, readable by the owner only.

@@ -46,7 +46,8 @@ def start_engines(settings: Settings, config: GatewayConfig) -> list[EngineSuper
                "--enable-prompt-tokens-details"]  # cached prompt tokens: their price is the cached one
         cmd += [arg for root in roots for arg in ("--allowed-lora-roots", root)]
         env = {**os.environ, "TUNELOOP_HOME": str(settings.resolved_home()), "HF_HUB_OFFLINE": "1",
-               "VLLM_API_KEY": key}  # not on the command line
+               "VLLM_API_KEY": key,  # not on the command line
+               "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}  # promoting an adapter loads it (vLLM's switch)
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the engine keeps its own metrics
         log.info("starting the embedded engine for target %r on %s", name, target.base_urls[0])
         children.append(EngineSupervisor(name, cmd, env, sock))

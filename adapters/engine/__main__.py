@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--enable-auto-tool-choice", action="store_true",
                     help='tool_choice "auto": parse the calls the model writes (needs --tool-call-parser)')
     ap.add_argument("--tool-call-parser", choices=["hermes"], default=None, help="how tool calls are written")
-    ap.add_argument("--api-key", default=None, help="require this key on /v1 routes (default $VLLM_API_KEY)")
+    ap.add_argument("--api-key", default=None,
+                    help="require this key on all routes but /health, /metrics, /ping, /version ($VLLM_API_KEY)")
     ap.add_argument("--allowed-lora-roots", type=Path, nargs="*", default=None,
                     help="more folders load_lora_adapter may read (besides --adapters and $TUNELOOP_HOME/adapters)")
     ap.add_argument("--enable-prompt-tokens-details", action="store_true",

@@ -29,7 +29,9 @@ from adapters.engine.forward import BatchedLlama
 from adapters.engine.lora import AdapterRegistry
 from adapters.engine.metrics import EngineMetrics
 from adapters.engine.model import default_home, open_served_model
+from adapters.engine.prefix import BLOCK
 from adapters.engine.protocol import ChatCompletionRequest
+from adapters.engine.resolver import FilesystemResolver
 from adapters.engine.sampling import SamplingParams
 from adapters.engine.scheduler import Request, Scheduler
 from adapters.engine.structured import Structured
@@ -111,7 +113,7 @@ class Engine:
         self.max_model_len = self.budget.max_model_len  # what one row of the KV budget can hold, at most
         self.template = ChatTemplate(self.tokenizer, self.max_model_len, trust_request_chat_template)
         self.structured = Structured(self.tokenizer, int(self.model.lm_head.shape[0]))
-        self.metrics = EngineMetrics(self.model_name)
+        self.metrics = EngineMetrics(self.model_name, self.max_model_len)
         self.adapters = AdapterRegistry(self.model.lora_shapes, self.model.n_layers, self.dtype, self.device,
                                         max(max_cpu_loras, max_loras), max_rank=max_lora_rank,
                                         enabled=enable_lora if enable_lora is not None else model is None)
@@ -122,11 +124,14 @@ class Engine:
                                    self.budget, max_batch=max_batch, max_loras=max_loras,
                                    prefix_positions=min(8192, self.budget.positions // 4),
                                    fair=scheduling_policy == "fair", max_running_per_tenant=max_running_per_tenant)
+        self.metrics.set_cache_config(BLOCK, self.budget.positions // BLOCK, self.budget.limit_bytes,
+                                      self.scheduler.prefix.max_positions > 0)
         if adapters_dir is not None:
             self._load_dir(Path(adapters_dir))
         for name, path, parent in lora_modules or []:
             self.adapters.add(name, Path(path).expanduser(), int(time.time()), parent)
         self._update_lora_gauges()
+        self.resolver = FilesystemResolver.from_env(self, served.root, served.ckpt.path)  # resolver.py
         log.info("engine ready: %s on %s/%s, %d threads, %d adapters", self.model_name, self.device,
                  self.dtype, self.threads, len(self.adapters.names()))
         log.info("KV cache: budget %d bytes (%d positions of %d B, context %d), prefix cache up to %d bytes; "
@@ -173,7 +178,7 @@ class Engine:
         """The adapter a ``model`` names (None for the base model); 404 when unknown."""
         if model is None or model == self.model_name:
             return None
-        if model in self.adapters:
+        if model in self.adapters or (self.resolver is not None and self.resolver.resolve(model)):
             return model
         raise EngineError(f"The model `{model}` does not exist.", 404, "invalid_request_error", "model_not_found",
                           "model")
@@ -193,14 +198,17 @@ class Engine:
             raise EngineError("The decoder prompt cannot be empty", param="messages")
         return ids
 
-    def check_lengths(self, prompt: list[int], params: SamplingParams, explicit_max: bool) -> None:
+    def check_lengths(self, prompt: list[int], params: SamplingParams, explicit_max: bool,
+                      param: str = "messages") -> None:
+        """A 400 naming ``param`` (the prompt's field) for a prompt (plus an explicit ``max_tokens``) beyond
+        the context."""
         limit = self.max_model_len
         if len(prompt) >= limit or (explicit_max and len(prompt) + params.max_tokens > limit):
             raise EngineError(
                 f"This model's maximum context length is {limit} tokens. However, you requested "
                 f"{len(prompt) + (params.max_tokens if explicit_max else 0)} tokens ({len(prompt)} in the "
-                f"messages, {params.max_tokens if explicit_max else 0} in the completion). Please reduce the "
-                "length of the messages or completion.", param="messages", code="context_length_exceeded")
+                f"{param}, {params.max_tokens if explicit_max else 0} in the completion). Please reduce the "
+                f"length of the {param} or completion.", param=param, code="context_length_exceeded")
 
     def check_kv(self, prompt: list[int], params: SamplingParams) -> None:
         """A 400 for a request that could not fit the KV budget even on an idle engine."""

@@ -183,12 +183,14 @@ class BatchedLlama:
         row0: int,
         lora: LoraBatch | None = None,
         last: torch.Tensor | None = None,
+        every: bool = False,
     ) -> torch.Tensor:
         """Run ``tokens[n, T]`` for cache rows ``row0..row0+n``; return logits ``[n, vocab]``.
 
         Row ``i`` holds positions ``start[i] .. start[i] + T``; ``last[i]`` (default
         ``T - 1``) picks which of its ``T`` outputs becomes the logits (prompts
         are right-padded, so the last real token of a short prompt is earlier).
+        ``every``: the logits of every position, ``[n, T, vocab]`` (prompt logprobs).
         """
         n, T = tokens.shape
         dev = self.device
@@ -251,7 +253,9 @@ class BatchedLlama:
             if lora is not None:
                 lora.apply(li, "down_proj", m, d)
             x = x + d
-        if last is None:
+        if every:
+            xl = x
+        elif last is None:
             xl = x[:, -1]
         else:
             xl = x[torch.arange(n, device=dev), last.to(dev)]

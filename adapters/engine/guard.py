@@ -1,8 +1,12 @@
 """Who may talk to the engine, which adapter folders it reads, and how it lives and dies with ``tuneloop serve``.
 
-- **API key** (vLLM's ``--api-key``, or ``$VLLM_API_KEY``): every ``/v1/...`` route needs
-  ``Authorization: Bearer <key>``, else a 401 in OpenAI's envelope; ``/health`` and ``/metrics`` stay
-  open, as in vLLM.  ``tuneloop serve`` starts its engine with a fresh random key per start.
+- **API key** (vLLM's ``--api-key``, or ``$VLLM_API_KEY``): every route needs
+  ``Authorization: Bearer <key>``, else a 401 in OpenAI's envelope, except the public ones of vLLM's
+  ``middleware/authenticate.py`` (``PUBLIC_ENDPOINTS``): ``/health``, ``/ping``, ``/load``, ``/version``,
+  ``/metrics`` and the API docs.  So ``/tokenize``, ``/detokenize`` and ``/invocations`` need the key too
+  (vLLM before that module guarded only paths starting with ``/v1``, which left them open); a CORS
+  preflight (``OPTIONS``) passes, as there.  ``tuneloop serve`` starts its engine with a fresh random
+  key per start.
 - **Adapter roots**: ``POST /v1/load_lora_adapter`` reads only folders under the allowed roots (the
   engine's ``--adapters`` folder, ``$TUNELOOP_HOME/adapters`` and each ``--allowed-lora-roots``), after
   resolving symlinks; any other path is a 400 naming ``lora_path``.
@@ -32,13 +36,14 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
+PUBLIC_PATHS = ("/health", "/ping", "/load", "/version", "/metrics", "/docs", "/redoc", "/openapi.json", "/static")
 _UNAUTHORIZED = orjson.dumps({"error": {"message": "Unauthorized: a valid API key (Authorization: Bearer ...) "
                                         "is required.", "type": "invalid_request_error", "param": None,
                                         "code": "invalid_api_key"}})
 
 
 class ApiKeyMiddleware:
-    """A pure ASGI check (no per-request task or body wrapping) of the bearer key on ``/v1`` paths."""
+    """A pure ASGI check (no per-request task or body wrapping) of the bearer key on non-public paths."""
 
     def __init__(self, app: ASGI, api_key: str) -> None:
         self.app = app
@@ -46,7 +51,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1") or self._allowed(scope):
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS" or public(scope["path"]) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": 401,
@@ -58,6 +63,11 @@ class ApiKeyMiddleware:
             if name == b"authorization":
                 return hmac.compare_digest(value, self.expected)
         return False
+
+
+def public(path: str) -> bool:
+    """A path anyone may reach: one of :data:`PUBLIC_PATHS` or below it (``/healthz`` is not ``/health``)."""
+    return any(path == p or path.startswith(p + "/") for p in PUBLIC_PATHS)
 
 
 class LoraRoots:

@@ -6,7 +6,7 @@
   among q/k/v/o/gate/up/down (``LoRAModel.from_local_checkpoint``), ``bias``
   ``none`` and no ``modules_to_save``; then every tensor against the base
   model's projection shapes, so an adapter trained for another base model is
-  refused (:class:`AdapterError`, HTTP 400).
+  refused (:class:`AdapterError`, HTTP 400; no ``adapter_config.json``: :class:`AdapterMissing`, 404).
 * :class:`AdapterRegistry` maps names to folders.  Like vLLM's
   ``--max-cpu-loras`` it holds at most ``max_cpu_loras`` adapters' weights in
   memory, evicting the least recently used; an evicted adapter stays
@@ -41,6 +41,14 @@ _ids = count(1)
 
 class AdapterError(Exception):
     """The folder is not a LoRA adapter usable with this base model (HTTP 400)."""
+
+    status = 400
+
+
+class AdapterMissing(AdapterError):
+    """No adapter at that path: no ``adapter_config.json`` (HTTP 404, vLLM's ``LoRAAdapterNotFoundError``)."""
+
+    status = 404
 
 
 class AdapterNotFound(KeyError):
@@ -93,8 +101,8 @@ def read_adapter(
     """Read and check a peft LoRA folder; raise :class:`AdapterError` if unusable."""
     path = Path(path)
     cfg_file = path / "adapter_config.json"
-    if not cfg_file.is_file():
-        raise AdapterError(f"No adapter found at {path}: adapter_config.json is missing.")
+    if not cfg_file.is_file():  # vLLM's message and status (404) for a missing adapter
+        raise AdapterMissing(f"Loading lora {name} failed: No adapter found for {path}")
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as exc:
@@ -157,7 +165,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
             return torch.load(bin_, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file is the client's problem, not ours
         raise AdapterError(f"Cannot read adapter weights in {path}: {exc}") from exc
-    raise AdapterError(f"No adapter found at {path}: adapter_model.safetensors is missing.")
+    raise AdapterError(f"{path} doesn't contain tensors (no adapter_model.safetensors).")
 
 
 class AdapterRegistry:

@@ -9,7 +9,7 @@ disconnects aborts its request at once (its KV rows are freed before the next de
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ class Shape:
         return P.usage(len(self.prompt), completion_tokens, cached if self.details else None)
 
 
-def _raise_event_error(ev: dict[str, Any]) -> None:
+def raise_event_error(ev: dict[str, Any]) -> None:
     status = int(ev.get("status", 500))
     raise EngineError(ev["error"], status, "invalid_request_error" if status < 500 else "internal_error",
                       "model_not_found" if status == 404 else None)
@@ -59,7 +59,7 @@ async def complete(request: Request, stream: RequestStream, shape: Shape) -> Res
     async def collect() -> None:
         async for ev in stream:
             if "error" in ev:
-                _raise_event_error(ev)
+                raise_event_error(ev)
             if "index" in ev:
                 i = ev["index"]
                 texts[i] += ev["text"]
@@ -70,21 +70,8 @@ async def complete(request: Request, stream: RequestStream, shape: Shape) -> Res
                     mine.extend(ev["logprobs"])
                 ids[i] += ev.get("token_ids") or ()
 
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    work, watch = asyncio.ensure_future(collect()), asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not work.done():  # the client went away (or this handler was cancelled)
-            work.cancel()
-            stream.abort()
-    if not work.done() or work.cancelled():  # cancel() above takes effect only when the task next runs
+    if not await unless_gone(request, collect(), stream.abort):
         return Response(status_code=499)
-    work.result()
     choices = [_choice(i, texts[i], finish[i], tokens[i], entries[i], shape.calls) for i in range(n)]
     body = P.chat_completion(P.completion_id(), shape.model, P.now(), choices, len(shape.prompt),
                              cached[0] if shape.details else None)
@@ -93,6 +80,28 @@ async def complete(request: Request, stream: RequestStream, shape: Shape) -> Res
         for c in choices:
             c["token_ids"] = ids[c["index"]]
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def unless_gone(request: Request, work: Coroutine[Any, Any, None], abort: Callable[[], None]) -> bool:
+    """Run ``work`` (which re-raises its errors) unless the client disconnects first: then cancel it, call
+    ``abort`` (the request's rows are freed before the next decode step) and return False."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():  # the client went away (or this handler was cancelled)
+            task.cancel()
+            abort()
+    if not task.done() or task.cancelled():  # cancel() above takes effect only when the task next runs
+        return False
+    task.result()
+    return True
 
 
 def _choice(i: int, text: str, finish: str | None, tokens: int, entries: list[dict[str, Any]] | None,

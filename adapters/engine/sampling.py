@@ -11,7 +11,7 @@ A row with a grammar (``structured.py``) draws only among the tokens it allows n
 ``logit_bias`` is added to a row's logits before anything else.  :func:`logprobs`
 gives the chosen token's log-probability and the top ones, from the model's raw
 distribution (before bias, penalties and temperature: vLLM's default
-``raw_logprobs``), for the rows that ask.
+``raw_logprobs``), for the rows that ask; :func:`prompt_logprobs` the same for a prompt's tokens.
 
 A row's fault stays that row's: :func:`sample` returns a :class:`RowError`
 in place of a token for a row whose logits are not finite or whose
@@ -45,9 +45,11 @@ class SamplingParams:
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     logprobs: int | None = None  # None: none; k: the chosen token's and the top k
+    prompt_logprobs: int | None = None  # the same for every prompt token but the first (vLLM's extension)
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: Any = None  # structured.Grammar: each choice's tokens follow it
     return_token_ids: bool = False  # events carry the ids of their tokens
+    skip_special_tokens: bool = True  # special tokens left out of the text
 
     @property
     def greedy(self) -> bool:
@@ -115,6 +117,20 @@ def logprobs(logits: torch.Tensor, asks: list[int | None], tokens: list[int | Ro
         top = torch.topk(lp[j], k) if k else None
         out[i] = (float(lp[j, tok]), list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [])
     return out
+
+
+def prompt_logprobs(logits: torch.Tensor, targets: list[int], k: int
+                    ) -> list[tuple[int, float, int, list[tuple[int, float]]]]:
+    """Per position ``t`` of ``logits[T, vocab]``: (``targets[t]``, its log-probability, its rank (1: the most
+    likely), the top ``k`` (id, log-probability)), for ``len(targets)`` positions (vLLM's ``prompt_logprobs``)."""
+    lp = torch.log_softmax(logits[: len(targets)].float(), dim=-1).cpu()
+    ids = torch.tensor(targets, dtype=torch.long)
+    chosen = lp[torch.arange(len(targets)), ids]
+    ranks = (lp > chosen[:, None]).sum(dim=-1) + 1
+    top = torch.topk(lp, k) if k else None
+    return [(t, float(chosen[i]), int(ranks[i]),
+             list(zip(top.indices[i].tolist(), top.values[i].tolist(), strict=True)) if top is not None else [])
+            for i, t in enumerate(targets)]
 
 
 def _plain(p: SamplingParams) -> bool:

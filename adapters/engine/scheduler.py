@@ -38,6 +38,7 @@ from adapters.engine.forward import BatchedLlama
 from adapters.engine.lora import AdapterRegistry, LoraBatch, LoraWeights
 from adapters.engine.metrics import EngineMetrics
 from adapters.engine.prefix import PrefixCache
+from adapters.engine.request_stats import RequestTiming
 from adapters.engine.sampling import SamplingParams
 from adapters.engine.sequence import Sequence
 from adapters.engine.steps import Steps
@@ -63,6 +64,7 @@ class Request:
     aborted: bool = False
     failed: bool = False
     worst: int = 0  # positions one row may reach (KVBudget.worst)
+    timing: RequestTiming = field(default_factory=RequestTiming)  # for the metrics (request_stats.py)
 
 
 class Scheduler(Steps):
@@ -186,6 +188,7 @@ class Scheduler(Steps):
         return admitted
 
     def _start(self, req: Request, weights: LoraWeights | None) -> list[Sequence]:
+        self.metrics.scheduled(req)
         for i in range(req.params.n):
             seq = Sequence(req, i, weights, self.tok, self.eos_ids, self.budget.max_model_len)
             seq.row = len(self.running)
@@ -217,17 +220,17 @@ class Scheduler(Steps):
             self.model.cache.shrink()
 
     def _finish_request(self, req: Request, aborted: bool) -> None:
+        self.metrics.finished(req)
         if req.failed:  # its error event was the last one
             return
-        self.metrics.e2e.observe(time.monotonic() - req.arrival)
         if aborted:
             self.metrics.aborted.inc()
         req.sink({"done": True, "aborted": aborted})
 
     def _report(self) -> None:
         m = self.metrics
-        m.running.set(len({id(s.req) for s in self.running}))
-        m.waiting.set(len(self.waiting))
+        m.end_iteration()
+        m.scheduler_state(len(self.running), sum(r.params.n for r in self.waiting))  # choices, as vLLM counts
         m.set_lora_info({s.req.adapter for s in self.running if s.req.adapter},
                         {r.adapter for r in self.waiting if r.adapter}, self.max_loras)
         m.loras_held.set(len(self.registry.held()))

@@ -26,7 +26,8 @@ class Sequence:
         self.req, self.index, self.weights, self.tok = req, index, weights, tokenizer
         p = req.params
         self.generator = p.generator(index)
-        self.stop_ids = set(p.stop_token_ids) | (set() if p.ignore_eos else set(eos_ids))
+        self.eos_ids = set() if p.ignore_eos else set(eos_ids)
+        self.stop_ids = set(p.stop_token_ids) | self.eos_ids
         self.max_total = max_len
         self.output: list[int] = []
         self.row = -1
@@ -37,6 +38,7 @@ class Sequence:
         self.sent = 0  # characters of ``text`` already emitted
         self.ids_sent = 0  # tokens of ``output`` already emitted (return_token_ids)
         self.finish_reason: str | None = None
+        self.stop_reason: str | int | None = None  # vLLM's: the stop string or stop token id (not EOS) hit
         self._prefix = 0
         self._read = 0
         self._hold = max((len(s) for s in p.stop), default=1) - 1
@@ -70,7 +72,7 @@ class Sequence:
         p = self.req.params
         self.output.append(tok)
         if tok in self.stop_ids and len(self.output) > p.min_tokens:
-            self.finish_reason = "stop"
+            self.finish_reason, self.stop_reason = "stop", None if tok in self.eos_ids else tok
             return self._flush()
         self._detok()
         if self.matcher is not None and self.matcher.is_stopped():  # the value is complete: nothing may follow
@@ -82,7 +84,7 @@ class Sequence:
             if hits:
                 i, s = min(hits)
                 self.text = self.text[: i + len(s)] if p.include_stop_str_in_output else self.text[:i]
-                self.finish_reason = "stop"
+                self.finish_reason, self.stop_reason = "stop", s
                 return self._flush()
         if len(self.output) >= p.max_tokens or len(self.req.prompt) + len(self.output) >= self.max_total:
             self.finish_reason = "length"
@@ -103,8 +105,9 @@ class Sequence:
         ids = self.output
         if self.stop_ids and ids and ids[-1] in self.stop_ids:
             return
-        prefix = self.tok.decode(ids[self._prefix : self._read], skip_special_tokens=True)
-        full = self.tok.decode(ids[self._prefix :], skip_special_tokens=True)
+        skip = self.req.params.skip_special_tokens
+        prefix = self.tok.decode(ids[self._prefix : self._read], skip_special_tokens=skip)
+        full = self.tok.decode(ids[self._prefix :], skip_special_tokens=skip)
         if len(full) > len(prefix) and not full.endswith("\ufffd"):
             self.text += full[len(prefix) :]
             self._prefix = self._read

@@ -1,8 +1,10 @@
 """The engine's HTTP API: vLLM's OpenAI-compatible contract (see shared CONTRACTS.md section 7).
 
-Routes: ``POST /v1/chat/completions`` (stream and not), ``GET /v1/models``,
-``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``, ``GET /health``,
-``GET /metrics``.  Handlers are thin: parse, call :class:`Engine`, serialize.
+Routes: ``POST /v1/chat/completions`` (stream and not), ``POST /v1/completions`` (vLLM's legacy
+completions, stream and not: ``completions.py``), ``GET /v1/models``, ``GET /health``, ``GET /metrics``;
+``POST /v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` when runtime LoRA updating is on
+(``routes_lora.py``); ``/version``, ``/tokenize``, ``/detokenize``, ``/v1/models/{id}``, ``/ping``,
+``/invocations`` (``routes_misc.py``).  Handlers are thin: parse, call :class:`Engine`, serialize.
 Every error leaves through :func:`error_response` in OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}`` with a string ``code``.
 
@@ -32,15 +34,17 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from adapters.engine import protocol as P
 from adapters.engine import replies
 from adapters.engine.admission import tenant_of
+from adapters.engine.completions import register_completion_routes
 from adapters.engine.engine import Engine, EngineError
 from adapters.engine.guard import ApiKeyMiddleware, LoraRoots, inherited_socket, watch_parent
-from adapters.engine.lora import AdapterError, AdapterNotFound
+from adapters.engine.routes_lora import register_lora_routes
+from adapters.engine.routes_misc import register_misc_routes
 from adapters.engine.tools import ToolRequest
 
 log = logging.getLogger(__name__)
@@ -59,13 +63,14 @@ def error_response(message: str, status: int, type_: str = "invalid_request_erro
 
 
 def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None,
-                      prompt_tokens_details: bool = False) -> FastAPI:
+                      prompt_tokens_details: bool = False, runtime_lora_updating: bool | None = None) -> FastAPI:
     """The FastAPI app over a started or not-yet-started engine (started on app startup).
 
     ``lora_roots``: the folders ``load_lora_adapter`` may read (``guard.py``; ``run_engine`` always
     sets them; None, for an engine embedded in a test, reads any path). ``prompt_tokens_details``:
     usage says how many prompt tokens came from the prefix cache (vLLM's
-    ``--enable-prompt-tokens-details``)."""
+    ``--enable-prompt-tokens-details``). ``runtime_lora_updating``: serve the load/unload routes (None: as
+    ``$VLLM_ALLOW_RUNTIME_LORA_UPDATING`` says)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,34 +111,7 @@ def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None,
         ]
         return _json({"object": "list", "data": cards})
 
-    @app.post("/v1/load_lora_adapter")
-    async def load_lora_adapter(request: Request) -> Response:
-        body = await _body(request)
-        name, path = body.get("lora_name"), body.get("lora_path")
-        if not name or not path:
-            return error_response("Both 'lora_name' and 'lora_path' must be provided.", 400)
-        try:
-            if lora_roots is not None:
-                lora_roots.check(str(path))
-        except ValueError as exc:
-            return error_response(str(exc), 400, param="lora_path")
-        try:
-            await asyncio.to_thread(engine.add_adapter, str(name), Path(str(path)), bool(body.get("load_inplace")))
-        except AdapterError as exc:
-            return error_response(str(exc), 400)
-        return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
-
-    @app.post("/v1/unload_lora_adapter")
-    async def unload_lora_adapter(request: Request) -> Response:
-        body = await _body(request)
-        name = body.get("lora_name")
-        if not name:
-            return error_response("'lora_name' needs to be provided to unload a LoRA adapter.", 400)
-        try:
-            engine.remove_adapter(str(name))
-        except AdapterNotFound:
-            return error_response(f"The lora adapter '{name}' cannot be found.", 404, code="lora_not_found")
-        return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
+    register_lora_routes(app, engine, lora_roots, runtime_lora_updating)  # routes_lora.py
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -171,6 +149,8 @@ def create_engine_app(engine: Engine, lora_roots: LoraRoots | None = None,
             return StreamingResponse(replies.sse(stream, shape), media_type="text/event-stream")
         return await replies.complete(request, stream, shape)
 
+    register_completion_routes(app, engine, prompt_tokens_details)  # completions.py
+    register_misc_routes(app, engine)  # routes_misc.py
     return app
 
 

@@ -4,6 +4,9 @@
   prompt alone, in ``PREFILL_CHUNK`` chunks) after copying the KV of their longest cached prefix.  A group
   is only formed while its padding stays within its longest prompt, so no row writes past the positions its
   request reserved (or past the context length).
+* A request that asks for prompt logprobs has its first choice prefilled alone, in ``SCORE_CHUNK`` chunks
+  whose every position's logits are read (none of its prompt comes from the prefix cache, as in vLLM);
+  its request gets them as one ``prompt_logprobs`` event before its first token.
 * Decode runs one token for every running sequence, base model and adapters mixed.
 * A forward that raises for a whole batch is retried row by row; a row that fails alone fails its request
   (an ``error`` event, status 500), the others go on.  A row the sampler cannot sample
@@ -22,7 +25,7 @@ import torch
 from adapters.engine.forward import BatchedLlama, KVBudgetExceeded
 from adapters.engine.lora import LoraBatch, LoraWeights
 from adapters.engine.prefix import BLOCK, PrefixCache, block_hashes
-from adapters.engine.sampling import RowError, logprobs, sample
+from adapters.engine.sampling import RowError, logprobs, prompt_logprobs, sample
 
 if TYPE_CHECKING:
     from adapters.engine.metrics import EngineMetrics
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PREFILL_TOKENS = 2048
 PREFILL_CHUNK = 512
+SCORE_CHUNK = 128  # prompt logprobs: a chunk's [T, vocab] logits are held at once
 
 
 class Steps:
@@ -66,14 +70,14 @@ class Steps:
             for s, _ in ok:
                 s.pos = len(s.req.prompt)
                 self._store_prefix(s)
-            self.metrics.prompt_tokens.inc(sum(len(s.req.prompt) for s, _ in ok if s.index == 0))
+            self.metrics.prefilled([s for s, _ in ok])
             if ok:
                 done += self._accept([s for s, _ in ok], torch.stack([row for _, row in ok]))
         self._retire(done + self._failed_rows())  # only now: retiring compacts rows, later groups rely on theirs
 
     def _prefill_group(self, g: list[Sequence], todo: dict[int, list[int]]) -> torch.Tensor:
         lora = self._lora_for([s.weights for s in g])
-        if len(g) == 1 and len(todo[id(g[0])]) > PREFILL_CHUNK:
+        if len(g) == 1 and (len(todo[id(g[0])]) > PREFILL_CHUNK or _scores(g[0])):
             return self._prefill_chunked(g[0], todo[id(g[0])], lora)
         T = max(len(todo[id(s)]) for s in g)
         toks = torch.zeros(len(g), T, dtype=torch.long)
@@ -84,19 +88,31 @@ class Steps:
         return self.model.forward(toks, start, g[0].row, lora, last)
 
     def _prefill_chunked(self, s: Sequence, todo: list[int], lora: LoraBatch | None) -> torch.Tensor:
+        """One sequence in chunks; with prompt logprobs (``_scores``), every position's logits are read."""
+        scores, k = _scores(s), s.req.params.prompt_logprobs or 0
+        size = SCORE_CHUNK if scores else PREFILL_CHUNK
         prompt = torch.tensor(todo)
+        entries: list[tuple[int, float, int, list[tuple[int, float]]]] = []
         logits = None
-        for c in range(0, len(prompt), PREFILL_CHUNK):
-            chunk = prompt[c : c + PREFILL_CHUNK][None]
-            logits = self.model.forward(chunk, torch.tensor([s.cached + c]), s.row, lora)
+        for c in range(0, len(prompt), size):
+            chunk = prompt[c : c + size][None]
+            logits = self.model.forward(chunk, torch.tensor([s.cached + c]), s.row, lora, every=scores)
+            if scores:  # position t predicts token t + 1
+                entries += prompt_logprobs(logits[0], todo[c + 1 : c + 1 + chunk.shape[1]], k)
+                logits = logits[:, -1]
         assert logits is not None
+        if scores:
+            s.req.sink({"prompt_logprobs": entries})
         return logits
 
     def _reuse_prefix(self, s: Sequence) -> list[int]:
         """Copy the longest cached prefix into the sequence's row; return the tokens left to prefill."""
         s.prefix_keys = block_hashes(s.weights.id if s.weights else 0, s.req.prompt)
+        if _scores(s):  # every prompt position's logits are needed: prefill it all (it is still cached after)
+            return s.req.prompt
         k, entry = self.prefix.lookup(s.prefix_keys)
         s.cached = k
+        self.metrics.prefix_lookup(len(s.req.prompt), k)
         if entry is not None:
             self.model.cache.write(s.row, entry.kv, k)
         return s.req.prompt[k:]
@@ -166,12 +182,12 @@ class Steps:
             delta = s.append(tok)
             if req.first_token_at is None:
                 req.first_token_at = now
-                self.metrics.ttft.observe(now - req.arrival)
-            self.metrics.generation_tokens.inc()
+            self.metrics.token(s, now)
             if delta is not None or s.finish_reason:
                 req.sink({"index": s.index, "text": delta or "", "finish_reason": s.finish_reason,
-                          "completion_tokens": len(s.output), "cached_tokens": req.seqs[0].cached,
-                          "logprobs": s.take_logprobs(), "token_ids": s.take_ids()})
+                          "stop_reason": s.stop_reason, "completion_tokens": len(s.output),
+                          "cached_tokens": req.seqs[0].cached, "logprobs": s.take_logprobs(),
+                          "token_ids": s.take_ids()})
             if s.finish_reason:
                 done.append(s.row)
         return done
@@ -193,7 +209,7 @@ def _groups(seqs: list[Sequence], todo: dict[int, list[int]]) -> list[list[Seque
     groups: list[list[Sequence]] = []
     for s in seqs:
         g = groups[-1] if groups else None
-        if g is not None:
+        if g is not None and not _scores(g[0]) and not _scores(s):
             members = g + [s]
             longest = max(len(todo[id(x)]) for x in members)
             reach = max(x.cached for x in members) + longest
@@ -202,3 +218,8 @@ def _groups(seqs: list[Sequence], todo: dict[int, list[int]]) -> list[list[Seque
                 continue
         groups.append([s])
     return groups
+
+
+def _scores(s: Sequence) -> bool:
+    """Whether ``s`` prefills for its request's prompt logprobs (its first choice does, alone)."""
+    return s.index == 0 and s.req.params.prompt_logprobs is not None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from adapters.engine.protocol import ChatCompletionRequest, RequestError
+from adapters.engine.protocol_sampling import RequestError, SamplingRequest
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
@@ -52,12 +52,12 @@ class Structured:
         self._cache: OrderedDict[str, Grammar] = OrderedDict()
 
     @staticmethod
-    def asks(req: ChatCompletionRequest) -> bool:
+    def asks(req: SamplingRequest) -> bool:
         """Whether ``req`` asks for a JSON grammar (no compile: free-text requests skip :meth:`grammar_for`;
         a malformed ``response_format`` raises its 400 here)."""
         return _schema_of(req)[0] is not None
 
-    def grammar_for(self, req: ChatCompletionRequest, tool_grammar: str | None = None) -> Grammar | None:
+    def grammar_for(self, req: SamplingRequest, tool_grammar: str | None = None) -> Grammar | None:
         """The request's grammar: ``response_format`` / ``guided_json``, or ``tool_grammar`` (Lark, from
         ``tools.py``: ``tool_choice`` required or named); not both."""
         schema, param = _schema_of(req)
@@ -120,7 +120,7 @@ class Grammar:
         return torch.from_numpy(mask)
 
 
-def _schema_of(req: ChatCompletionRequest) -> tuple[dict[str, Any] | None, str]:
+def _schema_of(req: SamplingRequest) -> tuple[dict[str, Any] | None, str]:
     extra = req.model_extra or {}
     if extra.get("guided_json") is not None:
         schema = extra["guided_json"]

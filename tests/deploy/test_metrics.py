@@ -31,7 +31,11 @@ VLLM_METRICS = {  # vLLM's documented metrics (histograms/counters by their base
     "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
     "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
     "vllm:e2e_request_latency_seconds", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-    "vllm:lora_requests_info",
+    "vllm:lora_requests_info", "vllm:request_success_total", "vllm:request_queue_time_seconds",
+    "vllm:request_prefill_time_seconds", "vllm:request_decode_time_seconds", "vllm:request_inference_time_seconds",
+    "vllm:request_time_per_output_token_seconds", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+    "vllm:num_preemptions_total", "vllm:iteration_tokens_total", "vllm:request_prompt_tokens",
+    "vllm:request_generation_tokens", "vllm:cache_config_info",
 }
 PROMETHEUS_METRICS = {"up"}  # written by Prometheus itself for every target
 NOT_YET = {  # referenced before the gateway exposes them: must fail until it does
@@ -155,7 +159,7 @@ def test_promtool_checks_rules_and_dashboard_queries(tmp_path: Path) -> None:
     out = _run([promtool, "check", "rules", str(rules)])
     assert out.returncode == 0, out.stdout + out.stderr
     # the dashboard's queries, with Grafana's variables filled in, as recording rules
-    subst = {"$__rate_interval": "1m", "$__range": "6h", "$model": ".*"}
+    subst = {"$__rate_interval": "1m", "$__range": "6h", "$model_name": ".*", "$model": ".*"}
     records = []
     for i, (_, expr) in enumerate(EXPRS):
         for k, v in subst.items():

@@ -53,7 +53,7 @@ def metric(url: str, name: str) -> float:
 def start_engine(log_name: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = fx._free_port()
     full_env = {**os.environ, "TUNELOOP_HOME": str(fx.test_home()), "HF_HUB_OFFLINE": "1",
-                "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+                "TRANSFORMERS_OFFLINE": "1", "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", **(env or {})}
     log = open(fx.test_home() / f"{log_name}-{port}.log", "wb")  # noqa: SIM115 - the child holds it
     proc = subprocess.Popen([sys.executable, "-m", "adapters.engine", "--port", str(port), "--threads", "1",
                              "--allowed-lora-roots", tempfile.gettempdir(), *args],
