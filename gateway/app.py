@@ -2,9 +2,11 @@
 
 ``POST /v1/chat/completions`` is served by a raw ASGI endpoint (``gateway.api.chat``) in
 front of FastAPI: on the hot path we parse only what routing needs and skip FastAPI's
-request models and response re-validation. ``POST /v1/responses`` is a raw ASGI endpoint too
-(``gateway.api.responses``), which runs the chat one in-process. Everything else (models,
-stored completions and responses, feedback, health, metrics) is ordinary FastAPI.
+request models and response re-validation. ``POST /v1/completions`` (the legacy API,
+``gateway.api.completions``) shares its routed path (``gateway.api.routed``). ``POST /v1/responses``
+is a raw ASGI endpoint too (``gateway.api.responses``), which runs the chat one in-process.
+Everything else (models, stored completions and responses, feedback, health, metrics) is
+ordinary FastAPI.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from gateway import console
 from gateway.api import admin, errors, health, models
 from gateway.api.chat import ChatCompletions
+from gateway.api.completions import TextCompletions
 from gateway.api.deps import authenticated
 from gateway.api.openapi import with_chat_completions, with_responses
 from gateway.api.responses import ResponsesEndpoint
@@ -76,10 +80,12 @@ def database_url(settings: Settings, config: GatewayConfig) -> str:
 class Gateway:
     """The ASGI callable: the hot path first, FastAPI for the rest."""
 
-    def __init__(self, api: FastAPI, chat: ChatCompletions, responses: ResponsesEndpoint) -> None:
+    def __init__(self, api: FastAPI, chat: ChatCompletions, responses: ResponsesEndpoint,
+                 completions: TextCompletions) -> None:
         self.api = api
         self.chat = chat
         self.responses = responses
+        self.completions = completions
         self.state = api.state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -87,6 +93,8 @@ class Gateway:
             await self.chat(scope, receive, send)
         elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/responses":
             await self.responses(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/completions":
+            await self.completions(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -142,6 +150,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     api.include_router(models.router, dependencies=caller)
     api.include_router(admin.router)
     _include_log_routers(api, caller)
+    api.include_router(console.router)  # /ui/: its own sign-in (session cookie), the same tenancy
 
     @api.get("/metrics", include_in_schema=False)
     async def _metrics(request: Request) -> Response:
@@ -162,7 +171,8 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     api.openapi = openapi  # type: ignore[method-assign]
     chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
                            settings.max_messages)
-    return Gateway(api, chat, ResponsesEndpoint(chat, api.state, auth, settings.max_body_bytes))
+    completions = TextCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter)
+    return Gateway(api, chat, ResponsesEndpoint(chat, api.state, auth, settings.max_body_bytes), completions)
 
 
 # Routers of the data beside the log: imported plainly, so a broken module fails at start.

@@ -10,10 +10,11 @@ from prometheus_client import Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
-REQUESTS = Counter("tuneloop_requests_total", "Chat completion requests answered",
-                   ["model", "target", "arm", "status"])
+# api: "chat.completions" (POST /v1/chat/completions, and the Responses API on it) or "completions" (legacy)
+REQUESTS = Counter("tuneloop_requests_total", "Completion requests answered",
+                   ["model", "target", "arm", "status", "api"])
 LATENCY = Histogram("tuneloop_request_duration_seconds", "Total request latency",
-                    ["model", "arm", "stream"], buckets=LATENCY_BUCKETS)
+                    ["model", "arm", "stream", "api"], buckets=LATENCY_BUCKETS)
 TTFT = Histogram("tuneloop_time_to_first_token_seconds", "Time to the first streamed chunk",
                  ["model"], buckets=LATENCY_BUCKETS)
 TOKENS = Counter("tuneloop_tokens_total", "Tokens by kind", ["model", "kind"])
@@ -34,9 +35,9 @@ class _Children:
 
     __slots__ = ("requests", "latency", "ttft", "prompt", "completion", "cached", "cost")
 
-    def __init__(self, model: str, target: str, arm: str, status: str, stream: str, project: str) -> None:
-        self.requests = REQUESTS.labels(model, target, arm, status)
-        self.latency = LATENCY.labels(model, arm, stream)
+    def __init__(self, model: str, target: str, arm: str, status: str, stream: str, project: str, api: str) -> None:
+        self.requests = REQUESTS.labels(model, target, arm, status, api)
+        self.latency = LATENCY.labels(model, arm, stream, api)
         self.ttft = TTFT.labels(model)
         self.prompt = TOKENS.labels(model, "prompt")
         self.completion = TOKENS.labels(model, "completion")
@@ -49,8 +50,8 @@ _children: dict[tuple[str, ...], _Children] = {}
 
 def observe(model: str, target: str | None, arm: str | None, status: int, stream: bool,
             latency_s: float, ttft_s: float | None, usage: dict | None,
-            cost_usd: float | None = None, project: str | None = None) -> None:
-    key = (model, target or "", arm or "", str(status), "true" if stream else "false", project or "default")
+            cost_usd: float | None = None, project: str | None = None, api: str = "chat.completions") -> None:
+    key = (model, target or "", arm or "", str(status), "true" if stream else "false", project or "default", api)
     c = _children.get(key)
     if c is None:  # label values are bounded (config names, statuses), so is this cache
         c = _children[key] = _Children(*key)

@@ -7,6 +7,10 @@ plus 4 tokens per message and 3 for the reply's priming; an image, audio or file
 about 3 on code, so this errs high for most text (a false 429 near the limit, never an
 overrun); settling replaces the estimate with the upstream's count.
 
+**Legacy completions** (``text=True``): the prompt's strings count like message text (bytes / 3),
+token ids one each, every prompt of a batch plus the ``suffix``, 3 tokens of priming per prompt; and
+the request generates ``max(n, best_of)`` completions for each prompt (``text_generations``).
+
 **Completion**: ``max_completion_tokens`` or ``max_tokens`` (the larger if both), times ``n``. A key with a tpm or
 USD budget whose request sets neither gets ``max_tokens`` = the key's ``max_tokens`` or
 ``DEFAULT_MAX_TOKENS`` (written into the request, as a key's ``max_tokens`` cap already is),
@@ -65,14 +69,35 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
             + MEDIA_PART_TOKENS * media)
 
 
-def completion_budget(p: Principal, body: dict[str, Any]) -> int:
-    """max_tokens × n; sets max_tokens when the request leaves it (and max_completion_tokens) out."""
+def prompts_of(body: dict[str, Any]) -> list[Any]:
+    """A legacy completion's prompts: a string or a token-id list is one, a list of either is a batch."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
+        return prompt
+    return [prompt]
+
+
+def estimate_text_prompt_tokens(body: dict[str, Any]) -> int:
+    prompts = prompts_of(body)
+    ids = sum(len(p) for p in prompts if isinstance(p, list))
+    text = _text_bytes([p for p in prompts if isinstance(p, str)]) + _text_bytes(body.get("suffix") or "")
+    return -(-text // BYTES_PER_TOKEN) + ids + REPLY_PRIMING * len(prompts)
+
+
+def text_generations(body: dict[str, Any]) -> int:
+    """The completions a legacy request generates: ``max(n, best_of)`` per prompt."""
+    return len(prompts_of(body)) * max(int(body.get("n") or 1), int(body.get("best_of") or 1))
+
+
+def completion_budget(p: Principal, body: dict[str, Any], generations: int | None = None) -> int:
+    """max_tokens × n (or ``generations``); sets max_tokens when the request leaves it (and
+    max_completion_tokens) out."""
     given = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens")) if v is not None]
     asked = max(given) if given else None  # both given: whichever the upstream honours
     if asked is None:
         asked = int(p.limits.get("max_tokens") or DEFAULT_MAX_TOKENS)
         body["max_tokens"] = asked
-    return int(asked) * int(body.get("n") or 1)
+    return int(asked) * (generations or int(body.get("n") or 1))
 
 
 def plan_prices(plan: list[Any], default: dict[str, float]) -> tuple[list[str], float, float]:
@@ -88,15 +113,17 @@ def plan_prices(plan: list[Any], default: dict[str, float]) -> tuple[list[str], 
     return unpriced, input_rate / 1e6, output_rate / 1e6
 
 
-def ask_for(p: Principal, body: dict[str, Any], plan: list[Any], default_prices: dict[str, float]) -> Ask:
-    """The worst case of this request for this key's limits (may set ``max_tokens``, see above)."""
+def ask_for(p: Principal, body: dict[str, Any], plan: list[Any], default_prices: dict[str, float],
+            text: bool = False) -> Ask:
+    """The worst case of this request for this key's limits (may set ``max_tokens``, see above);
+    ``text``: a legacy completion (``prompt``, not ``messages``)."""
     lim = p.limits
     ask = Ask(lease_s=plan[0].retry_budget_s + max(a.provider.cfg.timeout_s for a in plan) + LEASE_SLACK_S)
     budget = any(lim.get(n) for n in USD_LIMITS)
     if not (lim.get("tpm") or budget):
         return ask
-    ask.prompt_tokens = estimate_prompt_tokens(body)
-    completion = completion_budget(p, body)
+    ask.prompt_tokens = estimate_text_prompt_tokens(body) if text else estimate_prompt_tokens(body)
+    completion = completion_budget(p, body, text_generations(body) if text else None)
     if lim.get("tpm"):
         ask.tokens = ask.prompt_tokens + completion
     if budget:
@@ -117,7 +144,7 @@ def used(res: Reservation, usage: dict[str, Any] | None, cost: float | None,
     priced at the reserved rates; nothing came back: nothing is charged."""
     if usage:
         return int(usage.get("total_tokens") or 0), cost or 0.0
-    text = sum(_text_bytes(c.get("message")) for c in (out or {}).get("choices") or [])
+    text = sum(_text_bytes([c.get("message"), c.get("text")]) for c in (out or {}).get("choices") or [])
     if not text:
         return 0, 0.0
     completion = -(-text // BYTES_PER_TOKEN)

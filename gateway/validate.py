@@ -79,8 +79,8 @@ def check_storable(raw: bytes, body: Any) -> None:
                    "invalid_value")
 
 
-def _check_number(name: str, value: Any) -> None:
-    low, high, integer = RANGES[name]
+def check_number(name: str, value: Any, ranges: dict[str, tuple[float, float, bool]] = RANGES) -> None:
+    low, high, integer = ranges[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or (
             integer and not (isinstance(value, int) or value.is_integer())):
         kind = "an integer" if integer else "a number"
@@ -110,7 +110,7 @@ def _check_messages(messages: Any) -> None:
                        f"messages[{i}].content", "missing_required_parameter")
 
 
-def _check_metadata(metadata: Any) -> None:
+def check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict) or len(metadata) > 16:
@@ -121,13 +121,13 @@ def _check_metadata(metadata: Any) -> None:
                        "strings of at most 512.", "metadata")
 
 
-def apply_key_limits(principal: Any, body: dict[str, Any]) -> None:
-    """A key's ``max_tokens`` caps the completion tokens of every request, all ``n`` choices together:
-    absent -> set to the cap // n, above -> 400."""
+def apply_key_limits(principal: Any, body: dict[str, Any], choices: int | None = None) -> None:
+    """A key's ``max_tokens`` caps the completion tokens of every request, all ``n`` choices together
+    (or all ``choices``: a legacy completion's prompts × best_of): absent -> set to the cap // n, above -> 400."""
     cap = principal.limits.get("max_tokens")
     if not cap:
         return
-    n = body.get("n") or 1
+    n = choices or body.get("n") or 1
     for name in ("max_completion_tokens", "max_tokens"):
         asked = body.get(name)
         if asked is not None and asked * n > cap:
@@ -156,7 +156,7 @@ def validate_chat_request(body: Any, max_messages: int = 2048) -> None:
                    "array_above_max_length")
     for name in RANGES.keys() & body.keys():
         if body[name] is not None:
-            _check_number(name, body[name])
+            check_number(name, body[name])
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
@@ -164,7 +164,7 @@ def validate_chat_request(body: Any, max_messages: int = 2048) -> None:
     if stop is not None and not (isinstance(stop, str) or (
             isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))):
         raise _bad("Invalid 'stop': expected a string or an array of at most 4 strings.", "stop")
-    _check_metadata(body.get("metadata"))
+    check_metadata(body.get("metadata"))
     opts = body.get("stream_options")
     if opts is not None and (not isinstance(opts, dict) or not stream):
         raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -1,17 +1,19 @@
-"""The streaming build: log rows → SFT or DPO lines → scrub → dedupe → split → files.
+"""The streaming build: log rows → SFT, DPO or prompt-completion lines → scrub → dedupe → split → files.
 
     result = build(engine, BuildOptions(fmt="sft", out=Path("train.jsonl")))
 
 Rows stream from ``gateway.log.export.stream_batches`` (plain DB-API tuples, JSON as
 text, read ahead by a thread) ``batch`` rows at a time; each batch is decoded once
 (orjson), turned into lines, scrubbed, serialized and keyed (``encode.encode_sft`` for
-SFT), then deduplicated, split and written in order, one write and one sha256 update
+SFT, ``prompt_completion.encode_prompt_completion`` for the legacy format), then deduplicated, split
+and written in order, one write and one sha256 update
 per file and batch. Files are temporary siblings renamed into place at the end; the ids
 of the records behind every written line go to a temporary list on disk and then to
 ``dataset_records``. ``workers`` > 0 moves SFT encoding to worker processes (it did not
 pay on the shared 2-core dev machine: see loadtests/results/datasets.md). What grows
 with the log: the dedupe keys, 16 bytes per kept line (see ``dedupe``) and, for DPO,
-the best/worst reply per rated prompt (see ``dpo``).
+the best/worst reply per rated prompt (see ``dpo``). SFT and DPO read only chat completions, the
+``prompt_completion`` format only legacy text completions (``FORMATS``: ``ExportFilters.object``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,15 +34,20 @@ import sqlalchemy as sa
 from adapters.datasets.dedupe import Deduper, digest8, normalized_digest
 from adapters.datasets.dpo import RatedPairs, correction_pair
 from adapters.datasets.encode import Encoded, Workers, encode_sft
+from adapters.datasets.prompt_completion import encode_prompt_completion
 from adapters.datasets.split import BUCKETS
 from gateway.log import export
 from gateway.scrub import Scrubber
 from gateway.store.datasets import DatasetRow, DatasetStore, new_dataset_id
 
+# format -> the interactions it reads (their ``object``): chat and text completions never mix
+FORMATS = {"sft": "chat.completion", "dpo": "chat.completion", "prompt_completion": "text_completion"}
+ENCODERS = {"sft": encode_sft, "prompt_completion": encode_prompt_completion}
+
 
 @dataclass
 class BuildOptions:
-    fmt: str  # "sft" | "dpo"
+    fmt: str  # "sft" | "dpo" | "prompt_completion"
     out: Path
     val_out: Path | None = None  # default: <out minus .jsonl>.val.jsonl
     val_fraction: float = 0.1
@@ -195,33 +202,39 @@ def _batches(engine: sa.Engine, opts: BuildOptions) -> Iterator[list[tuple[Any, 
 
 
 def _run(engine: sa.Engine, opts: BuildOptions, p: _Pipeline) -> int:
+    """Rows → lines through ``p``; returns how many rows were read."""
+    if opts.fmt == "dpo":
+        return _run_dpo(engine, opts, p)
     read = 0
-    if opts.fmt == "sft":
-        batches = iter(_batches(engine, opts))
-        first = next(batches, [])
-        read += len(first)
-        if opts.workers <= 0 or len(first) < opts.batch:  # a small log: no workers
-            scrubber = p.scrubber if opts.scrub else None
-            for rows in itertools.chain([first], batches):
-                if rows is not first:
-                    read += len(rows)
-                data, exact, near, ids, hows, dropped, _ = encode_sft(rows, scrubber,
-                                                                      opts.dedupe)
-                p.dropped.update(dropped)
-                p.commit(data, exact, near, ids, hows)
-            return read
-
-        def counted() -> Iterator[list[tuple[Any, ...]]]:
-            nonlocal read
-            yield first
-            for rows in batches:
+    batches = iter(_batches(engine, opts))
+    first = next(batches, [])
+    read += len(first)
+    if opts.fmt != "sft" or opts.workers <= 0 or len(first) < opts.batch:  # a small log: no workers
+        encode = ENCODERS[opts.fmt]
+        scrubber = p.scrubber if opts.scrub else None
+        for rows in itertools.chain([first], batches):
+            if rows is not first:
                 read += len(rows)
-                yield rows
-
-        with Workers(opts.workers, opts.scrub, opts.dedupe) as workers:
-            for enc in workers.map(counted()):
-                p.take(enc)
+            data, exact, near, ids, hows, dropped, _ = encode(rows, scrubber, opts.dedupe)
+            p.dropped.update(dropped)
+            p.commit(data, exact, near, ids, hows)
         return read
+
+    def counted() -> Iterator[list[tuple[Any, ...]]]:
+        nonlocal read
+        yield first
+        for rows in batches:
+            read += len(rows)
+            yield rows
+
+    with Workers(opts.workers, opts.scrub, opts.dedupe) as workers:
+        for enc in workers.map(counted()):
+            p.take(enc)
+    return read
+
+
+def _run_dpo(engine: sa.Engine, opts: BuildOptions, p: _Pipeline) -> int:
+    read = 0
     rated = RatedPairs()
     for rows in _batches(engine, opts):
         read += len(rows)
@@ -249,8 +262,9 @@ def _source(line: str) -> tuple[str, str]:
 
 def build(engine: sa.Engine, opts: BuildOptions) -> dict[str, Any]:
     """Build the files, record the dataset; returns the report (with ``dataset_id``)."""
-    if opts.fmt not in ("sft", "dpo"):
-        raise ValueError(f"unknown format {opts.fmt!r} (sft or dpo)")
+    if opts.fmt not in FORMATS:
+        raise ValueError(f"unknown format {opts.fmt!r} (sft, dpo or prompt_completion)")
+    opts = replace(opts, filters=replace(opts.filters, object=FORMATS[opts.fmt]))
     with tempfile.TemporaryFile("w+", encoding="utf-8") as ids_file:
         p = _Pipeline(opts, ids_file)
         try:

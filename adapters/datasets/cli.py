@@ -41,7 +41,8 @@ def _dump(obj: Any) -> None:
 @app.command()
 def build(
     out: Annotated[Path, typer.Option("--out", help="Train file (JSONL).")],
-    fmt: Annotated[str, typer.Option("--format", help="sft or dpo.")] = "sft",
+    fmt: Annotated[str, typer.Option("--format", help="sft, dpo (chat completions) or prompt_completion "
+                                     "(legacy text completions).")] = "sft",
     val_out: Annotated[Path | None, typer.Option(help="Default: OUT.val.jsonl.")] = None,
     val_fraction: float = 0.1,
     model: Annotated[str | None, typer.Option(help="Requested model (alias).")] = None,
@@ -60,13 +61,13 @@ def build(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     database_url: DbOpt = None, config: ConfigOpt = None,
 ) -> None:
-    """Build an SFT or DPO set from the log and record it in the datasets table."""
+    """Build an SFT, DPO or prompt-completion set from the log and record it in the datasets table."""
     from adapters.datasets.build import BuildOptions
     from adapters.datasets.build import build as run_build
     from adapters.datasets.filters import make_filters
 
-    if fmt not in ("sft", "dpo"):
-        raise typer.BadParameter("--format must be sft or dpo")
+    if fmt not in ("sft", "dpo", "prompt_completion"):
+        raise typer.BadParameter("--format must be sft, dpo or prompt_completion")
     try:
         filters = make_filters(model=model, adapter=adapter, project=project, since=since,
                                until=until, metadata=metadata, min_rating=min_rating,
@@ -89,7 +90,7 @@ def build(
 @app.command()
 def validate(
     file: Path,
-    fmt: Annotated[str | None, typer.Option("--format", help="sft|dpo; default: per line.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="sft|dpo|prompt_completion; default: per line.")] = None,
     base_model: BaseOpt = "smollm2-135m-instruct",
     epochs: int = 3,
     price_per_1m: Annotated[float | None, typer.Option(help="Override the price.")] = None,
@@ -114,7 +115,7 @@ def validate(
 @app.command("import")
 def import_(
     file: Path,
-    fmt: Annotated[str | None, typer.Option("--format", help="sft|dpo; default: detected.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="sft|dpo|prompt_completion; default: detected.")] = None,
     base_model: BaseOpt = "smollm2-135m-instruct",
     name: str | None = None,
     project: str | None = None,

@@ -13,7 +13,9 @@ valid). Rules (docs: fine-tuning/chat-input and /preference-input; the spec's
 - SFT: ``messages`` ends with an assistant message; ``tools`` a list of function tools;
   ``parallel_tool_calls`` a bool; no other top-level keys;
 - DPO: ``input.messages`` (not ending with assistant), ``preferred_output`` and
-  ``non_preferred_output`` each exactly one assistant message, and they differ.
+  ``non_preferred_output`` each exactly one assistant message, and they differ;
+- prompt_completion (the legacy format): ``prompt`` a string and ``completion`` a non-empty string,
+  nothing else. Its tokens are counted as a user turn and an assistant turn.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ from adapters.datasets.messages import KEYS, ROLES
 SFT_KEYS = {"messages", "tools", "parallel_tool_calls", "metadata"}
 DPO_KEYS = {"input", "preferred_output", "non_preferred_output", "metadata"}
 INPUT_KEYS = {"messages", "tools", "parallel_tool_calls"}
+PROMPT_COMPLETION_KEYS = {"prompt", "completion"}
 
 
 def detect_format(obj: Any) -> str:
-    return "dpo" if isinstance(obj, dict) and "input" in obj else "sft"
+    if isinstance(obj, dict) and "input" in obj:
+        return "dpo"
+    if isinstance(obj, dict) and "prompt" in obj and "messages" not in obj:
+        return "prompt_completion"
+    return "sft"
 
 
 def _content(where: str, msg: dict[str, Any], role: str) -> list[str]:
@@ -175,15 +182,29 @@ def check_dpo(obj: dict[str, Any]) -> list[str]:
     return errs
 
 
+def check_prompt_completion(obj: dict[str, Any]) -> list[str]:
+    errs = [f"unknown top-level key {k!r}" for k in obj if k not in PROMPT_COMPLETION_KEYS]
+    if not isinstance(obj.get("prompt"), str):
+        errs.append("prompt: must be a string")
+    if not isinstance(obj.get("completion"), str) or not obj["completion"].strip():
+        errs.append("completion: must be a non-empty string")
+    return errs
+
+
 def check_line(obj: Any, fmt: str | None = None) -> list[str]:
     if not isinstance(obj, dict):
         return ["a line must be a JSON object"]
     fmt = fmt or detect_format(obj)
+    if fmt == "prompt_completion":
+        return check_prompt_completion(obj)
     return check_dpo(obj) if fmt == "dpo" else check_sft(obj)
 
 
 def conversation(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
-    """The longest conversation a line trains on (DPO: input + the longer output)."""
+    """The longest conversation a line trains on (DPO: input + the longer output; prompt-completion:
+    the prompt as a user turn, the completion as the assistant's)."""
+    if "prompt" in obj and "messages" not in obj:
+        return [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}], None
     if "input" in obj:
         outs = [obj["preferred_output"][0], obj["non_preferred_output"][0]]
         longest = max(outs, key=lambda m: len(orjson.dumps(m)))

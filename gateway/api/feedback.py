@@ -71,11 +71,16 @@ FEEDBACK_BODY = json_body({
 
 @router.post("/v1/feedback", openapi_extra=FEEDBACK_BODY)
 async def add_feedback(request: Request) -> dict[str, Any]:
-    row = parse_feedback(parse_json(await read_body(request.scope, request.receive, MAX_BODY) or b"null"))
-    log = _log(request)
+    body = parse_json(await read_body(request.scope, request.receive, MAX_BODY) or b"null")
+    return await save_feedback(_log(request), body, getattr(request.state, "project", None))
+
+
+async def save_feedback(log: LogService, body: Any, project: str | None) -> dict[str, Any]:
+    """Validate and store one piece of feedback (a parsed ``POST /v1/feedback`` body) on a completion of
+    ``project`` (None: any); the feedback object, or the API's error. The console saves through it too."""
+    row = parse_feedback(body)
     synced = await log.sync()  # the completion may have been created a moment ago
-    saved = await asyncio.to_thread(log.store.add_feedback, row,
-                                    getattr(request.state, "project", None))
+    saved = await asyncio.to_thread(log.store.add_feedback, row, project)
     if saved is None and not synced:  # it may be among the records not written yet: not a 404
         raise DatabaseUnavailable("The interaction log is catching up (its database is slow or away), so "
                                   f"completion '{row['completion_id']}' may not be stored yet; retry shortly.")

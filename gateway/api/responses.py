@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from gateway.api.chat import SSE_HEADERS, ChatCompletions
+from gateway.api.chat import ChatCompletions
+from gateway.api.routed import SSE_HEADERS
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
 from gateway.auth import ANONYMOUS, Authenticator, Principal, project_of
 from gateway.errors import GatewayError

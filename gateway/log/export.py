@@ -55,6 +55,9 @@ class ExportFilters:
     has_correction: bool = False
     status_ok: bool = True  # HTTP 200 only
     primary_only: bool = True  # skip shadow records
+    # which API's interactions: chat completions (SFT, DPO, the loop) or legacy text completions
+    # ("text_completion": the prompt_completion format); never both in one export
+    object: str = "chat.completion"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, False)} | {
@@ -114,6 +117,7 @@ def export_query(filters: ExportFilters, dialect: str, raw: bool = False) -> sa.
         conds.append(t.c.status == 200)
     if f.primary_only:
         conds.append(t.c.kind == "primary")
+    conds.append(t.c.object == f.object)
     return q.where(*conds).order_by(t.c.created, t.c.id)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclass(slots=True)
 class InteractionRecord:
-    id: str  # the gateway's own completion id ("chatcmpl-..."), the key for feedback
+    id: str  # the gateway's own completion id ("chatcmpl-...", "cmpl-..."), the key for feedback
     created: float = field(default_factory=time.time)  # unix seconds
     project: str | None = None
     api_key_id: str | None = None
@@ -28,7 +28,7 @@ class InteractionRecord:
     stream: bool = False
     store: bool = False  # the request's `store` flag
     request: dict[str, Any] = field(default_factory=dict)  # the JSON body as received
-    response: dict[str, Any] | None = None  # CreateChatCompletionResponse as returned (assembled when streamed)
+    response: dict[str, Any] | None = None  # the chat.completion / text_completion as returned (assembled if streamed)
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -43,6 +43,7 @@ class InteractionRecord:
     kind: str = "primary"  # "primary" | "shadow"
     parent_id: str | None = None  # for shadow records: the primary's id
     redact_pii: bool = False  # scrub emails, phones, cards, keys from request/reply before storing
+    object: str = "chat.completion"  # the API: "chat.completion" | "text_completion" (legacy /v1/completions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

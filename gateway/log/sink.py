@@ -31,7 +31,7 @@ JSON_COLUMNS = frozenset({"request", "response", "error", "metadata"})
 # NOT NULL columns: a dict from an old spool may lack them.
 _REQUIRED_DEFAULTS: dict[str, Any] = {
     "requested_model": "", "kind": "primary", "status": 200, "attempts": 1,
-    "stream": False, "store": False, "created": 0.0,
+    "stream": False, "store": False, "created": 0.0, "object": "chat.completion",
 }
 
 

@@ -2,8 +2,10 @@
 
 A provider takes an OpenAI-shaped chat request (``model`` already set to the upstream's
 model name) and returns the upstream's reply as parsed JSON, or an async iterator of
-parsed stream chunks. It raises only ``gateway.errors`` exceptions, translated from the
-upstream's status in one function per provider. ``tenant`` is the caller's project: vLLM
+parsed stream chunks; ``text_complete``/``text_stream`` do the same for a legacy completions
+request (``prompt``: the target's ``/v1/completions``, ``text_completion`` objects back). It
+raises only ``gateway.errors`` exceptions, translated from the upstream's status in one
+function per provider. ``tenant`` is the caller's project: vLLM
 targets receive it as ``x-tuneloop-tenant`` (fair queueing in the engine), and every
 provider tells its breaker who met a fault (gateway.resilience).
 """
@@ -24,7 +26,7 @@ class Reply:
 
 
 class ChunkStream(Protocol):
-    """Parsed ``chat.completion.chunk`` objects, in the batches they arrived in."""
+    """Parsed ``chat.completion.chunk`` (or ``text_completion``) objects, in the batches they arrived in."""
 
     base_url: str
 
@@ -43,6 +45,14 @@ class Provider(Protocol):
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
                      tenant: str | None = None) -> ChunkStream:
         """Open the stream; upstream errors before the first chunk raise here."""
+        ...
+
+    async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
+                            tenant: str | None = None) -> Reply: ...
+
+    async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
+                          tenant: str | None = None) -> ChunkStream:
+        """Open a legacy completions stream; upstream errors before the first chunk raise here."""
         ...
 
     async def list_models(self) -> list[dict[str, Any]]: ...

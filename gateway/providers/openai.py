@@ -1,9 +1,11 @@
 """OpenAI (fine-tuned ``ft:`` models and any OpenAI-compatible API) through the ``openai`` SDK.
 
-Only the fields the SDK's ``chat.completions.create`` accepts are sent: vLLM's extra
-sampling fields (``top_k``...) would be rejected by OpenAI, so they are dropped here and
-nowhere else. The SDK's own retries are off: the router decides about retries. The
-caller's tenant is not sent to OpenAI; it only tells the breaker who met a fault.
+Chat requests go through ``chat.completions.create``; legacy completions (``text_complete``/
+``text_stream``: ``ft:davinci-002``/``ft:babbage-002``-style models) through ``completions.create``.
+Only the fields the SDK's method accepts are sent: vLLM's extra sampling fields (``top_k``...)
+would be rejected by OpenAI, so they are dropped here and nowhere else. The SDK's own retries
+are off: the router decides about retries. The caller's tenant is not sent to OpenAI; it only
+tells the breaker who met a fault.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 import openai
 import orjson
 from openai.resources.chat.completions import AsyncCompletions
+from openai.resources.completions import AsyncCompletions as AsyncTextCompletions
 
 from gateway.config import TargetConfig
 from gateway.errors import (
@@ -34,8 +37,9 @@ from gateway.sse import SSEParser
 
 log = logging.getLogger(__name__)
 
-ACCEPTED = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {
-    "self", "extra_headers", "extra_query", "extra_body", "timeout"}
+NOT_FIELDS = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
+ACCEPTED = frozenset(inspect.signature(AsyncCompletions.create).parameters) - NOT_FIELDS
+TEXT_ACCEPTED = frozenset(inspect.signature(AsyncTextCompletions.create).parameters) - NOT_FIELDS
 
 
 class OpenAIProvider:
@@ -64,12 +68,16 @@ class OpenAIProvider:
             )
         return self._client
 
-    def _kwargs(self, body: dict[str, Any]) -> dict[str, Any]:
-        dropped = body.keys() - ACCEPTED
+    def _kwargs(self, body: dict[str, Any], accepted: frozenset[str] = ACCEPTED) -> dict[str, Any]:
+        dropped = body.keys() - accepted
         if dropped:
             log.debug("target %s: dropping fields OpenAI does not take: %s", self.name, sorted(dropped))
-            return {k: v for k, v in body.items() if k in ACCEPTED}
+            return {k: v for k, v in body.items() if k in accepted}
         return body
+
+    def _resource(self, text: bool) -> Any:
+        """The SDK's ``completions`` (legacy) or ``chat.completions``."""
+        return self.client.completions if text else self.client.chat.completions
 
     def _fail(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
@@ -90,10 +98,11 @@ class OpenAIProvider:
         return err
 
     async def complete(self, body: dict[str, Any], lora_path: str | None = None,
-                       tenant: str | None = None) -> Reply:
+                       tenant: str | None = None, text: bool = False) -> Reply:
         self.replicas.pick()
         try:
-            raw = await self.client.chat.completions.with_raw_response.create(**self._kwargs(body))
+            kwargs = self._kwargs(body, TEXT_ACCEPTED if text else ACCEPTED)
+            raw = await self._resource(text).with_raw_response.create(**kwargs)
             reply = Reply(orjson.loads(raw.content), self.base_url)
         except Exception as exc:
             raise self._failed(exc, tenant) from exc
@@ -104,10 +113,11 @@ class OpenAIProvider:
         return reply
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None) -> _SDKStream:
+                     tenant: str | None = None, text: bool = False) -> _SDKStream:
         self.replicas.pick()
         try:
-            cm = self.client.chat.completions.with_streaming_response.create(**self._kwargs(body))
+            kwargs = self._kwargs(body, TEXT_ACCEPTED if text else ACCEPTED)
+            cm = self._resource(text).with_streaming_response.create(**kwargs)
             resp = await cm.__aenter__()
         except Exception as exc:
             raise self._failed(exc, tenant) from exc
@@ -115,6 +125,14 @@ class OpenAIProvider:
             self.replicas.released(self.base_url)
             raise
         return _SDKStream(self, cm, resp, tenant)
+
+    async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
+                            tenant: str | None = None) -> Reply:
+        return await self.complete(body, lora_path, tenant, text=True)
+
+    async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
+                          tenant: str | None = None) -> _SDKStream:
+        return await self.stream(body, lora_path, tenant, text=True)
 
     async def list_models(self) -> list[dict[str, Any]]:
         return []  # the config names the OpenAI models clients may call

@@ -1,5 +1,7 @@
 """vLLM's OpenAI-compatible HTTP API (also spoken by `tuneloop engine`).
 
+Chat requests go to ``/chat/completions``, legacy completions (``text_complete``/``text_stream``)
+to ``/completions``, on the same replicas, adapters and breakers.
 Each replica (base URL) has a keep-alive connection pool (``http1.Pool``); replicas are
 balanced by least in-flight requests behind circuit breakers. Bodies are forwarded as
 JSON untouched (vLLM's extra sampling fields included), with the caller's project in
@@ -11,6 +13,7 @@ never a replica's URL.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -31,6 +34,7 @@ from gateway.providers.replicas import Replicas
 from gateway.providers.sse import SSEStream
 
 JSON_HEADERS = b"content-type: application/json\r\n"
+CHAT, TEXT = b"/chat/completions", b"/completions"
 
 
 class Headers:
@@ -134,6 +138,14 @@ class VLLMProvider:
                      tenant: str | None = None) -> SSEStream:
         return await self._on_replicas(body, lora_path, tenant, self._stream_on)
 
+    async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
+                            tenant: str | None = None) -> Reply:
+        return await self._on_replicas(body, lora_path, tenant, partial(self._complete_on, path=TEXT))
+
+    async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
+                          tenant: str | None = None) -> SSEStream:
+        return await self._on_replicas(body, lora_path, tenant, partial(self._stream_on, path=TEXT))
+
     async def _on_replicas(self, body: dict[str, Any], lora_path: str | None, tenant: str | None,
                            op: Any) -> Any:
         """Run ``op`` on a chosen replica; a refused connection moves on to the next one at
@@ -149,10 +161,11 @@ class VLLMProvider:
                 if not isinstance(exc.__cause__, ConnectError) or len(tried) >= len(self.replicas.urls):
                     raise
 
-    async def _complete_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> Reply:
+    async def _complete_on(self, url: str, data: bytes, headers: bytes, tenant: str | None,
+                           path: bytes = CHAT) -> Reply:
         self.replicas.in_flight[url] += 1
         try:
-            ex, raw = await self._request(url, b"POST", b"/chat/completions", data, headers=headers)
+            ex, raw = await self._request(url, b"POST", path, data, headers=headers)
             if ex.status != 200:
                 raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")
             try:
@@ -169,11 +182,12 @@ class VLLMProvider:
         finally:
             self.replicas.in_flight[url] -= 1
 
-    async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None) -> SSEStream:
+    async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None,
+                         path: bytes = CHAT) -> SSEStream:
         rep = self._http[url]
         self.replicas.in_flight[url] += 1
         try:
-            ex = await rep.pool.request(b"POST", rep.prefix + b"/chat/completions", data, headers)
+            ex = await rep.pool.request(b"POST", rep.prefix + path, data, headers)
             if ex.status != 200:
                 raw = await ex.read()
                 raise from_status(ex.status, raw, dict(ex.headers), f"target {self.name!r}")

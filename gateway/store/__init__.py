@@ -7,7 +7,8 @@
   data trains an alias), ``files``, ``jobs`` (events, checkpoints), ``registry``
   (adapter versions, route history), ``routes``, ``keys``, ``datasets`` (lineage),
   ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``, ``audit`` (the audit trail),
-  ``forget`` (erasing a completion or a user's data), ``responses`` (stored Responses API objects).
+  ``forget`` (erasing a completion or a user's data), ``responses`` (stored Responses API objects),
+  ``sessions`` and ``traffic`` (the console's sign-in sessions and its reads of the log).
 
 The interaction log's relay, writer child and spool live in ``gateway/log/``; its only
 SQL is the writer's insert (``gateway/log/sink.py``).
@@ -28,6 +29,8 @@ def metadata() -> sa.MetaData:
         loop_schema,
         responses,
         schema,
+        sessions,
+        traffic,
     )
 
     return schema.metadata

@@ -1,9 +1,10 @@
 """Reads and updates of the log: stored completions, feedback, retention.
 
 Methods are synchronous (SQLAlchemy Core); routers run them with ``asyncio.to_thread``.
-What the stored-completions API shows: every *primary* record with HTTP status 200
-and a response. Which requests get logged at all (the per-model log policy: all |
-only ``store: true`` | none) is decided by the gateway before ``submit``.
+What the stored-completions API shows: every *primary* chat completion record with HTTP
+status 200 and a response; feedback takes any such record, legacy text completions too.
+Which requests get logged at all (the per-model log policy: all | only ``store: true`` |
+none) is decided by the gateway before ``submit``.
 Every query takes ``project`` (None = no tenancy filter).
 """
 
@@ -22,15 +23,17 @@ from gateway.store.schema import feedback, interactions
 
 t = interactions
 _VISIBLE = sa.and_(t.c.kind == "primary", t.c.status == 200, t.c.response.is_not(None))
+_STORED = sa.and_(_VISIBLE, t.c.object == "chat.completion")  # the stored chat completions API's
 
 
-def _scope(completion_id: str, project: str | None) -> Any:
-    cond = sa.and_(t.c.id == completion_id, _VISIBLE)
+def _scope(completion_id: str, project: str | None, shown: Any = _STORED) -> Any:
+    cond = sa.and_(t.c.id == completion_id, shown)
     return cond if project is None else sa.and_(cond, t.c.project == project)
 
 
 def _exists(conn: sa.Connection, completion_id: str, project: str | None) -> bool:
-    return conn.execute(sa.select(t.c.id).where(_scope(completion_id, project))).first() is not None
+    """A completion that can take feedback (of either API)."""
+    return conn.execute(sa.select(t.c.id).where(_scope(completion_id, project, _VISIBLE))).first() is not None
 
 
 def stored_completion(row: Any) -> dict[str, Any]:
@@ -57,7 +60,7 @@ class LogStore:
              after: str | None = None, limit: int = 20, order: str = "asc",
              project: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """One page, keyset-paginated on (created, id); returns (items, has_more)."""
-        q = sa.select(t.c.id, t.c.response, t.c["metadata"]).where(_VISIBLE)
+        q = sa.select(t.c.id, t.c.response, t.c["metadata"]).where(_STORED)
         if project is not None:
             q = q.where(t.c.project == project)
         if model is not None:

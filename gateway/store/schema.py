@@ -45,6 +45,8 @@ interactions = sa.Table(
     sa.Column("metadata", JSONType),
     sa.Column("kind", sa.String(16), nullable=False, default="primary"),
     sa.Column("parent_id", sa.String(96)),
+    # migration 0007: the API, "chat.completion" or "text_completion" (POST /v1/completions)
+    sa.Column("object", sa.String(32), nullable=False, server_default="chat.completion"),
     sa.Index("ix_interactions_created_id", "created", "id"),
     # Every index costs the writer (~15% insert rate each on SQLite): only what the
     # list API filters on, plus a partial one (shadow rows only) for deleting shadows.
@@ -80,7 +82,7 @@ datasets = sa.Table(
     metadata,
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(256), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),  # "sft" | "dpo"
+    sa.Column("kind", sa.String(32), nullable=False),  # "sft" | "dpo" | "prompt_completion" (0007: 32 wide)
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("project", sa.String(128)),
     sa.Column("path", sa.String(1024)),

@@ -13,7 +13,8 @@ Model names choose the behaviour (like TensorZero's dummy provider):
   fake-slowstream     -> streams with 0.1 s between chunks
   fake-length         -> echoes, with finish_reason "length" (cut by max_tokens)
 It records every request (body and headers) for assertions: GET /_requests, DELETE /_requests.
-It also answers GET /v1/models and GET /health like vLLM.
+It also answers GET /v1/models and GET /health like vLLM, and POST /v1/completions (the legacy
+API, scripted the same way: tests/fakes/openai_completions.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+from tests.fakes.openai_completions import add_completions
 from tests.fakes.threaded import ThreadedServer
 
 CHUNK_WORDS = 3
@@ -127,6 +129,7 @@ def make_app() -> FastAPI:
                 "choices": choices, "usage": _usage(prompt, reply), "service_tier": "default",
                 "system_fingerprint": "fp_fake"}
 
+    add_completions(app, _error)
     return app
 
 

@@ -1,0 +1,290 @@
+"""The routed request path that chat completions and (legacy) completions share, as a raw ASGI base.
+
+``RoutedEndpoint`` parses the body once (orjson), lets the API check it, routes it (aliases,
+weighted canaries, fallbacks), admits it against the key's limits, forwards it to the chosen
+route and relays the reply. Streams are relayed chunk by chunk; a failed attempt moves on to
+the next route (fallback) only while nothing has reached the client. The interaction record
+is handed to the log without waiting (``gateway.api.finish``).
+
+A client that goes away mid-request (``DisconnectWatch``) cancels the upstream call at once
+and is recorded as 499, with the text relayed so far. The caller's project goes to the
+provider as ``tenant`` (vLLM's ``x-tuneloop-tenant``; the breakers' notion of who).
+
+An API is a subclass (``gateway.api.chat``, ``gateway.api.completions``) that says how a body
+is checked, routed and priced, which provider call serves it, and how a stream is assembled
+for the record; everything else (retries, timeouts, fallbacks, limits, metrics, cost, the log)
+is this module's and the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from gateway import metrics
+from gateway.api.disconnect import DisconnectWatch, client_closed
+from gateway.api.finish import Call, Finisher
+from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json, text_header
+from gateway.auth import ANONYMOUS, Authenticator, Principal
+from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
+from gateway.providers.base import ChunkStream, Reply
+from gateway.ratelimit import Ask, Limiter
+from gateway.resilience import backoff_s
+from gateway.router import Attempt, Router
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+               (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
+
+# 96 random bits per id from a generator seeded by the OS once per process: unique in
+# practice, and without os.urandom's system call on every request (~9% of the hot path).
+_ids = random.Random(os.urandom(32))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{_ids.getrandbits(96):024x}"
+
+
+def retryable(exc: GatewayError) -> bool:
+    """Connect errors, timeouts, 5xx and 429 move on to the next route; other 4xx do not."""
+    if isinstance(exc, UpstreamClientError):
+        return exc.status_code in (408, 429)
+    return isinstance(exc, UpstreamError)
+
+
+class RoutedEndpoint(Finisher):
+    """The shared path; a subclass fills in the hooks below the constructor."""
+
+    id_prefix = "chatcmpl-"
+
+    def __init__(self, router_ref: Any, log: Any, max_body: int, auth: Authenticator, limiter: Limiter) -> None:
+        super().__init__(router_ref, log, limiter)
+        self.max_body = max_body
+        self.auth = auth
+
+    # ---- what an API says ----
+    def check(self, body: Any) -> None:
+        """400 unless ``body`` is a request of this API."""
+        raise NotImplementedError
+
+    def cap(self, principal: Principal, body: dict[str, Any]) -> None:
+        """Apply the key's per-request caps (``max_tokens``)."""
+        raise NotImplementedError
+
+    def routes(self, router: Router, body: dict[str, Any], user: str | None) -> list[Attempt]:
+        """The attempts, in order, that may serve ``body`` (400 when none can)."""
+        raise NotImplementedError
+
+    def ask(self, principal: Principal, body: dict[str, Any], plan: list[Attempt], prices: dict[str, float]) -> Ask:
+        """The worst case of the request, reserved against the key's limits (``prices``: the config's
+        default prices)."""
+        raise NotImplementedError
+
+    def call(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[Reply]:
+        raise NotImplementedError
+
+    def open(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[ChunkStream]:
+        raise NotImplementedError
+
+    def assembler(self) -> Any:
+        """A fresh stream assembler: ``add(chunk)``, ``deltas``, ``upstream_id``, ``completion(id, created)``."""
+        raise NotImplementedError
+
+    # ---- the path ----
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router: Router = self.router_ref.router
+        try:
+            principal = (await self.auth.principal(header(scope, b"authorization"))
+                         if self.auth.required else ANONYMOUS)
+            body = parse_json(await read_body(scope, receive, self.max_body))
+            self.check(body)
+            if principal.limits:
+                self.cap(principal, body)
+            user = body.get("user") or text_header(scope, b"x-tuneloop-user")
+            plan = self.routes(router, body, user)
+            reservation = (await self.limiter.admit(principal, self.ask(
+                principal, body, plan, router.config.default_prices)) if principal.limits else None)
+        except GatewayError as exc:
+            await send_error(send, exc)
+            return
+        call = Call(new_id(self.id_prefix), body, principal, reservation)
+        watch = DisconnectWatch(receive)
+        try:
+            if body.get("stream"):
+                await self._stream(call, plan, watch, send)
+            else:
+                await self._complete(call, plan, watch, send)
+        finally:
+            watch.stop()
+            self.settle(call, None, None, None)  # released if the request ended without finish
+
+    def _upstream_body(self, call: Call, attempt: Attempt) -> dict[str, Any]:
+        up = dict(call.body)
+        up["model"] = attempt.model
+        return up
+
+    async def _try_routes(self, call: Call, plan: list[Attempt],
+                          op: Callable[[Attempt], Awaitable[T]]) -> T:
+        """Each route in turn (fallbacks), each retried with backoff, within the time budget."""
+        deadline = call.started + plan[0].retry_budget_s
+        error: GatewayError | None = None
+        for attempt in plan:
+            for tryno in range(attempt.retries + 1):
+                call.attempt, call.attempts = attempt, call.attempts + 1
+                try:
+                    return await op(attempt)
+                except GatewayError as exc:
+                    error = exc
+                    if not retryable(exc):
+                        raise
+                    delay = backoff_s(tryno, exc.headers.get("retry-after"))
+                    if tryno == attempt.retries or time.perf_counter() + delay > deadline:
+                        break
+                    metrics.RETRIES.labels(attempt.alias, attempt.target).inc()
+                    await asyncio.sleep(delay)
+            if attempt is not plan[-1]:
+                metrics.FALLBACKS.labels(attempt.alias, attempt.target).inc()
+            if time.perf_counter() > deadline:
+                break
+        assert error is not None
+        raise error
+
+    async def _complete(self, call: Call, plan: list[Attempt], watch: DisconnectWatch, send: Send) -> None:
+        def op(attempt: Attempt) -> Awaitable[Reply]:
+            return self.call(attempt, self._upstream_body(call, attempt), call.principal.project)
+
+        try:
+            reply = await self._try_routes(call, plan, op)
+        except GatewayError as exc:
+            watch.stop()
+            await send_error(send, exc, call.id)
+            self.finish(call, exc.status_code, None, error=exc)
+            return
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            self.finish(call, 499, None, error=client_closed())
+            return
+        watch.stop()
+        out = reply.body
+        upstream_id = out.get("id")
+        out["id"] = call.id
+        payload = orjson.dumps(out)
+        headers = self._headers(call)
+        cost = self.cost(call, out.get("usage"))
+        if cost is not None:
+            headers.append((b"x-tuneloop-cost-usd", f"{cost:.8f}".encode()))
+        await send_json(send, 200, payload, headers)
+        self.finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url, cost=cost)
+
+    def _headers(self, call: Call) -> list[tuple[bytes, bytes]]:
+        a = call.attempt
+        headers = [(b"x-request-id", call.id.encode())]
+        if call.reservation is not None:
+            headers += call.reservation.headers
+        if a is not None:
+            headers.append((b"x-tuneloop-target", a.target.encode()))
+            if a.arm:
+                headers.append((b"x-tuneloop-arm", a.arm.encode()))
+        return headers
+
+    async def _open_stream(self, call: Call, plan: list[Attempt]) -> tuple[Any, Any, list | None]:
+        """Open the first route that yields a first chunk; failures here may retry or fall back."""
+
+        async def op(attempt: Attempt) -> tuple[Any, Any, list | None]:
+            up = self._upstream_body(call, attempt)
+            up["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+            cfg = attempt.provider.cfg
+            limit = cfg.ttft_timeout_s or cfg.timeout_s
+            deadline = time.perf_counter() + limit
+            try:
+                stream = await asyncio.wait_for(self.open(attempt, up, call.principal.project), limit)
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"target {attempt.target!r}: no first token within {limit} s") from exc
+            chunks = stream.__aiter__()
+            try:
+                first = await asyncio.wait_for(anext(chunks, None), max(deadline - time.perf_counter(), 0.001))
+            except TimeoutError as exc:
+                await stream.aclose()
+                raise UpstreamTimeout(f"target {attempt.target!r}: no first token within {limit} s") from exc
+            except GatewayError:
+                await stream.aclose()
+                raise
+            return stream, chunks, first
+
+        return await self._try_routes(call, plan, op)
+
+    async def _stream(self, call: Call, plan: list[Attempt], watch: DisconnectWatch, send: Send) -> None:
+        try:
+            stream, chunks, first = await self._open_stream(call, plan)
+        except GatewayError as exc:
+            watch.stop()
+            await send_error(send, exc, call.id)
+            self.finish(call, exc.status_code, None, error=exc)
+            return
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            self.finish(call, 499, None, error=client_closed())
+            return
+        if watch.absorb():  # Python 3.11's wait_for returns a result that raced our cancellation
+            await stream.aclose()
+            self.finish(call, 499, None, error=client_closed())
+            return
+        want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        asm = self.assembler()
+        status, error = 200, None
+        try:
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": SSE_HEADERS + self._headers(call)})
+            batch, ended = first, False
+            while batch is not None:
+                out = []
+                for chunk in batch:
+                    asm.add(chunk)
+                    if "usage" in chunk and not want_usage:
+                        if not chunk.get("choices"):
+                            continue  # the usage chunk was asked for by us, not by the client
+                        del chunk["usage"]
+                    chunk["id"] = call.id
+                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                ended = stream.done  # [DONE] came in this read: finish in the same write
+                if ended:
+                    out.append(DONE)
+                    watch.stop()  # before the last write (after it receive() says "disconnect")
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": not ended})
+                    if call.ttft is None:
+                        call.ttft = time.perf_counter() - call.started
+                batch = await anext(chunks, None)
+            if not ended:
+                watch.stop()
+                await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        except GatewayError as exc:  # the upstream broke mid-stream: tell the client in-band
+            watch.stop()
+            status, error = exc.status_code, exc
+            await self._send_stream_error(send, exc)
+        except (OSError, asyncio.CancelledError) as exc:  # the client went away: the upstream closes
+            if isinstance(exc, asyncio.CancelledError) and not watch.absorb():
+                raise
+            status, error = 499, client_closed(asm.deltas)
+        finally:
+            await stream.aclose()
+        completion = asm.completion(call.id, call.created)
+        self.finish(call, status, completion, upstream_id=asm.upstream_id, base_url=stream.base_url,
+                    error=error, relayed=asm.deltas)
+
+    @staticmethod
+    async def _send_stream_error(send: Send, exc: GatewayError) -> None:
+        try:
+            await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n",
+                        "more_body": False})
+        except OSError:
+            pass
