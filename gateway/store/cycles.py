@@ -86,13 +86,15 @@ class CycleStore:
 
 def feedback_count(engine: sa.Engine, model: str, since: float | None = None,
                    projects: list[str] | None = None) -> int:
-    """Feedback rows (ratings or corrections) on ``model``'s primary records since ``since``;
-    ``projects``: only their traffic and feedback (gateway.store.owners)."""
+    """Feedback rows (ratings or corrections) on ``model``'s primary chat completions (what the loop
+    trains on: not text completions) since ``since``; ``projects``: only their traffic and feedback
+    (gateway.store.owners)."""
     from gateway.store.owners import feedback_of, interactions_of
 
     q = (sa.select(sa.func.count()).select_from(feedback.join(interactions,
                                                                feedback.c.completion_id == interactions.c.id))
          .where(interactions.c.requested_model == model, interactions.c.kind == "primary",
+                interactions.c.object == "chat.completion",
                 *interactions_of(projects), *feedback_of(projects)))
     if since is not None:
         q = q.where(feedback.c.created >= since)

@@ -99,3 +99,22 @@ def test_abandoned_requests_do_not_count_against_an_arm(tmp_path: Path) -> None:
     log(url, tmp_path, "beta", 200, "Happy to help.", status=500, rating=1.0)  # real failures still count
     cand = arm_stats(ws.engine, ALIAS, start, projects=["acme", "beta"])["cand-v2"]
     assert (cand["requests"], cand["errors"]) == (3, 3)
+
+
+def test_feedback_on_text_completions_does_not_start_a_chat_cycle(database_url: str, tmp_path: Path) -> None:
+    """The loop trains chat adapters: ratings of the alias's legacy text completions are not its feedback."""
+    ws = workspace(tmp_path, database_url, project="acme")
+    svc = LogService.open_sync(database_url, tmp_path)
+    try:
+        recs = [record(200 + i, f"question {i}?", "Sure.", model=ALIAS, adapter="live-v1", project="acme",
+                       created=time.time()) for i in range(4)]
+        for i, r in enumerate(recs):
+            r.object = "text_completion" if i % 2 else "chat.completion"
+            svc.submit(r)
+        svc.sync_blocking(30)
+        for r in recs:
+            assert svc.store.add_feedback({"id": f"fb-{r.id}", "completion_id": r.id, "created": time.time(),
+                                           "rating": 1.0}, "acme") is not None
+    finally:
+        svc.close_sync()
+    assert due(ws, ALIAS, SETTINGS)[1] == 2
