@@ -10,7 +10,7 @@ from typing import Any
 from gateway.errors import InvalidRequest
 from gateway.store.traffic import TrafficFilter
 
-FILTERS = ("model", "adapter", "arm", "project", "status", "rating", "corrected", "since", "until", "q")
+FILTERS = ("model", "adapter", "arm", "status", "rating", "corrected", "since", "until", "q")
 RATINGS = {"up": "rated up", "down": "rated down", "rated": "rated", "unrated": "not rated"}
 
 
@@ -72,7 +72,7 @@ def tokens(row: dict[str, Any]) -> str:
 def rating(value: float | None) -> str:
     if value is None:
         return ""
-    return "👍" if value > 0 else "👎" if value < 0 else "±0"
+    return "▲ up" if value > 0 else "▼ down" if value < 0 else "neutral"
 
 
 def _text(content: Any) -> str:

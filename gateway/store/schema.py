@@ -50,7 +50,7 @@ interactions = sa.Table(
     sa.Index("ix_interactions_created_id", "created", "id"),
     # Every index costs the writer (~15% insert rate each on SQLite): only what the
     # list API filters on, plus a partial one (shadow rows only) for deleting shadows.
-    sa.Index("ix_interactions_requested_model", "requested_model"),
+    sa.Index("ix_interactions_requested_model", "requested_model", "created"),  # 0008: + created (newest first)
     sa.Index("ix_interactions_project_created", "project", "created"),
     sa.Index("ix_interactions_parent_id", "parent_id",
              sqlite_where=sa.text("parent_id IS NOT NULL"),

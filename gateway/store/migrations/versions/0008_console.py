@@ -7,8 +7,10 @@ Create Date: 2026-12-12
 ``console_sessions`` holds one row per signed-in browser: the SHA-256 of the random id its cookie
 carries (never the id itself), the API key it signed in with (its id: never the key), the CSRF token
 and the project an admin chose to look at. ``ix_interactions_errors`` is partial (failed requests
-only), so the writer pays for it on errors alone. See ``gateway/store/sessions.py`` and
-``gateway/store/traffic.py``.
+only), so the writer pays for it on errors alone. ``ix_interactions_requested_model`` gains ``created``, so
+a list filtered by model (the traffic page, and ``GET /v1/chat/completions?model=``) reads its newest rows
+straight from the index instead of sorting every row of that model (1.3 s at a million rows).
+See ``gateway/store/sessions.py`` and ``gateway/store/traffic.py``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ def upgrade() -> None:
     op.create_index("ix_console_sessions_expires", "console_sessions", ["expires"])
     op.create_index("ix_interactions_errors", "interactions", ["created", "id"],
                     sqlite_where=sa.text("status <> 200"), postgresql_where=sa.text("status <> 200"))
+    op.drop_index("ix_interactions_requested_model", table_name="interactions")
+    op.create_index("ix_interactions_requested_model", "interactions", ["requested_model", "created"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_interactions_requested_model", table_name="interactions")
+    op.create_index("ix_interactions_requested_model", "interactions", ["requested_model"])
     op.drop_index("ix_interactions_errors", table_name="interactions")
     op.drop_index("ix_console_sessions_expires", table_name="console_sessions")
     op.drop_table("console_sessions")
