@@ -4,7 +4,9 @@
 front of FastAPI: on the hot path we parse only what routing needs and skip FastAPI's
 request models and response re-validation. ``POST /v1/completions`` (the legacy API,
 ``gateway.api.completions``) shares its routed path (``gateway.api.routed``). ``POST /v1/responses``
-is a raw ASGI endpoint too (``gateway.api.responses``), which runs the chat one in-process.
+is a raw ASGI endpoint too (``gateway.api.responses``), which runs the chat one in-process, or passes
+the request through on the same routed path to targets that serve the Responses API
+(``gateway.api.responses_native``).
 Everything else (models, stored completions and responses, feedback, health, metrics) is
 ordinary FastAPI.
 """
@@ -29,6 +31,7 @@ from gateway.api.completions import TextCompletions
 from gateway.api.deps import authenticated
 from gateway.api.openapi import with_chat_completions, with_responses
 from gateway.api.responses import ResponsesEndpoint
+from gateway.api.responses_native import NativeResponses
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
@@ -172,7 +175,9 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
                            settings.max_messages)
     completions = TextCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter)
-    return Gateway(api, chat, ResponsesEndpoint(chat, api.state, auth, settings.max_body_bytes), completions)
+    native = NativeResponses(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter, api.state)
+    responses = ResponsesEndpoint(chat, native, api.state, auth, settings.max_body_bytes)
+    return Gateway(api, chat, responses, completions)
 
 
 # Routers of the data beside the log: imported plainly, so a broken module fails at start.

@@ -46,6 +46,11 @@ class TargetConfig(_Strict):
     embedded: bool = False
     # USD per 1M tokens, optional: {input, cached_input, output}
     prices: dict[str, float] = Field(default_factory=dict)
+    # the target serves OpenAI's Responses API (POST /v1/responses) itself, so /v1/responses requests
+    # are passed through to it (gateway.api.responses_native) rather than translated onto chat
+    # completions; None = the kind's default: true for openai, false for vllm (`tuneloop engine` and
+    # vLLM before 0.10 do not serve it; a vLLM >= 0.10 target may set true)
+    responses_api: bool | None = None
 
     @model_validator(mode="after")
     def _one_url_list(self) -> TargetConfig:
@@ -56,6 +61,8 @@ class TargetConfig(_Strict):
         if self.kind == "openai" and not self.base_urls:
             self.base_urls = ["https://api.openai.com/v1"]
         self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        if self.responses_api is None:
+            self.responses_api = self.kind == "openai"
         return self
 
 

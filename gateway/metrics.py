@@ -10,7 +10,8 @@ from prometheus_client import Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
-# api: "chat.completions" (POST /v1/chat/completions, and the Responses API on it) or "completions" (legacy)
+# api: "chat.completions" (POST /v1/chat/completions, and the Responses API translated onto it), "completions"
+# (legacy), or "responses" (the Responses API passed through to a target that serves it)
 REQUESTS = Counter("tuneloop_requests_total", "Completion requests answered",
                    ["model", "target", "arm", "status", "api"])
 LATENCY = Histogram("tuneloop_request_duration_seconds", "Total request latency",

@@ -11,6 +11,10 @@ overrun); settling replaces the estimate with the upstream's count.
 token ids one each, every prompt of a batch plus the ``suffix``, 3 tokens of priming per prompt; and
 the request generates ``max(n, best_of)`` completions for each prompt (``text_generations``).
 
+**Responses** (``responses=True``, the Responses API passed through): ``instructions``, every
+string of the ``input`` items and of ``tools`` count like message text, 4 tokens per item, 3 of
+priming; the completion is ``max_output_tokens`` (set as ``max_tokens`` is below when absent).
+
 **Completion**: ``max_completion_tokens`` or ``max_tokens`` (the larger if both), times ``n``. A key with a tpm or
 USD budget whose request sets neither gets ``max_tokens`` = the key's ``max_tokens`` or
 ``DEFAULT_MAX_TOKENS`` (written into the request, as a key's ``max_tokens`` cap already is),
@@ -69,6 +73,15 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
             + MEDIA_PART_TOKENS * media)
 
 
+def estimate_responses_prompt_tokens(body: dict[str, Any]) -> int:
+    items = body.get("input")
+    items = [items] if isinstance(items, str) else items or []
+    text = _text_bytes(items) + _text_bytes(body.get("instructions") or "") + _text_bytes(body.get("tools") or [])
+    media = sum(_media_parts(i.get("content")) for i in items if isinstance(i, dict))
+    return (-(-text // BYTES_PER_TOKEN) + TOKENS_PER_MESSAGE * len(items) + REPLY_PRIMING
+            + MEDIA_PART_TOKENS * media)
+
+
 def prompts_of(body: dict[str, Any]) -> list[Any]:
     """A legacy completion's prompts: a string or a token-id list is one, a list of either is a batch."""
     prompt = body.get("prompt")
@@ -89,14 +102,19 @@ def text_generations(body: dict[str, Any]) -> int:
     return len(prompts_of(body)) * max(int(body.get("n") or 1), int(body.get("best_of") or 1))
 
 
-def completion_budget(p: Principal, body: dict[str, Any], generations: int | None = None) -> int:
-    """max_tokens × n (or ``generations``); sets max_tokens when the request leaves it (and
-    max_completion_tokens) out."""
-    given = [v for v in (body.get("max_completion_tokens"), body.get("max_tokens")) if v is not None]
+CHAT_MAX = ("max_completion_tokens", "max_tokens")
+RESPONSES_MAX = ("max_output_tokens",)
+
+
+def completion_budget(p: Principal, body: dict[str, Any], generations: int | None = None,
+                      fields: tuple[str, ...] = CHAT_MAX) -> int:
+    """max_tokens × n (or ``generations``); sets max_tokens (the last of ``fields``) when the request
+    leaves every one of ``fields`` out."""
+    given = [v for v in (body.get(name) for name in fields) if v is not None]
     asked = max(given) if given else None  # both given: whichever the upstream honours
     if asked is None:
         asked = int(p.limits.get("max_tokens") or DEFAULT_MAX_TOKENS)
-        body["max_tokens"] = asked
+        body[fields[-1]] = asked
     return int(asked) * (generations or int(body.get("n") or 1))
 
 
@@ -114,16 +132,20 @@ def plan_prices(plan: list[Any], default: dict[str, float]) -> tuple[list[str], 
 
 
 def ask_for(p: Principal, body: dict[str, Any], plan: list[Any], default_prices: dict[str, float],
-            text: bool = False) -> Ask:
+            text: bool = False, responses: bool = False) -> Ask:
     """The worst case of this request for this key's limits (may set ``max_tokens``, see above);
-    ``text``: a legacy completion (``prompt``, not ``messages``)."""
+    ``text``: a legacy completion (``prompt``, not ``messages``); ``responses``: a Responses API body."""
     lim = p.limits
     ask = Ask(lease_s=plan[0].retry_budget_s + max(a.provider.cfg.timeout_s for a in plan) + LEASE_SLACK_S)
     budget = any(lim.get(n) for n in USD_LIMITS)
     if not (lim.get("tpm") or budget):
         return ask
-    ask.prompt_tokens = estimate_text_prompt_tokens(body) if text else estimate_prompt_tokens(body)
-    completion = completion_budget(p, body, text_generations(body) if text else None)
+    if responses:
+        ask.prompt_tokens = estimate_responses_prompt_tokens(body)
+        completion = completion_budget(p, body, fields=RESPONSES_MAX)
+    else:
+        ask.prompt_tokens = estimate_text_prompt_tokens(body) if text else estimate_prompt_tokens(body)
+        completion = completion_budget(p, body, text_generations(body) if text else None)
     if lim.get("tpm"):
         ask.tokens = ask.prompt_tokens + completion
     if budget:

@@ -95,6 +95,21 @@ class Router:
             queue.extend(self.aliases[f] for f in a.fallbacks)
         return attempts
 
+    def targets_of(self, model: str) -> set[str]:
+        """Every target a plan for ``model`` may reach: each route of the alias (canary arms
+        included) and of its fallbacks, transitively; empty for an unknown alias."""
+        targets: set[str] = set()
+        seen: set[str] = set()
+        queue = [model]
+        while queue:
+            alias = self.aliases.get(queue.pop())
+            if alias is None or alias.name in seen:
+                continue
+            seen.add(alias.name)
+            targets.update(target for target, _, _ in alias.routes)
+            queue.extend(alias.fallbacks)
+        return targets
+
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()

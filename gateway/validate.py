@@ -121,23 +121,25 @@ def check_metadata(metadata: Any) -> None:
                        "strings of at most 512.", "metadata")
 
 
-def apply_key_limits(principal: Any, body: dict[str, Any], choices: int | None = None) -> None:
+def apply_key_limits(principal: Any, body: dict[str, Any], choices: int | None = None,
+                     fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens")) -> None:
     """A key's ``max_tokens`` caps the completion tokens of every request, all ``n`` choices together
-    (or all ``choices``: a legacy completion's prompts × best_of): absent -> set to the cap // n, above -> 400."""
+    (or all ``choices``: a legacy completion's prompts × best_of): absent -> set to the cap // n, above -> 400.
+    ``fields``: the request's limits (a Responses API body's ``max_output_tokens``); the last is set."""
     cap = principal.limits.get("max_tokens")
     if not cap:
         return
     n = choices or body.get("n") or 1
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in fields:
         asked = body.get(name)
         if asked is not None and asked * n > cap:
             raise _bad(f"Invalid '{name}': {asked}{f' x n={n}' if n > 1 else ''} is above this key's limit of "
                        f"{int(cap)} completion tokens per request.", name, "invalid_value")
-    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+    if all(body.get(name) is None for name in fields):
         if n > cap:
             raise _bad(f"Invalid 'n': {n} choices cannot fit this key's limit of {int(cap)} completion tokens.",
                        "n", "invalid_value")
-        body["max_tokens"] = int(cap) // n
+        body[fields[-1]] = int(cap) // n
 
 
 def validate_chat_request(body: Any, max_messages: int = 2048) -> None:

@@ -2,9 +2,11 @@
 
 ``Finisher.finish`` runs once per request, whatever its outcome (200, an error, a client that
 left): it logs 5xx (and every request with ``TUNELOOP_ACCESS_LOG=1``), observes the metrics
-(labelled with the API: ``chat.completions`` or ``completions``), settles the key's reservation
-with what the request used, and hands the record to the log, as the alias's log policy says,
-with the API's ``object`` (``chat.completion`` or ``text_completion``) so readers can tell them apart.
+(labelled with the API: ``chat.completions``, ``completions`` or ``responses``), settles the key's
+reservation with what the request used, and hands the record to the log, as the alias's log policy
+says, with the API's ``object`` (``chat.completion`` or ``text_completion``) so readers can tell them
+apart. A response passed through to a target that serves the Responses API is logged as the chat
+completion it would have been (``logged_request``, and the reply its API hands in as ``out``).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from gateway.router import Attempt, Router
 class Call:
     """Per-request state shared by the plain and the streamed path."""
 
-    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft", "principal", "reservation")
+    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft", "principal", "reservation",
+                 "context")
 
     def __init__(self, call_id: str, body: dict[str, Any], principal: Principal,
-                 reservation: Reservation | None) -> None:
+                 reservation: Reservation | None, context: Any = None) -> None:
         self.id = call_id
+        self.context = context  # the API's own per-request state (the Responses pass-through's turn)
         self.principal = principal
         self.started = time.perf_counter()
         self.created = int(time.time())
@@ -59,6 +63,11 @@ class Finisher:
 
     def answered(self, router: Router, call: Call) -> None:
         """After a 200 on an alias that is still routed (chat: shadow traffic)."""
+
+    def logged_request(self, call: Call) -> dict[str, Any]:
+        """The request as the record keeps it (and its ``store`` and ``metadata``): the body as
+        received, unless the API logs another shape (the Responses pass-through: a chat request)."""
+        return call.body
 
     def settle(self, call: Call, usage: dict[str, Any] | None, cost: float | None,
                out: dict[str, Any] | None) -> None:
@@ -106,7 +115,8 @@ class Finisher:
         self.settle(call, usage, cost, out)
         requested = router.aliases.get(call.body["model"])  # None if a reload removed it meanwhile
         policy = requested.cfg.log if requested else "all"
-        if policy == "none" or (policy == "store" and call.body.get("store") is not True):
+        request = self.logged_request(call)
+        if policy == "none" or (policy == "store" and request.get("store") is not True):
             return
         choices = out.get("choices") if out else None
         self.log.submit(InteractionRecord(
@@ -115,7 +125,7 @@ class Finisher:
             target=a.target if a else None, upstream_model=a.model if a else None,
             upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
             attempts=call.attempts, stream=bool(call.body.get("stream")),
-            store=call.body.get("store") is True, request=call.body,
+            store=request.get("store") is True, request=request,
             response=out if status in (200, 499) else None,
             finish_reason=choices[0].get("finish_reason") if choices else None,
             prompt_tokens=usage.get("prompt_tokens") if usage else None,
@@ -125,5 +135,5 @@ class Finisher:
             total_tokens=usage.get("total_tokens") if usage else None,
             ttft_s=call.ttft, latency_s=latency, cost_usd=cost, status=status,
             error=error.to_dict()["error"] if error else None,
-            metadata=call.body.get("metadata"), redact_pii=bool(requested and requested.cfg.redact_pii),
+            metadata=request.get("metadata"), redact_pii=bool(requested and requested.cfg.redact_pii),
             object=self.object))

@@ -201,8 +201,10 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-# POST /v1/responses, trimmed to what is translated onto chat completions (gateway.responses.translate);
-# every other field of OpenAI's CreateResponse is a 400 here, so the schema closes the object.
+# POST /v1/responses, trimmed to what is translated onto chat completions (gateway.responses.translate),
+# which every alias takes; every other field of OpenAI's CreateResponse is a 400 there, so the schema closes
+# the object (an alias passed through to targets that serve the Responses API takes more of them as sent:
+# gateway.responses.passthrough).
 RESPONSE_INPUT_MESSAGE: dict[str, Any] = {
     "type": "object", "required": ["role", "content"], "additionalProperties": False,
     "properties": {"type": {"type": "string", "enum": ["message"]},

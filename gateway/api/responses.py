@@ -1,62 +1,58 @@
-"""POST /v1/responses (OpenAI's Responses API), served by the chat path, as a raw ASGI endpoint.
+"""POST /v1/responses (OpenAI's Responses API), as a raw ASGI endpoint: passed through or translated.
 
-The request is translated to a chat completion request (``gateway.responses.translate``) and run
-through ``ChatCompletions`` in-process, with the caller's headers (authorization,
-x-tuneloop-user...), a ``receive`` that replays the translated body and a ``send`` that captures
-the reply: routing (aliases, canaries, fallbacks), auth, limits, metrics, cost and the interaction
-log apply unchanged, and the logged interaction is an ordinary chat completion (so
-``tuneloop dataset build`` trains on it). Its id, the ``x-request-id`` header, links the response to
-it. Errors from the chat path (its envelope and status) pass through as they are. A stream's chat
-chunks become Responses events as they arrive (``gateway.responses.events``).
+The request is read and checked here (``check_body``, the input items), the stored conversation of
+``previous_response_id`` loaded (same project only: another project's id is a 404), and then:
 
-With ``store`` (true unless false, as OpenAI's) the Response and its input items are kept in
+- **Passed through** when every target the alias may reach (its routes, canary arms and fallbacks)
+  serves the Responses API itself (a target's ``responses_api``: true by default for ``openai``,
+  false for ``vllm``): ``gateway.api.responses_native`` sends the request as sent, with
+  ``store: false`` and the whole conversation as ``input`` (the gateway holds the history; the
+  upstream would not know its ids), and relays the Response or its events with the gateway's id.
+- **Translated** otherwise (one request never mixes the two, whichever route serves it): the body
+  becomes a chat completion request (``gateway.responses.translate``) run through ``ChatCompletions``
+  in-process, with the caller's headers (authorization, x-tuneloop-user...), a ``receive`` that
+  replays the translated body and a ``send`` that captures the reply; errors from the chat path (its
+  envelope and status) pass through as they are. A stream's chat chunks become Responses events as
+  they arrive (``gateway.responses.events``).
+
+Either way routing (aliases, canaries, fallbacks), auth, limits, metrics, cost and the interaction log
+apply as for chat, and the logged interaction is an ordinary chat completion (so
+``tuneloop dataset build`` trains on it) whose id, the ``x-request-id`` header, links the response to
+it. With ``store`` (true unless false, as OpenAI's) the Response and its input items are kept in
 ``gateway.store.responses`` (written in a thread before the reply's last bytes, so a retrieve right
-after sees it); if that write fails the reply says ``store: false``. ``previous_response_id``
-prepends the stored conversation (same project only: another project's id is a 404). Every target
-is reached through translation; passing requests through to upstreams that speak the Responses API
-themselves is left for later.
+after sees it); if that write fails the reply says ``store: false``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from gateway.api.chat import ChatCompletions
+from gateway.api.responses_native import NativeResponses, serves_natively
+from gateway.api.responses_turn import Turn, history, keep
 from gateway.api.routed import SSE_HEADERS
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json
-from gateway.auth import ANONYMOUS, Authenticator, Principal, project_of
+from gateway.auth import ANONYMOUS, Authenticator
 from gateway.errors import GatewayError
+from gateway.responses import passthrough
 from gateway.responses.events import EventStream
 from gateway.responses.items import input_items, to_messages
-from gateway.responses.translate import bad, check_body, from_completion, new_id, to_chat
+from gateway.responses.objects import bad, check_body, new_id
+from gateway.responses.translate import from_completion, to_chat
 from gateway.sse import SSEParser
-from gateway.store.responses import ResponseStore
 
-logger = logging.getLogger("tuneloop.responses")
 CHAT_PATH = "/v1/chat/completions"
 OWN_HEADERS = (b"content-type", b"content-length", b"cache-control", b"x-accel-buffering")
 
 
-@dataclass
-class Turn:
-    """One POST /v1/responses: its id, the request, its own input items, who asked."""
-
-    id: str
-    body: dict[str, Any]
-    created_at: int
-    items: list[dict[str, Any]]
-    principal: Principal
-
-
 class ResponsesEndpoint:
-    def __init__(self, chat: ChatCompletions, state: Any, auth: Authenticator, max_body: int) -> None:
+    def __init__(self, chat: ChatCompletions, native: NativeResponses, state: Any, auth: Authenticator,
+                 max_body: int) -> None:
         self.chat = chat
+        self.native = native
         self.state = state  # the app's state: .log (the LogService, opened by the lifespan)
         self.auth = auth
         self.max_body = max_body
@@ -66,16 +62,24 @@ class ResponsesEndpoint:
             principal = (await self.auth.principal(header(scope, b"authorization"))
                          if self.auth.required else ANONYMOUS)
             body = check_body(parse_json(await read_body(scope, receive, self.max_body)))
-            items = input_items(body.get("input"))
-            history = await self._history(body.get("previous_response_id"), principal)
-            messages = to_messages(history + items)
+            native = serves_natively(self.chat.router_ref.router, body["model"])
+            items = input_items(body.get("input"), passthrough=native)
+            earlier = await history(self.state.log.engine, body.get("previous_response_id"), principal)
+            messages = to_messages(earlier + items)
             if not messages:
                 raise bad("Invalid 'input': empty array. Expected at least one item.", "input", "empty_array")
-            chat_body = to_chat(body, messages)
+            if native:
+                passthrough.check(body)
+                upstream = passthrough.upstream_body(body, earlier)
+            else:
+                chat_body = to_chat(body, messages)
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        turn = Turn(new_id("resp"), body, int(time.time()), items, principal)
+        turn = Turn(new_id("resp"), body, int(time.time()), items, principal, messages)
+        if native:
+            await self.native.serve(scope, receive, send, principal, upstream, turn)
+            return
         payload = orjson.dumps(chat_body)
         sub_scope = {**scope, "path": CHAT_PATH, "raw_path": CHAT_PATH.encode(),
                      "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"]
@@ -85,18 +89,6 @@ class ResponsesEndpoint:
             await self.chat(sub_scope, replay(payload, receive), relay.send)
         else:
             await self._complete(turn, sub_scope, replay(payload, receive), send)
-
-    async def _history(self, previous: str | None, principal: Principal) -> list[dict[str, Any]]:
-        if previous is None:
-            return []
-        store = ResponseStore(self.state.log.engine)
-        try:
-            return await asyncio.to_thread(store.context, previous, project_of(principal))
-        except GatewayError:
-            raise
-        except Exception as exc:
-            logger.exception("reading the conversation of %s failed", previous)
-            raise GatewayError("The stored conversation could not be read; try again.", status_code=503) from exc
 
     async def _complete(self, turn: Turn, scope: Scope, receive: Receive, send: Send) -> None:
         reply = Capture()
@@ -114,17 +106,7 @@ class ResponsesEndpoint:
 
     async def save(self, turn: Turn, response: dict[str, Any], completion_id: str | None) -> dict[str, Any]:
         """Keep the response (unless ``store: false``); the response as the client gets it."""
-        if turn.body.get("store") is False:
-            return response
-        row = {"id": turn.id, "created_at": time.time(), "project": turn.principal.project,
-               "completion_id": completion_id, "previous_response_id": turn.body.get("previous_response_id"),
-               "response": response, "input_items": turn.items}
-        try:
-            await asyncio.to_thread(ResponseStore(self.state.log.engine).save, row)
-        except Exception:
-            logger.exception("storing response %s failed; it is returned with store: false", turn.id)
-            return {**response, "store": False}
-        return response
+        return await keep(self.state.log.engine, turn, response, completion_id)
 
 
 def replay(payload: bytes, receive: Receive) -> Receive:

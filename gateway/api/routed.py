@@ -10,10 +10,12 @@ A client that goes away mid-request (``DisconnectWatch``) cancels the upstream c
 and is recorded as 499, with the text relayed so far. The caller's project goes to the
 provider as ``tenant`` (vLLM's ``x-tuneloop-tenant``; the breakers' notion of who).
 
-An API is a subclass (``gateway.api.chat``, ``gateway.api.completions``) that says how a body
-is checked, routed and priced, which provider call serves it, and how a stream is assembled
-for the record; everything else (retries, timeouts, fallbacks, limits, metrics, cost, the log)
-is this module's and the same for both.
+An API is a subclass (``gateway.api.chat``, ``gateway.api.completions``, and the Responses API's
+pass-through ``gateway.api.responses_native``) that fills in the hooks of
+``gateway.api.routed_hooks``: how a body is checked, routed and priced, which provider call serves
+it, how a stream is assembled for the record, and how the reply is relayed; everything else
+(retries, timeouts, fallbacks, limits, metrics, cost, the log) is this module's and the same for
+all. ``serve`` takes a body already read (the Responses endpoint reads and checks its own).
 """
 
 from __future__ import annotations
@@ -25,22 +27,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import orjson
-
 from gateway import metrics
 from gateway.api.disconnect import DisconnectWatch, client_closed
-from gateway.api.finish import Call, Finisher
+from gateway.api.finish import Call
+from gateway.api.routed_hooks import RoutedHooks
 from gateway.asgi import Receive, Scope, Send, header, parse_json, read_body, send_error, send_json, text_header
 from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
-from gateway.providers.base import ChunkStream, Reply
-from gateway.ratelimit import Ask, Limiter
+from gateway.providers.base import Reply
+from gateway.ratelimit import Limiter
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
 
 # 96 random bits per id from a generator seeded by the OS once per process: unique in
@@ -59,8 +59,8 @@ def retryable(exc: GatewayError) -> bool:
     return isinstance(exc, UpstreamError)
 
 
-class RoutedEndpoint(Finisher):
-    """The shared path; a subclass fills in the hooks below the constructor."""
+class RoutedEndpoint(RoutedHooks):
+    """The shared path; a subclass fills in the hooks (``gateway.api.routed_hooks``)."""
 
     id_prefix = "chatcmpl-"
 
@@ -69,41 +69,22 @@ class RoutedEndpoint(Finisher):
         self.max_body = max_body
         self.auth = auth
 
-    # ---- what an API says ----
-    def check(self, body: Any) -> None:
-        """400 unless ``body`` is a request of this API."""
-        raise NotImplementedError
-
-    def cap(self, principal: Principal, body: dict[str, Any]) -> None:
-        """Apply the key's per-request caps (``max_tokens``)."""
-        raise NotImplementedError
-
-    def routes(self, router: Router, body: dict[str, Any], user: str | None) -> list[Attempt]:
-        """The attempts, in order, that may serve ``body`` (400 when none can)."""
-        raise NotImplementedError
-
-    def ask(self, principal: Principal, body: dict[str, Any], plan: list[Attempt], prices: dict[str, float]) -> Ask:
-        """The worst case of the request, reserved against the key's limits (``prices``: the config's
-        default prices)."""
-        raise NotImplementedError
-
-    def call(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[Reply]:
-        raise NotImplementedError
-
-    def open(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[ChunkStream]:
-        raise NotImplementedError
-
-    def assembler(self) -> Any:
-        """A fresh stream assembler: ``add(chunk)``, ``deltas``, ``upstream_id``, ``completion(id, created)``."""
-        raise NotImplementedError
-
     # ---- the path ----
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        router: Router = self.router_ref.router
         try:
             principal = (await self.auth.principal(header(scope, b"authorization"))
                          if self.auth.required else ANONYMOUS)
             body = parse_json(await read_body(scope, receive, self.max_body))
+        except GatewayError as exc:
+            await send_error(send, exc)
+            return
+        await self.serve(scope, receive, send, principal, body)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, principal: Principal, body: Any,
+                    context: Any = None) -> None:
+        """A request whose body is read and whose caller is known (``context``: the API's own, on the Call)."""
+        router: Router = self.router_ref.router
+        try:
             self.check(body)
             if principal.limits:
                 self.cap(principal, body)
@@ -114,7 +95,7 @@ class RoutedEndpoint(Finisher):
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        call = Call(new_id(self.id_prefix), body, principal, reservation)
+        call = Call(new_id(self.id_prefix), body, principal, reservation, context)
         watch = DisconnectWatch(receive)
         try:
             if body.get("stream"):
@@ -124,11 +105,6 @@ class RoutedEndpoint(Finisher):
         finally:
             watch.stop()
             self.settle(call, None, None, None)  # released if the request ended without finish
-
-    def _upstream_body(self, call: Call, attempt: Attempt) -> dict[str, Any]:
-        up = dict(call.body)
-        up["model"] = attempt.model
-        return up
 
     async def _try_routes(self, call: Call, plan: list[Attempt],
                           op: Callable[[Attempt], Awaitable[T]]) -> T:
@@ -173,10 +149,7 @@ class RoutedEndpoint(Finisher):
             self.finish(call, 499, None, error=client_closed())
             return
         watch.stop()
-        out = reply.body
-        upstream_id = out.get("id")
-        out["id"] = call.id
-        payload = orjson.dumps(out)
+        payload, out, upstream_id = await self.answer(call, reply.body)
         headers = self._headers(call)
         cost = self.cost(call, out.get("usage"))
         if cost is not None:
@@ -199,8 +172,7 @@ class RoutedEndpoint(Finisher):
         """Open the first route that yields a first chunk; failures here may retry or fall back."""
 
         async def op(attempt: Attempt) -> tuple[Any, Any, list | None]:
-            up = self._upstream_body(call, attempt)
-            up["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
+            up = self.stream_body(call, attempt)
             cfg = attempt.provider.cfg
             limit = cfg.ttft_timeout_s or cfg.timeout_s
             deadline = time.perf_counter() + limit
@@ -246,18 +218,10 @@ class RoutedEndpoint(Finisher):
                         "headers": SSE_HEADERS + self._headers(call)})
             batch, ended = first, False
             while batch is not None:
-                out = []
-                for chunk in batch:
-                    asm.add(chunk)
-                    if "usage" in chunk and not want_usage:
-                        if not chunk.get("choices"):
-                            continue  # the usage chunk was asked for by us, not by the client
-                        del chunk["usage"]
-                    chunk["id"] = call.id
-                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-                ended = stream.done  # [DONE] came in this read: finish in the same write
+                out = self.frames(call, asm, batch, want_usage)
+                ended = stream.done  # the stream's end came in this read: finish in the same write
                 if ended:
-                    out.append(DONE)
+                    out.append(await self.closing(call, asm))
                     watch.stop()  # before the last write (after it receive() says "disconnect")
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": not ended})
@@ -265,12 +229,13 @@ class RoutedEndpoint(Finisher):
                         call.ttft = time.perf_counter() - call.started
                 batch = await anext(chunks, None)
             if not ended:
+                last = await self.closing(call, asm)
                 watch.stop()
-                await send({"type": "http.response.body", "body": DONE, "more_body": False})
+                await send({"type": "http.response.body", "body": last, "more_body": False})
         except GatewayError as exc:  # the upstream broke mid-stream: tell the client in-band
             watch.stop()
             status, error = exc.status_code, exc
-            await self._send_stream_error(send, exc)
+            await self._send_stream_error(send, await self.stream_error(call, asm, exc))
         except (OSError, asyncio.CancelledError) as exc:  # the client went away: the upstream closes
             if isinstance(exc, asyncio.CancelledError) and not watch.absorb():
                 raise
@@ -282,9 +247,8 @@ class RoutedEndpoint(Finisher):
                     error=error, relayed=asm.deltas)
 
     @staticmethod
-    async def _send_stream_error(send: Send, exc: GatewayError) -> None:
+    async def _send_stream_error(send: Send, body: bytes) -> None:
         try:
-            await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n",
-                        "more_body": False})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
         except OSError:
             pass

@@ -1,8 +1,9 @@
 """OpenAI (fine-tuned ``ft:`` models and any OpenAI-compatible API) through the ``openai`` SDK.
 
 Chat requests go through ``chat.completions.create``; legacy completions (``text_complete``/
-``text_stream``: ``ft:davinci-002``/``ft:babbage-002``-style models) through ``completions.create``.
-Only the fields the SDK's method accepts are sent: vLLM's extra sampling fields (``top_k``...)
+``text_stream``: ``ft:davinci-002``/``ft:babbage-002``-style models) through ``completions.create``;
+Responses API requests (``responses_create``/``responses_stream``, passed through) through
+``responses.create``. Only the fields the SDK's method accepts are sent: vLLM's extra sampling fields (``top_k``...)
 would be rejected by OpenAI, so they are dropped here and nowhere else. The SDK's own retries
 are off: the router decides about retries. The caller's tenant is not sent to OpenAI; it only
 tells the breaker who met a fault.
@@ -21,6 +22,7 @@ import openai
 import orjson
 from openai.resources.chat.completions import AsyncCompletions
 from openai.resources.completions import AsyncCompletions as AsyncTextCompletions
+from openai.resources.responses import AsyncResponses
 
 from gateway.config import TargetConfig
 from gateway.errors import (
@@ -32,7 +34,7 @@ from gateway.errors import (
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.replicas import Replicas
-from gateway.providers.sse import decode
+from gateway.providers.sse import CHUNKS, EVENTS, Framing
 from gateway.sse import SSEParser
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 NOT_FIELDS = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
 ACCEPTED = frozenset(inspect.signature(AsyncCompletions.create).parameters) - NOT_FIELDS
 TEXT_ACCEPTED = frozenset(inspect.signature(AsyncTextCompletions.create).parameters) - NOT_FIELDS
+RESPONSES_ACCEPTED = frozenset(inspect.signature(AsyncResponses.create).parameters) - NOT_FIELDS
+FIELDS = {"chat": ACCEPTED, "text": TEXT_ACCEPTED, "responses": RESPONSES_ACCEPTED}
 
 
 class OpenAIProvider:
@@ -75,9 +79,11 @@ class OpenAIProvider:
             return {k: v for k, v in body.items() if k in accepted}
         return body
 
-    def _resource(self, text: bool) -> Any:
-        """The SDK's ``completions`` (legacy) or ``chat.completions``."""
-        return self.client.completions if text else self.client.chat.completions
+    def _resource(self, api: str) -> Any:
+        """The SDK's ``chat.completions``, ``completions`` (legacy) or ``responses``."""
+        if api == "chat":
+            return self.client.chat.completions
+        return self.client.completions if api == "text" else self.client.responses
 
     def _fail(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
@@ -98,11 +104,11 @@ class OpenAIProvider:
         return err
 
     async def complete(self, body: dict[str, Any], lora_path: str | None = None,
-                       tenant: str | None = None, text: bool = False) -> Reply:
+                       tenant: str | None = None, api: str = "chat") -> Reply:
         self.replicas.pick()
         try:
-            kwargs = self._kwargs(body, TEXT_ACCEPTED if text else ACCEPTED)
-            raw = await self._resource(text).with_raw_response.create(**kwargs)
+            kwargs = self._kwargs(body, FIELDS[api])
+            raw = await self._resource(api).with_raw_response.create(**kwargs)
             reply = Reply(orjson.loads(raw.content), self.base_url)
         except Exception as exc:
             raise self._failed(exc, tenant) from exc
@@ -113,26 +119,34 @@ class OpenAIProvider:
         return reply
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None, text: bool = False) -> _SDKStream:
+                     tenant: str | None = None, api: str = "chat") -> _SDKStream:
         self.replicas.pick()
         try:
-            kwargs = self._kwargs(body, TEXT_ACCEPTED if text else ACCEPTED)
-            cm = self._resource(text).with_streaming_response.create(**kwargs)
+            kwargs = self._kwargs(body, FIELDS[api])
+            cm = self._resource(api).with_streaming_response.create(**kwargs)
             resp = await cm.__aenter__()
         except Exception as exc:
             raise self._failed(exc, tenant) from exc
         except BaseException:
             self.replicas.released(self.base_url)
             raise
-        return _SDKStream(self, cm, resp, tenant)
+        return _SDKStream(self, cm, resp, tenant, EVENTS if api == "responses" else CHUNKS)
 
     async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
                             tenant: str | None = None) -> Reply:
-        return await self.complete(body, lora_path, tenant, text=True)
+        return await self.complete(body, lora_path, tenant, api="text")
 
     async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
                           tenant: str | None = None) -> _SDKStream:
-        return await self.stream(body, lora_path, tenant, text=True)
+        return await self.stream(body, lora_path, tenant, api="text")
+
+    async def responses_create(self, body: dict[str, Any], lora_path: str | None = None,
+                               tenant: str | None = None) -> Reply:
+        return await self.complete(body, lora_path, tenant, api="responses")
+
+    async def responses_stream(self, body: dict[str, Any], lora_path: str | None = None,
+                               tenant: str | None = None) -> _SDKStream:
+        return await self.stream(body, lora_path, tenant, api="responses")
 
     async def list_models(self) -> list[dict[str, Any]]:
         return []  # the config names the OpenAI models clients may call
@@ -146,8 +160,10 @@ class OpenAIProvider:
 
 
 class _SDKStream:
-    def __init__(self, provider: OpenAIProvider, cm: Any, resp: Any, tenant: str | None = None) -> None:
+    def __init__(self, provider: OpenAIProvider, cm: Any, resp: Any, tenant: str | None = None,
+                 framing: Framing = CHUNKS) -> None:
         self.provider = provider
+        self.framing = framing
         self.tenant = tenant
         self.cm = cm
         self.resp = resp
@@ -160,8 +176,7 @@ class _SDKStream:
         parser = SSEParser()
         try:
             async for piece in self.resp.iter_bytes():
-                batch, fault = decode(self.provider.name, parser.feed(piece))
-                self.done = parser.done and fault is None
+                batch, fault, self.done = self.framing.read(self.provider.name, parser, piece)
                 if self.done:
                     self.provider.replicas.succeeded(self.base_url)
                 if batch:
@@ -170,7 +185,7 @@ class _SDKStream:
                     raise fault
                 if self.done:
                     return
-            raise UpstreamError(f"target {self.provider.name!r} failed: the stream ended without [DONE]")
+            raise UpstreamError(f"target {self.provider.name!r} failed: the stream ended without {self.framing.end}")
         except GatewayError as exc:
             self.provider.replicas.record(self.base_url, exc, self.tenant)
             raise

@@ -1,7 +1,10 @@
 """A vLLM target's SSE stream: parsed ``chat.completion.chunk`` batches for the relay.
 
 Split from vllm.py. Events are framed by the project's one SSE parser (``gateway.sse``) and
-decoded by ``decode``, which the OpenAI provider's stream shares. Faults are told to the
+decoded by a ``Framing``, which the OpenAI provider's stream shares: ``CHUNKS`` (chat and legacy
+completions: ``data:`` chunks until ``[DONE]``, an error envelope in place of a chunk is a
+fault) or ``EVENTS`` (the Responses API: typed events until ``response.completed``,
+``.incomplete`` or ``.failed``; an ``error`` event is a fault). Faults are told to the
 replica's breaker as gateway.resilience says: an error event mid-stream and a stream that
 outlives ``timeout_s`` while answering are ``request_suspect``; a broken connection is the
 replica's.
@@ -10,7 +13,8 @@ replica's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -23,20 +27,61 @@ if TYPE_CHECKING:
     from gateway.providers.vllm import VLLMProvider
 
 
-def decode(target: str, events: list[bytes]) -> tuple[list[dict[str, Any]], UpstreamError | None]:
+Batch = list[dict[str, Any]]
+
+
+def _fault(target: str, err: Any) -> UpstreamError:
+    msg = err.get("message") if isinstance(err, dict) else str(err)
+    fault = UpstreamError(f"target {target!r} failed mid-stream: {clip(msg, 1024)}")
+    fault.request_suspect = True  # the replica answered: maybe this request's fault
+    return fault
+
+
+def decode(target: str, events: list[bytes]) -> tuple[Batch, UpstreamError | None]:
     """The chunks of a read's events, up to an error event (OpenAI's envelope in place of a
     chunk), which comes back as the error to raise once the chunks before it are relayed."""
-    batch: list[dict[str, Any]] = []
+    batch: Batch = []
     for data in events:
         chunk = orjson.loads(data)
         if "error" in chunk and "choices" not in chunk:
-            err = chunk["error"]
-            msg = err.get("message") if isinstance(err, dict) else str(err)
-            fault = UpstreamError(f"target {target!r} failed mid-stream: {clip(msg, 1024)}")
-            fault.request_suspect = True  # the replica answered: maybe this request's fault
-            return batch, fault
+            return batch, _fault(target, chunk["error"])
         batch.append(chunk)
     return batch, None
+
+
+def _read_chunks(target: str, parser: SSEParser, piece: bytes) -> tuple[Batch, UpstreamError | None, bool]:
+    batch, fault = decode(target, parser.feed(piece))
+    return batch, fault, parser.done and fault is None
+
+
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def _read_events(target: str, parser: SSEParser, piece: bytes) -> tuple[Batch, UpstreamError | None, bool]:
+    """Responses API events up to the terminal one (anything after it is dropped); an ``error``
+    event is the fault, raised once the events before it are relayed."""
+    batch: Batch = []
+    for data in parser.feed(piece):
+        event = orjson.loads(data)
+        kind = event.get("type")
+        if kind == "error":
+            return batch, _fault(target, event), False
+        batch.append(event)
+        if kind in TERMINAL:
+            return batch, None, True
+    return batch, None, False
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a stream's events are read: ``read(target, parser, piece)`` -> (batch, fault, done)."""
+
+    end: str  # what ends such a stream (named when one ends without it)
+    read: Callable[[str, SSEParser, bytes], tuple[Batch, UpstreamError | None, bool]]
+
+
+CHUNKS = Framing("[DONE]", _read_chunks)
+EVENTS = Framing("a final response event", _read_events)
 
 
 class SSEStream:
@@ -45,8 +90,10 @@ class SSEStream:
     The target's total timeout bounds the whole stream: a timer fails the exchange.
     """
 
-    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str, tenant: str | None = None) -> None:
+    def __init__(self, provider: VLLMProvider, ex: Exchange, url: str, tenant: str | None = None,
+                 framing: Framing = CHUNKS) -> None:
         self.provider = provider
+        self.framing = framing
         self.ex = ex
         self.base_url = url
         self.tenant = tenant
@@ -64,15 +111,14 @@ class SSEStream:
         parser = SSEParser()
         try:
             async for piece in self.ex.iter_body():
-                batch, fault = decode(self.provider.name, parser.feed(piece))
-                self.done = parser.done and fault is None
+                batch, fault, self.done = self.framing.read(self.provider.name, parser, piece)
                 if batch:
                     yield batch
                 if fault is not None:
                     raise fault
                 if self.done:
                     return
-            raise ProtocolError("the stream ended without [DONE]")
+            raise ProtocolError(f"the stream ended without {self.framing.end}")
         except GatewayError as exc:
             self.provider.replicas.record(self.base_url, exc, self.tenant)
             raise

@@ -1,7 +1,9 @@
 """vLLM's OpenAI-compatible HTTP API (also spoken by `tuneloop engine`).
 
 Chat requests go to ``/chat/completions``, legacy completions (``text_complete``/``text_stream``)
-to ``/completions``, on the same replicas, adapters and breakers.
+to ``/completions``, Responses API requests (``responses_create``/``responses_stream``, for a
+target with ``responses_api: true``: vLLM >= 0.10) to ``/responses``, on the same replicas,
+adapters and breakers.
 Each replica (base URL) has a keep-alive connection pool (``http1.Pool``); replicas are
 balanced by least in-flight requests behind circuit breakers. Bodies are forwarded as
 JSON untouched (vLLM's extra sampling fields included), with the caller's project in
@@ -31,10 +33,10 @@ from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.http1 import ConnectError, Exchange, Pool, ProtocolError
 from gateway.providers.replicas import Replicas
-from gateway.providers.sse import SSEStream
+from gateway.providers.sse import CHUNKS, EVENTS, Framing, SSEStream
 
 JSON_HEADERS = b"content-type: application/json\r\n"
-CHAT, TEXT = b"/chat/completions", b"/completions"
+CHAT, TEXT, RESPONSES = b"/chat/completions", b"/completions", b"/responses"
 
 
 class Headers:
@@ -146,6 +148,15 @@ class VLLMProvider:
                           tenant: str | None = None) -> SSEStream:
         return await self._on_replicas(body, lora_path, tenant, partial(self._stream_on, path=TEXT))
 
+    async def responses_create(self, body: dict[str, Any], lora_path: str | None = None,
+                               tenant: str | None = None) -> Reply:
+        return await self._on_replicas(body, lora_path, tenant, partial(self._complete_on, path=RESPONSES))
+
+    async def responses_stream(self, body: dict[str, Any], lora_path: str | None = None,
+                               tenant: str | None = None) -> SSEStream:
+        return await self._on_replicas(body, lora_path, tenant,
+                                       partial(self._stream_on, path=RESPONSES, framing=EVENTS))
+
     async def _on_replicas(self, body: dict[str, Any], lora_path: str | None, tenant: str | None,
                            op: Any) -> Any:
         """Run ``op`` on a chosen replica; a refused connection moves on to the next one at
@@ -183,7 +194,7 @@ class VLLMProvider:
             self.replicas.in_flight[url] -= 1
 
     async def _stream_on(self, url: str, data: bytes, headers: bytes, tenant: str | None,
-                         path: bytes = CHAT) -> SSEStream:
+                         path: bytes = CHAT, framing: Framing = CHUNKS) -> SSEStream:
         rep = self._http[url]
         self.replicas.in_flight[url] += 1
         try:
@@ -197,7 +208,7 @@ class VLLMProvider:
                 self.replicas.released(url)
                 raise
             raise self._failed(exc, url, tenant) from exc
-        return SSEStream(self, ex, url, tenant)
+        return SSEStream(self, ex, url, tenant, framing)
 
     def _failed(self, exc: BaseException, url: str, tenant: str | None = None) -> GatewayError:
         """Translate, and tell the replica's breaker (gateway.resilience says what counts)."""

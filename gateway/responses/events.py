@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from gateway.responses.translate import FINISH, new_id, response_object, text_part
+from gateway.responses.objects import new_id, response_object, text_part
+from gateway.responses.translate import FINISH, usage
 
 PARTS = {  # content part type -> (its text field, the delta/done event prefix)
     "output_text": ("text", "response.output_text"),
@@ -157,7 +158,7 @@ class EventStream:
         if self.error is not None:
             code = "rate_limit_exceeded" if self.error.get("code") == "rate_limit_exceeded" else "server_error"
             error = {"code": code, "message": str(self.error.get("message") or "The upstream failed.")}
-        response = self._snapshot(status, chat_usage=self.usage, incomplete=incomplete, error=error)
+        response = self._snapshot(status, usage=usage(self.usage), incomplete=incomplete, error=error)
         return response, b"".join(out)
 
     def final(self, response: dict[str, Any]) -> bytes:

@@ -13,8 +13,11 @@ replayed by ``previous_response_id``):
     {"id": "fc_…", "type": "function_call", "call_id": …, "name": …, "arguments": …, "status": "completed"}
     {"id": "fco_…", "type": "function_call_output", "call_id": …, "output": …, "status": "completed"}
 
-A string input is one user message. Other item types (reasoning, item references, built-in tool
-calls) and content other than text (images, files, audio) are a 400 naming the item.
+A string input is one user message. Other item types (item references, built-in tool calls) and
+content other than text (images, files, audio) are a 400 naming the item, but for ``reasoning``
+items sent to a target that serves the Responses API (``passthrough``): kept as sent. Items that
+are not a message, a function call or its output (reasoning, a passed-through response's built-in
+tool calls) are no chat message: ``to_messages`` leaves them out.
 """
 
 from __future__ import annotations
@@ -22,28 +25,30 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import clip
-from gateway.responses.translate import bad, new_id, text_part
+from gateway.responses.objects import bad, new_id, text_part
 
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = ("input_text", "output_text")
 
 
-def input_items(value: Any) -> list[dict[str, Any]]:
+def input_items(value: Any, passthrough: bool = False) -> list[dict[str, Any]]:
     if value is None:
         return []
     if isinstance(value, str):
         return [_message({"role": "user", "content": value}, "input")]
     if not isinstance(value, list):
         raise bad("Invalid type for 'input': expected a string or an array of items.", "input", "invalid_type")
-    return [_item(item, f"input[{i}]") for i, item in enumerate(value)]
+    return [_item(item, f"input[{i}]", passthrough) for i, item in enumerate(value)]
 
 
-def _item(item: Any, where: str) -> dict[str, Any]:
+def _item(item: Any, where: str, passthrough: bool) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise bad(f"Invalid type for '{where}': expected an object.", where, "invalid_type")
     kind = item.get("type", "message")
     if kind == "message":
         return _message(item, where)
+    if kind == "reasoning" and passthrough:
+        return dict(item)
     if kind == "function_call":
         for name in ("call_id", "name", "arguments"):
             if not isinstance(item.get(name), str):
@@ -61,7 +66,8 @@ def _item(item: Any, where: str) -> dict[str, Any]:
         return {"id": _id(item, "fco"), "type": kind, "call_id": item["call_id"], "output": output,
                 "status": "completed"}
     raise bad(f"Input items of type {clip(kind)} are not supported here: only message, function_call and "
-              "function_call_output are.", f"{where}.type")
+              "function_call_output are (and reasoning, for a target that serves the Responses API).",
+              f"{where}.type")
 
 
 def _id(item: dict[str, Any], prefix: str) -> str:
@@ -123,6 +129,8 @@ def to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             messages.append({"role": "tool", "tool_call_id": item["call_id"],
                              "content": output if isinstance(output, str) else
                              _chat_content([p["text"] for p in output])})
+        elif kind != "message":
+            continue  # reasoning, built-in tool calls: nothing a chat message carries
         elif item["role"] == "assistant":
             texts = [p["text"] for p in item["content"] if p["type"] == "output_text"]
             refusal = "".join(p["refusal"] for p in item["content"] if p["type"] == "refusal")

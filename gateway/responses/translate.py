@@ -26,27 +26,29 @@ call -> a ``function_call`` item (``call_id`` = the tool call's id); usage promp
 input/output tokens; finish_reason ``length`` -> status ``incomplete`` (``max_output_tokens``).
 Anything else (built-in tools, images and files, ``conversation``, ``prompt``...) is a 400 naming
 the param; a null field counts as absent.
+
+A response passed through to a target that serves the Responses API (``gateway.api.responses_native``)
+is logged as the chat completion it would have been: its request by ``to_chat(..., strict=False)``
+(what chat cannot carry is left out: built-in tools, ``include``, ``truncation: auto``...), its reply
+by ``to_completion``, the table above read backwards:
+
+    output message output_text / refusal .... message content (joined) / refusal
+    output function_call {call_id, ...} ..... tool_calls[{id: call_id, type: function, function}]
+    other output items (reasoning, web_search_call, ...) ... left out
+    status completed ........................ finish_reason tool_calls (with calls) or stop
+    status incomplete (max_output_tokens) ... finish_reason length (content_filter: content_filter)
+    usage input/output/total tokens ......... prompt/completion/total tokens
+      input_tokens_details.cached_tokens .... prompt_tokens_details.cached_tokens
+      output_tokens_details.reasoning_tokens  completion_tokens_details.reasoning_tokens
 """
 
 from __future__ import annotations
 
-import os
-import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import InvalidRequest, clip
-
-_ids = random.Random(os.urandom(32))
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{_ids.getrandbits(96):024x}"
-
-
-def bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
+from gateway.responses.objects import bad, function_tool, new_id, response_object, text_part
 
 
 def _same(name: str) -> Callable[[Any], dict[str, Any]]:
@@ -77,13 +79,6 @@ def _tools(tools: Any) -> dict[str, Any]:
         out.append({"type": "function", "function": {k: v for k, v in function_tool(tool).items()
                                                       if k != "type" and v is not None}})
     return {"tools": out} if out else {}
-
-
-def function_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """A function tool as a Response echoes it (OpenAI's defaults filled in)."""
-    strict = tool.get("strict")
-    return {"type": "function", "name": tool["name"], "description": tool.get("description"),
-            "parameters": tool.get("parameters"), "strict": True if strict is None else strict}
 
 
 def _tool_choice(choice: Any) -> dict[str, Any]:
@@ -200,20 +195,28 @@ FINISH: dict[str | None, tuple[str, str | None]] = {  # finish_reason -> (status
 }
 
 
-def to_chat(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chat completion request for ``body`` (checked: unknown and unsupported fields are a 400)."""
+def to_chat(body: dict[str, Any], messages: list[dict[str, Any]], strict: bool = True) -> dict[str, Any]:
+    """The chat completion request for ``body`` (checked: unknown and unsupported fields are a 400;
+    not ``strict``: left out, and only the function tools kept, for the record of a passed-through one)."""
     instructions = body.get("instructions")
     chat: dict[str, Any] = {"messages": [{"role": "system", "content": instructions}, *messages]
                             if instructions else messages}
     for name, value in body.items():
         convert = REQUEST.get(name)
         if convert is None:
+            if not strict:
+                continue
             raise bad(f"Unknown parameter: '{clip(name, 64)}'.", name, "unknown_parameter")
         if value is None:
             continue
+        if not strict and name == "tools" and isinstance(value, list):
+            value = [t for t in value if isinstance(t, dict) and t.get("type") == "function"
+                     and not t.get("defer_loading")]
         try:
             chat.update(convert(value))
         except InvalidRequest as exc:
+            if not strict:
+                continue
             exc.param = exc.param or name
             raise
     if "tools" not in chat:
@@ -221,19 +224,6 @@ def to_chat(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, A
     if chat.get("stream"):
         chat["stream_options"] = {"include_usage": True}
     return chat
-
-
-def check_body(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise bad("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    if body.get("input") is None and body.get("previous_response_id") is None:
-        raise bad("Missing required parameter: 'input'.", "input", "missing_required_parameter")
-    for name in ("instructions", "previous_response_id"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise bad(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
-    return body
 
 
 def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -247,10 +237,6 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
             "output_tokens_details": {"reasoning_tokens": (chat_usage.get("completion_tokens_details") or {})
                                       .get("reasoning_tokens") or 0},
             "total_tokens": chat_usage.get("total_tokens") or prompt + completion}
-
-
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def output_items(message: dict[str, Any], status: str) -> list[dict[str, Any]]:
@@ -270,43 +256,6 @@ def output_items(message: dict[str, Any], status: str) -> list[dict[str, Any]]:
     return items
 
 
-OPTIONAL = ("completed_at", "max_output_tokens", "max_tool_calls", "previous_response_id", "reasoning",
-            "safety_identifier", "prompt_cache_key")
-
-
-def response_object(resp_id: str, body: dict[str, Any], created_at: int, *, status: str,
-                    output: list[dict[str, Any]], chat_usage: dict[str, Any] | None = None,
-                    incomplete: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Response object: what the request asked for, echoed with OpenAI's defaults, plus the result."""
-    text = body.get("text") or {}
-    out: dict[str, Any] = {
-        "id": resp_id, "object": "response", "created_at": created_at, "status": status,
-        "completed_at": int(time.time()) if status == "completed" else None,
-        "background": False, "error": error,
-        "incomplete_details": {"reason": incomplete} if incomplete else None,
-        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": output,
-        "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
-        "previous_response_id": body.get("previous_response_id"), "reasoning": body.get("reasoning"),
-        "store": body.get("store") is not False,
-        "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
-        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity") or "medium"},
-        "tool_choice": body.get("tool_choice") or "auto",
-        "tools": [function_tool(tool) for tool in body.get("tools") or ()],
-        "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
-        "truncation": "disabled", "metadata": body.get("metadata") or {},
-        "safety_identifier": body.get("safety_identifier"), "prompt_cache_key": body.get("prompt_cache_key"),
-    }
-    if body.get("user") is not None:
-        out["user"] = body["user"]
-    for name in OPTIONAL:  # absent rather than null: the spec does not make every one nullable
-        if out.get(name) is None:
-            out.pop(name, None)
-    if chat_usage:
-        out["usage"] = usage(chat_usage)
-    return out
-
-
 def from_completion(resp_id: str, body: dict[str, Any], created_at: int,
                     completion: dict[str, Any]) -> dict[str, Any]:
     """A (non-streamed) chat completion as a Response."""
@@ -314,4 +263,48 @@ def from_completion(resp_id: str, body: dict[str, Any], created_at: int,
     status, incomplete = FINISH.get(choice.get("finish_reason"), ("completed", None))
     output = output_items(choice.get("message") or {}, status)
     return response_object(resp_id, body, created_at, status=status, output=output,
-                           chat_usage=completion.get("usage"), incomplete=incomplete)
+                           usage=usage(completion.get("usage")), incomplete=incomplete)
+
+
+REASONS: dict[str | None, str] = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def chat_usage(response_usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Response's usage as a chat completion's (``usage`` read backwards)."""
+    if not response_usage:
+        return None
+    prompt, completion = response_usage.get("input_tokens") or 0, response_usage.get("output_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": response_usage.get("total_tokens") or prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": (response_usage.get("input_tokens_details") or {})
+                                      .get("cached_tokens") or 0},
+            "completion_tokens_details": {"reasoning_tokens": (response_usage.get("output_tokens_details") or {})
+                                          .get("reasoning_tokens") or 0}}
+
+
+def to_completion(response: dict[str, Any], completion_id: str, created: int) -> dict[str, Any]:
+    """A Response (passed through) as the chat completion it is logged as (the table's last part)."""
+    texts, refusals, calls = [], [], []
+    for item in response.get("output") or ():
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                if part.get("type") == "output_text":
+                    texts.append(part.get("text") or "")
+                elif part.get("type") == "refusal":
+                    refusals.append(part.get("refusal") or "")
+        elif item.get("type") == "function_call":
+            calls.append({"id": item.get("call_id"), "type": "function",
+                          "function": {"name": item.get("name") or "", "arguments": item.get("arguments") or ""}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if refusals:
+        message["refusal"] = "".join(refusals)
+    if calls:
+        message["tool_calls"] = calls
+    status, finish = response.get("status"), None
+    if status == "completed":
+        finish = "tool_calls" if calls else "stop"
+    elif status == "incomplete":
+        finish = REASONS.get((response.get("incomplete_details") or {}).get("reason"))
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": response.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": chat_usage(response.get("usage"))}

@@ -13,8 +13,9 @@ Model names choose the behaviour (like TensorZero's dummy provider):
   fake-slowstream     -> streams with 0.1 s between chunks
   fake-length         -> echoes, with finish_reason "length" (cut by max_tokens)
 It records every request (body and headers) for assertions: GET /_requests, DELETE /_requests.
-It also answers GET /v1/models and GET /health like vLLM, and POST /v1/completions (the legacy
-API, scripted the same way: tests/fakes/openai_completions.py).
+It also answers GET /v1/models and GET /health like vLLM, POST /v1/completions (the legacy
+API, scripted the same way: tests/fakes/openai_completions.py) and POST /v1/responses (the Responses
+API: tests/fakes/openai_responses.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from tests.fakes.openai_completions import add_completions
+from tests.fakes.openai_responses import add_responses
 from tests.fakes.threaded import ThreadedServer
 
 CHUNK_WORDS = 3
@@ -130,6 +132,7 @@ def make_app() -> FastAPI:
                 "system_fingerprint": "fp_fake"}
 
     add_completions(app, _error)
+    add_responses(app, _error)
     return app
 
 
