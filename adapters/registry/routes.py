@@ -1,8 +1,9 @@
-"""An alias's model entry as the gateway sees it (database over YAML), and writing it.
+"""An alias's model entry as the gateway sees it (database over YAML), writing it, and waiting for a
+running gateway to apply it.
 
-Every write is validated against the whole effective config first (the gateway would
-ignore an invalid one), then stored with ``RouteStore.put``: every replica follows
-within its poll interval (~2 s).
+The reads and the write are ``gateway.promotion``'s (the console promotes through the same code);
+here they take the command line's ``Workspace``. Every replica follows a write within its poll
+interval (~2 s); :func:`wait_applied` asks the gateway until it routes the alias as written.
 """
 
 from __future__ import annotations
@@ -13,52 +14,23 @@ from typing import Any
 import httpx
 
 from adapters.registry.workspace import Workspace
-from gateway.store.routes import RouteStore
+from gateway import promotion
+from gateway.promotion import RouteError, live_route
 
-
-class RouteError(ValueError):
-    pass
+__all__ = ["RouteError", "current_entry", "live_route", "stored_entry", "wait_applied", "write"]
 
 
 def current_entry(ws: Workspace, alias: str) -> dict[str, Any]:
-    stored = RouteStore(ws.engine).get(alias)
-    if stored is not None:
-        return dict(stored[0])
-    model = ws.config.models.get(alias)
-    if model is None:
-        raise RouteError(f"unknown model {alias!r}: not in the config nor in the database's routes")
-    return model.model_dump(exclude_none=True)
+    return promotion.current_entry(ws.engine, ws.config, alias)
 
 
 def stored_entry(ws: Workspace, alias: str) -> dict[str, Any] | None:
-    stored = RouteStore(ws.engine).get(alias)
-    return None if stored is None else dict(stored[0])
-
-
-def live_route(entry: dict[str, Any], exclude: str | None = None) -> dict[str, Any]:
-    """The route carrying most weight (the live version), other than ``exclude``."""
-    routes = [r for r in entry["routes"] if r["model"] != exclude] or entry["routes"]
-    return dict(max(routes, key=lambda r: r.get("weight", 1.0)))
+    return promotion.stored_entry(ws.engine, alias)
 
 
 def write(ws: Workspace, alias: str, entry: dict[str, Any] | None) -> None:
     """Store ``entry`` for ``alias`` (``None``: drop the database's entry, the YAML's applies)."""
-    from gateway.reload import effective
-
-    store = RouteStore(ws.engine)
-    models = store.all()
-    if entry is None:
-        models.pop(alias, None)
-    else:
-        models[alias] = entry
-    try:
-        effective(ws.config, models)
-    except Exception as exc:
-        raise RouteError(f"the routes for {alias!r} would be invalid: {exc}") from exc
-    if entry is None:
-        store.delete(alias)
-    else:
-        store.put(alias, entry)
+    promotion.write(ws.engine, ws.config, alias, entry)
 
 
 def wait_applied(ws: Workspace, alias: str, entry: dict[str, Any] | None, timeout_s: float = 15.0) -> bool:

@@ -10,8 +10,22 @@ queries), feedback through ``gateway.api.feedback.save_feedback`` (the code of `
 - ``pages``: the routes (sign-in and out, traffic, one interaction, feedback, an admin's project);
 - ``views``: the rows as people read them (filters, conversation bubbles, numbers);
 - ``render``: templates, static files and the headers every page carries.
+- ``review``, ``costs``, ``admin``: the review queue, costs and latency (``charts``: its inline SVG), keys and
+  projects;
 """
 
+from gateway.console import (  # pages 3 to 7: a router each, included in pages'
+    adapters,
+    admin,
+    costs,
+    datasets,
+    jobs,
+    release,
+    review,
+)
 from gateway.console.pages import router
+
+for _module in (review, costs, admin, datasets, jobs, adapters, release):
+    router.include_router(_module.router, prefix="")
 
 __all__ = ["router"]

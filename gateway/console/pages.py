@@ -56,7 +56,7 @@ class ConsoleRoute(APIRoute):
             except GatewayError as exc:
                 who = getattr(request.state, "viewer", None)
                 return render.page("error.html", exc.status_code, who=who, status=exc.status_code,
-                                   message=exc.message)
+                                   message=exc.message, projects=getattr(request.state, "projects", []))
 
         return guarded
 
@@ -92,6 +92,7 @@ async def _context(request: Request, who: Viewer) -> dict[str, Any]:
     """What the layout needs: the viewer, and for an admin the projects to switch between."""
     request.state.viewer = who
     projects = await asyncio.to_thread(sessions.projects, _log(request).engine) if who.principal.admin else []
+    request.state.projects = projects  # for an error page, should one follow
     return {"who": who, "projects": projects}
 
 

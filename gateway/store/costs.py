@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,3 +37,51 @@ def cost_report(engine: sa.Engine, *, since: float | None = None, until: float |
         q = q.where(t.c.project == project)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
+
+
+SAMPLE_CAP = 20_000  # at most about this many latencies are read for the percentiles of a range
+
+
+def latency_by_day(engine: sa.Engine, *, since: float, until: float, project: str | None = None,
+                   ) -> dict[int, dict[str, float | None]]:
+    """p50 and p99 of latency and time to first token per UTC day (``day``: days since the epoch), over
+    primary requests answered with 200. SQLite has no percentile function, so they are computed here, in
+    Python (nearest rank), over a bounded sample: every such request when the range holds at most
+    ``SAMPLE_CAP``, else those whose id ends below a bound (ids end in random hex digits), about
+    ``SAMPLE_CAP`` of them spread over the whole range; one query either way, down the created index."""
+    cond = [t.c.kind == "primary", t.c.status == 200, t.c.created >= since, t.c.created < until]
+    if project is not None:
+        cond.append(t.c.project == project)
+    day = sa.cast(sa.func.floor(t.c.created / DAY_S), sa.Integer)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).where(*cond)).scalar_one()
+        rows = conn.execute(sa.select(day, t.c.latency_s, t.c.ttft_s).where(*cond, *_sample(total))).all()
+    by_day: dict[int, tuple[list[float], list[float]]] = {}
+    for d, latency, ttft in rows:
+        latencies, ttfts = by_day.setdefault(int(d), ([], []))
+        if latency is not None:
+            latencies.append(latency)
+        if ttft is not None:
+            ttfts.append(ttft)
+    return {d: {"latency_p50": percentile(lat, 0.5), "latency_p99": percentile(lat, 0.99),
+                "ttft_p50": percentile(tt, 0.5), "ttft_p99": percentile(tt, 0.99), "sampled": len(lat)}
+            for d, (lat, tt) in by_day.items()}
+
+
+def _sample(total: int) -> list[Any]:
+    """The id condition that keeps about ``SAMPLE_CAP`` of ``total`` rows (none when all fit)."""
+    if total <= SAMPLE_CAP:
+        return []
+    share, digits = SAMPLE_CAP / total, 1
+    while 16**digits * share < 16 and digits < 6:
+        digits += 1
+    bound = format(math.ceil(16**digits * share), f"0{digits}x")
+    return [sa.func.substr(t.c.id, sa.func.length(t.c.id) - digits + 1, digits) < bound]
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The nearest-rank percentile ``p`` (0..1) of ``values``; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]

@@ -33,9 +33,50 @@
     });
   }
 
+  // Keys: an element marked data-key="a" (several: "n j") is clicked when that key is pressed, a text box
+  // focused; not while typing in a box (Esc leaves it). The review queue's approve, reject, edit and next.
+  function shortcuts() {
+    document.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || !/^[a-z]$/.test(event.key)) {
+        if (event.key === "Escape" && event.target && event.target.blur) { event.target.blur(); }
+        return;
+      }
+      var target = event.target;
+      if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) { return; }
+      var el = document.querySelector('[data-key~="' + event.key + '"]');
+      if (!el) { return; }
+      event.preventDefault();
+      if (/^(INPUT|TEXTAREA)$/.test(el.tagName)) { el.focus(); } else { el.click(); }
+    });
+  }
+
+  // A box marked data-refresh="URL" (a running job's loss curve) is replaced every data-refresh-s seconds by
+  // what URL answers (this gateway only), until the answer says the job ended (header X-Job-Status).
+  function refresh() {
+    document.querySelectorAll("[data-refresh]").forEach(function (box) {
+      var url = box.getAttribute("data-refresh");
+      var every = 1000 * (parseFloat(box.getAttribute("data-refresh-s")) || 3);
+      var ended = /^(succeeded|failed|cancelled)$/;
+      function tick() {
+        fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (response) {
+          if (!response.ok) { return; }
+          var status = response.headers.get("X-Job-Status") || "";
+          return response.text().then(function (html) {
+            box.innerHTML = html;
+            localTimes();
+            if (ended.test(status)) { window.location.reload(); } else { setTimeout(tick, every); }
+          });
+        }).catch(function () { setTimeout(tick, every * 2); });
+      }
+      setTimeout(tick, every);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes();
     autosubmit();
     ctrlEnter();
+    shortcuts();
+    refresh();
   });
 }());
