@@ -24,7 +24,7 @@ from gateway.keys_cli import app as keys_app
 from gateway.log.export import ExportFilters
 from gateway.store import db
 from gateway.store.interactions import LogStore
-from tests.fixtures.gateway import GatewayProcess, fake_config, free_port, received
+from tests.fixtures.gateway import GatewayProcess, fake_config, received
 from tests.spec import validate
 
 PROMPT = "Say this is a test"
@@ -241,31 +241,6 @@ def test_feedback_correction_reaches_a_prompt_completion_dataset(gw, tmp_path: P
     assert rep["kept"] == {"corrected": 1, "ok": 1} and rep["read"] == 2
     assert sft["read"] == 1 and sft["written"]["train"] == 1  # the chat completion only
     assert plain.id != made.id
-
-
-@pytest.mark.slow
-def test_the_embedded_engine_serves_completions_through_the_gateway(tmp_path):
-    """`tuneloop serve` with no config: the engine child's /v1/completions through the vllm provider."""
-    from gateway.config import DEFAULT_MODEL
-
-    gw = GatewayProcess(None, tmp_path, args=["--engine-port", str(free_port())])
-    try:
-        gw.wait_ready()
-        client = gw.client()
-        made = client.completions.create(model=DEFAULT_MODEL, prompt="The capital of France is", max_tokens=8,
-                                         temperature=0)
-        # vLLM's contract (the engine's) sends system_fingerprint null, which the spec does not allow
-        validate("CreateCompletionResponse", {k: v for k, v in made.model_dump(exclude_unset=True).items()
-                                              if v is not None})
-        assert made.choices[0].text.strip() and made.usage.completion_tokens <= 8
-        chunks = list(client.completions.create(model=DEFAULT_MODEL, prompt="The capital of France is", max_tokens=8,
-                                                temperature=0, stream=True, stream_options={"include_usage": True}))
-        assert "".join(c.choices[0].text for c in chunks if c.choices) == made.choices[0].text  # greedy both ways
-        assert chunks[-1].usage.completion_tokens == made.usage.completion_tokens
-        row = record(gw, chunks[0].id)
-        assert row["object"] == "text_completion" and row["response"]["choices"][0]["text"] == made.choices[0].text
-    finally:
-        assert gw.stop() == 0
 
 
 def test_a_text_completions_worst_case_counts_every_prompt_and_generation():

@@ -14,7 +14,8 @@ MSG = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_serve_embedded_default(tmp_path):
-    """`tuneloop serve` with no config: the engine as a child process, SQLite, a real reply."""
+    """`tuneloop serve` with no config: the engine as a child process, SQLite, a real reply (chat and
+    legacy completions)."""
     engine_port = free_port()
     gw = GatewayProcess(None, tmp_path, args=["--engine-port", str(engine_port)])
     try:
@@ -33,11 +34,32 @@ def test_serve_embedded_default(tmp_path):
         assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
         assert client.chat.completions.retrieve(reply.id).id == reply.id
         assert (tmp_path / "tuneloop.db").exists()
+        _legacy_completions(gw)
     finally:
         assert gw.stop() == 0
     # the engine child went away with the gateway
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{engine_port}/health", timeout=1)
+
+
+def _legacy_completions(gw: GatewayProcess) -> None:
+    """The engine child's /v1/completions through the vllm provider, plain and streamed, logged."""
+    from tests.gateway.test_completions import record
+    from tests.spec import validate
+
+    client = gw.client()
+    made = client.completions.create(model=DEFAULT_MODEL, prompt="The capital of France is", max_tokens=8,
+                                     temperature=0)
+    # vLLM's contract (the engine's) sends system_fingerprint null, which the spec does not allow
+    validate("CreateCompletionResponse", {k: v for k, v in made.model_dump(exclude_unset=True).items()
+                                          if v is not None})
+    assert made.choices[0].text.strip() and made.usage.completion_tokens <= 8
+    chunks = list(client.completions.create(model=DEFAULT_MODEL, prompt="The capital of France is", max_tokens=8,
+                                            temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == made.choices[0].text  # greedy both ways
+    assert chunks[-1].usage.completion_tokens == made.usage.completion_tokens
+    row = record(gw, chunks[0].id)
+    assert row["object"] == "text_completion" and row["response"]["choices"][0]["text"] == made.choices[0].text
 
 
 @pytest.fixture(scope="module")
