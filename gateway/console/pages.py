@@ -164,11 +164,12 @@ async def traffic_page(request: Request) -> Response:
     query = dict(request.query_params)
     log = _log(request)
     await log.sync()  # what was just answered shows
-    rows, has_more = await asyncio.to_thread(traffic.page, log.engine, views.traffic_filter(query, who.project),
-                                             after=query.get("after") or None, limit=PAGE_ROWS)
+    found = await asyncio.to_thread(traffic.page, log.engine, views.traffic_filter(query, who.project),
+                                    after=query.get("after") or None, limit=PAGE_ROWS)
     shown = {k: v for k, v in query.items() if k in views.FILTERS and v}
-    older = "?" + urlencode({**shown, "after": rows[-1]["id"]}) if has_more else None
-    response = render.page("traffic.html", **context, rows=rows, older=older, shown=shown,
+    older = "?" + urlencode({**shown, "after": found.older}) if found.older else None
+    response = render.page("traffic.html", **context, rows=found.rows, older=older, shown=shown,
+                           searched_to=found.searched_to, scan_rows=traffic.scan_rows(log.engine),
                            filters={k: query.get(k, "") for k in views.FILTERS},
                            paged="after" in query, ratings=views.RATINGS,
                            models=sorted(request.app.state.routes.config.models))

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.errors import InvalidRequest
 from gateway.store.traffic import TrafficFilter
 
-FILTERS = ("model", "adapter", "arm", "status", "rating", "corrected", "since", "until", "q")
+FILTERS = ("model", "adapter", "arm", "status", "rating", "corrected", "since", "until", "meta", "q")
 RATINGS = {"up": "rated up", "down": "rated down", "rated": "rated", "unrated": "not rated"}
 
 
@@ -28,7 +28,20 @@ def traffic_filter(query: dict[str, str], project: str | None) -> TrafficFilter:
     corrected = {"yes": True, "no": False}.get(text("corrected") or "")
     return TrafficFilter(project=project, model=text("model"), adapter=text("adapter"), arm=text("arm"),
                          status=status, rating=rating, corrected=corrected, since=_when(text("since"), "since"),
-                         until=_when(text("until"), "until"), text=text("q"))
+                         until=_when(text("until"), "until"), text=text("q"), metadata=_pairs(text("meta")))
+
+
+def _pairs(value: str | None) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs, comma-separated (the request's metadata: all of them must match)."""
+    pairs = []
+    for part in (value or "").split(","):
+        key, eq, val = part.partition("=")
+        if not part.strip():
+            continue
+        if not eq or not key.strip():
+            raise InvalidRequest("'meta' is key=value (several: key=value, key2=value2).", param="meta")
+        pairs.append((key.strip(), val.strip()))
+    return tuple(pairs)
 
 
 def _when(value: str | None, name: str) -> float | None:

@@ -52,8 +52,7 @@ def engine(database_url: str) -> Any:
 
 
 def ids(engine: Any, **filters: Any) -> list[str]:
-    rows, _ = traffic.page(engine, traffic.TrafficFilter(**filters), limit=100)
-    return [r["id"] for r in rows]
+    return [r["id"] for r in traffic.page(engine, traffic.TrafficFilter(**filters), limit=100).rows]
 
 
 def test_each_filter_and_the_tenancy(engine: Any) -> None:
@@ -76,11 +75,12 @@ def test_each_filter_and_the_tenancy(engine: Any) -> None:
 def test_pages_follow_each_other_newest_first(engine: Any) -> None:
     seen, after = [], None
     while True:
-        rows, more = traffic.page(engine, traffic.TrafficFilter(project="alpha"), after=after, limit=5)
+        rows, older, _ = traffic.page(engine, traffic.TrafficFilter(project="alpha"), after=after, limit=5)
         seen += [r["id"] for r in rows]
-        if not more:
+        if older is None:
             break
-        after = rows[-1]["id"]
+        assert older == rows[-1]["id"]
+        after = older
     assert seen == ids(engine, project="alpha") and len(seen) == len(set(seen)) == 15
     with pytest.raises(InvalidRequest):  # another project's id is no cursor
         traffic.page(engine, traffic.TrafficFilter(project="beta"), after="chatcmpl-0001")
