@@ -4,9 +4,9 @@
 front of FastAPI: on the hot path we parse only what routing needs and skip FastAPI's
 request models and response re-validation. ``POST /v1/completions`` (the legacy API,
 ``gateway.api.completions``) shares its routed path (``gateway.api.routed``). ``POST /v1/responses``
-is a raw ASGI endpoint too (``gateway.api.responses``), which runs the chat one in-process, or passes
-the request through on the same routed path to targets that serve the Responses API
-(``gateway.api.responses_native``).
+is a raw ASGI endpoint too (``gateway.api.responses``), which serves it on the same routed path,
+translated onto chat completions (``gateway.api.responses_translated``) or passed through to targets
+that serve the Responses API (``gateway.api.responses_native``).
 Everything else (models, stored completions and responses, feedback, health, metrics) is
 ordinary FastAPI.
 """
@@ -32,6 +32,7 @@ from gateway.api.deps import authenticated
 from gateway.api.openapi import with_chat_completions, with_responses
 from gateway.api.responses import ResponsesEndpoint
 from gateway.api.responses_native import NativeResponses
+from gateway.api.responses_translated import TranslatedResponses
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
@@ -107,9 +108,9 @@ class _LogRef:
 
     service: LogService | None = None
 
-    def submit(self, record: Any) -> None:
+    def submit(self, record: Any) -> bool:
         assert self.service is not None, "the log is opened by the app's lifespan"
-        self.service.submit(record)
+        return self.service.submit(record)
 
 
 def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
@@ -175,8 +176,10 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
     chat = ChatCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
                            settings.max_messages)
     completions = TextCompletions(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter)
-    native = NativeResponses(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter, api.state)
-    responses = ResponsesEndpoint(chat, native, api.state, auth, settings.max_body_bytes)
+    native = NativeResponses(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter)
+    translated = TranslatedResponses(api.state.routes, log_ref, settings.max_body_bytes, auth, limiter,
+                                     settings.max_messages, shadows=chat.shadows)
+    responses = ResponsesEndpoint(translated, native, api.state, auth, settings.max_body_bytes)
     return Gateway(api, chat, responses, completions)
 
 

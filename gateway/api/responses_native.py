@@ -13,7 +13,8 @@ retry budget, TTFT and total timeouts, breakers, rate limits and budgets (the pr
 
 The reply keeps the upstream's shape with the gateway's id and storage (``passthrough.shown``):
 the Response, or the stream's events relayed as they come (``event:`` and ``data:`` lines, nothing
-added: no ``[DONE]``, no usage asked for, the final event held back until the Response is stored).
+added: no ``[DONE]``, no usage asked for, the final event held back until the Response is handed
+to the log to be stored: ``responses_turn.keep``).
 A stream the upstream breaks ends with an ``error`` event and ``response.failed``. The record is the
 chat completion it would have been (``translate.to_chat`` on the request, ``translate.to_completion``
 on the Response), with ``x-request-id`` as its id and the stored response's ``completion_id``, as on
@@ -31,11 +32,11 @@ import orjson
 from gateway.api.finish import Call
 from gateway.api.responses_turn import Turn, keep
 from gateway.api.routed import RoutedEndpoint
-from gateway.auth import Authenticator, Principal
+from gateway.auth import Principal
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.providers.base import ChunkStream, Reply
 from gateway.providers.sse import TERMINAL
-from gateway.ratelimit import Ask, Limiter
+from gateway.ratelimit import Ask
 from gateway.reserve import RESPONSES_MAX, ask_for
 from gateway.responses.passthrough import ResponseAssembler, frame, shown
 from gateway.responses.translate import to_chat, to_completion
@@ -55,11 +56,6 @@ class NativeResponses(RoutedEndpoint):
     object = "chat.completion"
     log_message = "response"
     logger = logging.getLogger("tuneloop.responses")
-
-    def __init__(self, router_ref: Any, log: Any, max_body: int, auth: Authenticator, limiter: Limiter,
-                 state: Any) -> None:
-        super().__init__(router_ref, log, max_body, auth, limiter)
-        self.state = state  # the app's state: .log.engine (the stored responses' database)
 
     def check(self, body: Any) -> None:
         """Checked before: ``gateway.api.responses`` (``check_body``, ``passthrough.check``)."""
@@ -92,7 +88,7 @@ class NativeResponses(RoutedEndpoint):
 
     async def answer(self, call: Call, out: dict[str, Any]) -> tuple[bytes, dict[str, Any], str | None]:
         turn: Turn = call.context
-        response = await keep(self.state.log.engine, turn, shown(out, turn.id, turn.body), call.id)
+        response = keep(self.log, turn, shown(out, turn.id, turn.body), call.id)
         return orjson.dumps(response), to_completion(response, call.id, call.created), out.get("id")
 
     def stream_body(self, call: Call, attempt: Attempt) -> dict[str, Any]:
@@ -115,7 +111,7 @@ class NativeResponses(RoutedEndpoint):
         event, asm.held = asm.held, None
         if event is None:
             return b""
-        event["response"] = await keep(self.state.log.engine, call.context, event["response"], call.id)
+        event["response"] = keep(self.log, call.context, event["response"], call.id)
         return frame(event)
 
     async def stream_error(self, call: Call, asm: Any, exc: GatewayError) -> bytes:
@@ -128,5 +124,5 @@ class NativeResponses(RoutedEndpoint):
         turn: Turn = call.context
         failed = {**shown(asm.final(), turn.id, turn.body), "status": "failed",
                   "error": {"code": "server_error", "message": exc.message}}
-        failed = await keep(self.state.log.engine, turn, failed, call.id)
+        failed = keep(self.log, turn, failed, call.id)
         return error + frame({"type": "response.failed", "response": failed, "sequence_number": seq + 1})

@@ -11,7 +11,8 @@ and is recorded as 499, with the text relayed so far. The caller's project goes 
 provider as ``tenant`` (vLLM's ``x-tuneloop-tenant``; the breakers' notion of who).
 
 An API is a subclass (``gateway.api.chat``, ``gateway.api.completions``, and the Responses API's
-pass-through ``gateway.api.responses_native``) that fills in the hooks of
+``gateway.api.responses_native`` (passed through) and ``gateway.api.responses_translated`` (onto chat))
+that fills in the hooks of
 ``gateway.api.routed_hooks``: how a body is checked, routed and priced, which provider call serves
 it, how a stream is assembled for the record, and how the reply is relayed; everything else
 (retries, timeouts, fallbacks, limits, metrics, cost, the log) is this module's and the same for

@@ -5,7 +5,8 @@ provider call serves it, how a stream is assembled for the record. The second sa
 reaches the client; its defaults are the chunk APIs' (chat and legacy completions: our id in the
 body and in every chunk, usage always asked of the upstream and shown only to a client that asked,
 ``data: [DONE]`` at the end, an error envelope as the last event of a broken stream). The Responses
-API's pass-through (``gateway.api.responses_native``) relays typed events instead.
+API relays typed events instead: the upstream's (``gateway.api.responses_native``), or its own made
+from the chat chunks (``gateway.api.responses_translated``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The interaction record: one row per request through the gateway.
+"""The interaction record: one row per request through the gateway (and ``StoredResponse``: a stored
+Response of ``POST /v1/responses``, which travels the same way).
 
 This is the contract between the online path (which builds records) and the log
 package (which queues, spools and stores them). The request path only builds this
@@ -52,3 +53,21 @@ class InteractionRecord:
     def from_dict(cls, data: dict[str, Any]) -> InteractionRecord:
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    """A stored Response (``POST /v1/responses`` with ``store``, OpenAI's default): one row of the
+    ``responses`` table (``gateway.store.responses``), carried to the writer child like an interaction
+    record (the same queue, pipe, spool and batches; committed in the same transaction as the records
+    of its batch, as a rule its interaction's: it is queued just before the reply's last bytes, the
+    interaction just after) so the request path never waits for the database."""
+
+    id: str  # the response's own id ("resp_...")
+    created_at: float
+    project: str | None
+    completion_id: str | None  # the chat completion it was served as (its interaction)
+    previous_response_id: str | None
+    response: dict[str, Any]  # the Response object as the client got it
+    input_items: list[dict[str, Any]]  # this turn's own input items, normalised
+    table: str = "responses"  # how a dict from the spool tells it from an interaction record

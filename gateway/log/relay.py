@@ -80,31 +80,34 @@ class Relay:
         if not self._hello.wait(START_TIMEOUT_S):
             raise RuntimeError("the log writer child did not start")
 
-    def submit(self, record: Any) -> None:
+    def submit(self, record: Any) -> bool:
+        """Queue ``record`` (or spool it); False only when it could be kept nowhere (lost)."""
         try:
             q = self._queue
             if self._stopped or len(q) + self._inflight >= self.queue_size:
-                self._spill(record)  # full (or closed): to disk, never dropped
-                return
+                return self._spill(record)  # full (or closed): to disk, never dropped
             q.append(record)
             n = len(q)
             if n == 1:
                 self._wake.set()
             elif n == FLUSH_RECORDS:
                 self._full.set()
+            return True
         except Exception:  # the request path must never see a logging failure
             log.exception("log submit failed")
-            self._spill(record)
+            return self._spill(record)
 
-    def _spill(self, record: Any) -> None:
+    def _spill(self, record: Any) -> bool:
         try:
             self.spool.append([record])
             metrics.SPOOLED.inc()
             if self._stopped:
                 self.spool.rotate()  # fsynced and unlocked: the next child replays it
             self._wake.set()  # the feeder hands the file over to the child
+            return True
         except Exception as exc:
             self._lost(1, exc)
+            return False
 
     def _lost(self, n: int, why: BaseException) -> None:
         """Records that could be kept nowhere: counted, and said at most every 5 s."""

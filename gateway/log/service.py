@@ -2,6 +2,7 @@
 
     service = await LogService.open(database_url, home)   # migrate, start the writer child
     service.submit(record)                                 # request path: O(1), never raises
+                                                           # (an InteractionRecord or a StoredResponse)
     await service.sync()                                   # read-your-writes barrier
     service.store.get(...)                                 # reads (sync: run them in a thread)
     await service.close()                                  # flush to DB (or spool), stop
@@ -17,7 +18,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from gateway.log.record import InteractionRecord
+from gateway.log.record import InteractionRecord, StoredResponse
 from gateway.log.relay import Relay
 from gateway.log.sink import is_transient
 from gateway.log.spool import Spool
@@ -66,8 +67,9 @@ class LogService:
         writer.start()  # the child's first pass replays any spool a previous process left
         return cls(engine, writer, LogStore(engine))
 
-    def submit(self, record: InteractionRecord) -> None:
-        self.writer.submit(record)
+    def submit(self, record: InteractionRecord | StoredResponse) -> bool:
+        """False only when the record could be neither queued nor spooled (it is lost, and counted)."""
+        return self.writer.submit(record)
 
     async def sync(self, timeout: float = SYNC_TIMEOUT_S) -> bool:
         """Return once every record submitted before this call is committed (True), or after

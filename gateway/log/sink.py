@@ -6,6 +6,11 @@ log, and SQLAlchemy's per-row parameter processing would cost more than the inse
 - PostgreSQL: ``COPY`` straight into the table; if a duplicate id aborts it (a replay),
   ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``
   (COPY alone cannot skip duplicates; replays must be idempotent).
+
+Stored Responses (``StoredResponse``: ``POST /v1/responses`` with ``store``) come in the same batches;
+``split`` sorts them out, and their rows go into ``responses`` in the same transaction
+(``INSERT ... ON CONFLICT (id) DO NOTHING``: few, and idempotent on replay). They are kept as the
+client got them (no PII scrubbing: a retrieve returns the Response as it was).
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 
-from gateway.log.record import InteractionRecord
+from gateway.log.record import InteractionRecord, StoredResponse
 from gateway.store.db import is_transient
+from gateway.store.responses import responses
 from gateway.store.schema import interactions
 
-__all__ = ["Sink", "is_transient", "to_row"]
+__all__ = ["Sink", "is_transient", "split", "to_row"]
 
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in interactions.columns)
 JSON_COLUMNS = frozenset({"request", "response", "error", "metadata"})
+RESPONSE_COLUMNS: tuple[str, ...] = tuple(c.name for c in responses.columns)
+RESPONSE_JSON = frozenset({"response", "input_items"})
 # NOT NULL columns: a dict from an old spool may lack them.
 _REQUIRED_DEFAULTS: dict[str, Any] = {
     "requested_model": "", "kind": "primary", "status": 200, "attempts": 1,
@@ -73,6 +81,29 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def is_response(record: Any) -> bool:
+    """A stored Response rather than an interaction record (a dataclass, or a dict from the spool)."""
+    if isinstance(record, dict):
+        return record.get("table") == "responses"
+    return isinstance(record, StoredResponse)
+
+
+def response_row(record: StoredResponse | dict[str, Any]) -> tuple[Any, ...]:
+    get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
+    return tuple(_json(get(name)) if name in RESPONSE_JSON else get(name) for name in RESPONSE_COLUMNS)
+
+
+def split(records: Sequence[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """A batch as (interaction rows, stored response rows)."""
+    rows, stored = [], []
+    for record in records:
+        if is_response(record):
+            stored.append(response_row(record))
+        else:
+            rows.append(to_row(record))
+    return rows, stored
+
+
 class Sink:
     """Owns one connection from the engine's pool, used only by the writer (in the writer child)."""
 
@@ -83,6 +114,9 @@ class Sink:
         self._conn: Any = None  # pool proxy; .driver_connection is sqlite3 / psycopg
         self._staged = False
         cols = ", ".join(f'"{c}"' for c in COLUMNS)
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        self._responses_sql = (f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) VALUES "
+                               f"({', '.join(mark for _ in RESPONSE_COLUMNS)}) ON CONFLICT (id) DO NOTHING")
         if self.dialect == "sqlite":
             marks = ", ".join("?" for _ in COLUMNS)
             self._sql = (f"INSERT INTO interactions ({cols}) VALUES ({marks}) "
@@ -101,16 +135,25 @@ class Sink:
             self._staged = False
         return self._conn
 
-    def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Commit ``rows`` (already ``to_row``'d); duplicates by id are skipped."""
-        if not rows:
+    def insert(self, rows: Sequence[tuple[Any, ...]], stored: Sequence[tuple[Any, ...]] = ()) -> None:
+        """Commit ``rows`` (already ``to_row``'d) and ``stored`` (stored responses' rows) in one
+        transaction; duplicates by id are skipped."""
+        if not rows and not stored:
             return
         conn = self._connection()
         try:
+            driver = conn.driver_connection
             if self.dialect == "sqlite":
-                conn.driver_connection.executemany(self._sql, rows)
+                if rows:
+                    driver.executemany(self._sql, rows)
+                if stored:
+                    driver.executemany(self._responses_sql, stored)
             else:
-                self._insert_pg(conn.driver_connection, rows)
+                if rows:
+                    self._insert_pg(driver, rows)
+                if stored:
+                    with driver.cursor() as cur:
+                        cur.executemany(self._responses_sql, stored)
             conn.commit()
         except BaseException:
             self.reset()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.log import metrics
-from gateway.log.sink import Sink, is_transient, to_row
+from gateway.log.sink import Sink, is_transient, split
 from gateway.log.spool import Spool, write_rejected
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,10 @@ class Writer:
 
     def _write(self, batch: Sequence[Any]) -> bool:
         """Commit a batch; False on an outage (the caller spools it)."""
-        rows = [to_row(r) for r in batch]
+        rows, stored = split(batch)
         t0 = time.perf_counter()
         try:
-            self.sink.insert(rows)
+            self.sink.insert(rows, stored)
         except Exception as exc:
             if is_transient(exc):
                 self._went_down(exc)
@@ -121,7 +121,7 @@ class Writer:
             self._write_one_by_one(batch)
             return True
         metrics.WRITE_SECONDS.observe(time.perf_counter() - t0)
-        metrics.WRITTEN.inc(len(rows))
+        metrics.WRITTEN.inc(len(batch))  # stored responses count as records too
         self.beat()
         return True
 
@@ -129,7 +129,7 @@ class Writer:
         """A batch the DB refused for its data: find the bad records, keep them aside."""
         for record in batch:
             try:
-                self.sink.insert([to_row(record)])
+                self.sink.insert(*split([record]))
                 metrics.WRITTEN.inc()
             except Exception as exc:
                 if is_transient(exc):

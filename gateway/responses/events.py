@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateway.responses.objects import new_id, response_object, text_part
+from gateway.responses.objects import new_id, request_echo, response_object, text_part
 from gateway.responses.translate import FINISH, usage
 
 PARTS = {  # content part type -> (its text field, the delta/done event prefix)
@@ -37,6 +37,7 @@ class EventStream:
     def __init__(self, resp_id: str, body: dict[str, Any], created_at: int) -> None:
         self.resp_id, self.body, self.created_at = resp_id, body, created_at
         self.seq = 0
+        self._echo = request_echo(resp_id, body, created_at)  # the request's part of every snapshot
         self.output: list[dict[str, Any]] = []
         self.message: dict[str, Any] | None = None  # the open message item
         self.part: dict[str, Any] | None = None  # its open content part
@@ -44,6 +45,8 @@ class EventStream:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
+        # the open part's encoded place (item_id, output_index, content_index) and its delta events' bytes
+        self._where = self._head = self._tail = b""
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = orjson.dumps({"type": kind, **fields, "sequence_number": self.seq})
@@ -51,67 +54,85 @@ class EventStream:
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
     def _snapshot(self, status: str, **kw: Any) -> dict[str, Any]:
-        return response_object(self.resp_id, self.body, self.created_at, status=status, output=self.output, **kw)
+        return response_object(self.resp_id, self.body, self.created_at, status=status, output=self.output,
+                               echo=self._echo, **kw)
+
+    def _raw(self, kind: bytes, fields: bytes) -> bytes:
+        """``_event`` with its fields already encoded (``"name":value,...``): the same bytes."""
+        self.seq += 1
+        return b'event: %s\ndata: {"type":"%s",%s,"sequence_number":%d}\n\n' % (kind, kind, fields, self.seq - 1)
 
     def start(self) -> bytes:
-        pending = self._snapshot("in_progress")
-        return (self._event("response.created", response=pending)
-                + self._event("response.in_progress", response=pending))
+        pending = b'"response":' + orjson.dumps(self._snapshot("in_progress"))  # encoded once for both events
+        return self._raw(b"response.created", pending) + self._raw(b"response.in_progress", pending)
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
         if "error" in chunk:
             self.error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
             return b""
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        out = []
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        out = b""
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue  # a Response has one answer; n > 1 is refused before the call
-            delta = choice.get("delta") or {}
-            for kind in ("refusal", "content"):
-                if delta.get(kind):
-                    out.append(self._text(kind if kind == "refusal" else "output_text", delta[kind]))
-            for call in delta.get("tool_calls") or ():
-                out.append(self._call(call))
+            delta = choice.get("delta")
+            if delta:
+                if delta.get("refusal"):
+                    out += self._text("refusal", delta["refusal"])
+                if delta.get("content"):
+                    out += self._text("output_text", delta["content"])
+                for call in delta.get("tool_calls") or ():
+                    out += self._call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
-        return b"".join(out)
+        return out
 
     def _add_item(self, item: dict[str, Any]) -> bytes:
         self.output.append(item)
         return self._event("response.output_item.added", output_index=len(self.output) - 1, item=item)
 
     def _text(self, kind: str, delta: str) -> bytes:
+        """A text delta: its event built around the open part's encoded fields (``_open``), the same bytes
+        as ``_event`` would give, only without encoding them again for every token."""
+        out = b""
+        if self.part is None or self.part["type"] != kind:
+            out = self._open(kind)
+        assert self.part is not None
+        self.part[PARTS[kind][0]] += delta
+        self.seq += 1
+        return out + self._head + orjson.dumps(delta) + self._tail + b"%d}\n\n" % (self.seq - 1)
+
+    def _open(self, kind: str) -> bytes:
+        """Open a content part of ``kind`` (and the message, if none is open); its delta events' fixed bytes."""
         out = []
         if self.message is None:
             self.message = {"id": new_id("msg"), "type": "message", "role": "assistant", "status": "in_progress",
                             "content": []}
             out.append(self._add_item(self.message))
         where = {"item_id": self.message["id"], "output_index": self.output.index(self.message)}
-        if self.part is not None and self.part["type"] != kind:
+        if self.part is not None:
             out.append(self._close_part())
-        if self.part is None:
-            self.part = _empty_part(kind)
-            self.message["content"].append(self.part)
-            out.append(self._event("response.content_part.added", **where,
-                                   content_index=len(self.message["content"]) - 1, part=self.part))
-        field, prefix = PARTS[kind]
-        self.part[field] += delta
-        extra: dict[str, Any] = {"logprobs": []} if kind == "output_text" else {}
-        out.append(self._event(prefix + ".delta", **where, content_index=len(self.message["content"]) - 1,
-                               delta=delta, **extra))
+        self.part = _empty_part(kind)
+        self.message["content"].append(self.part)
+        self._where = b'"item_id":%s,"output_index":%d,"content_index":%d' % (
+            orjson.dumps(where["item_id"]), where["output_index"], len(self.message["content"]) - 1)
+        out.append(self._raw(b"response.content_part.added", self._where + b',"part":' + orjson.dumps(self.part)))
+        name = (PARTS[kind][1] + ".delta").encode()
+        self._head = b'event: %s\ndata: {"type":"%s",%s,"delta":' % (name, name, self._where)
+        self._tail = b',"logprobs":[],"sequence_number":' if kind == "output_text" else b',"sequence_number":'
         return b"".join(out)
 
     def _close_part(self) -> bytes:
         assert self.message is not None and self.part is not None
         part, self.part = self.part, None
         field, prefix = PARTS[part["type"]]
-        where = {"item_id": self.message["id"], "output_index": self.output.index(self.message),
-                 "content_index": len(self.message["content"]) - 1}
-        extra: dict[str, Any] = {"logprobs": []} if part["type"] == "output_text" else {}
-        return (self._event(prefix + ".done", **where, **{field: part[field]}, **extra)
-                + self._event("response.content_part.done", **where, part=part))
+        text = b',"%s":%s' % (field.encode(), orjson.dumps(part[field]))
+        if part["type"] == "output_text":
+            text += b',"logprobs":[]'
+        return (self._raw(prefix.encode() + b".done", self._where + text)
+                + self._raw(b"response.content_part.done", self._where + b',"part":' + orjson.dumps(part)))
 
     def _close_message(self, status: str) -> bytes:
         if self.message is None:

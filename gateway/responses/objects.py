@@ -35,22 +35,21 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-OPTIONAL = ("completed_at", "max_output_tokens", "max_tool_calls", "previous_response_id", "reasoning",
-            "safety_identifier", "prompt_cache_key")
+# absent rather than null when not given (the spec does not make every one nullable); so is completed_at
+# until the response is completed
+OPTIONAL = ("max_output_tokens", "max_tool_calls", "previous_response_id", "reasoning", "safety_identifier",
+            "prompt_cache_key")
 
 
-def response_object(resp_id: str, body: dict[str, Any], created_at: int, *, status: str,
-                    output: list[dict[str, Any]], usage: dict[str, Any] | None = None,
-                    incomplete: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Response object: what the request asked for, echoed with OpenAI's defaults, plus the result."""
+def request_echo(resp_id: str, body: dict[str, Any], created_at: int) -> dict[str, Any]:
+    """What a Response repeats of its request, with OpenAI's defaults, in the Response's key order (the
+    result's own keys as placeholders): made once per request, filled in by ``response_object``."""
     text = body.get("text") or {}
     out: dict[str, Any] = {
-        "id": resp_id, "object": "response", "created_at": created_at, "status": status,
-        "completed_at": int(time.time()) if status == "completed" else None,
-        "background": False, "error": error,
-        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "id": resp_id, "object": "response", "created_at": created_at, "status": None, "completed_at": None,
+        "background": False, "error": None, "incomplete_details": None,
         "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": output,
+        "max_tool_calls": body.get("max_tool_calls"), "model": body["model"], "output": None,
         "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
         "previous_response_id": body.get("previous_response_id"), "reasoning": body.get("reasoning"),
         "store": body.get("store") is not False,
@@ -64,9 +63,27 @@ def response_object(resp_id: str, body: dict[str, Any], created_at: int, *, stat
     }
     if body.get("user") is not None:
         out["user"] = body["user"]
-    for name in OPTIONAL:  # absent rather than null: the spec does not make every one nullable
-        if out.get(name) is None:
-            out.pop(name, None)
+    for name in OPTIONAL:
+        if out[name] is None:
+            del out[name]
+    return out
+
+
+def response_object(resp_id: str, body: dict[str, Any], created_at: int, *, status: str,
+                    output: list[dict[str, Any]], usage: dict[str, Any] | None = None,
+                    incomplete: str | None = None, error: dict[str, Any] | None = None,
+                    echo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Response object: what the request asked for, echoed with OpenAI's defaults (``echo``, if made
+    already), plus the result."""
+    out = dict(echo if echo is not None else request_echo(resp_id, body, created_at))
+    out["status"] = status
+    if status == "completed":
+        out["completed_at"] = int(time.time())
+    else:
+        del out["completed_at"]
+    out["error"] = error
+    out["incomplete_details"] = {"reason": incomplete} if incomplete else None
+    out["output"] = output
     if usage:
         out["usage"] = usage
     return out

@@ -1,7 +1,7 @@
 """Stored responses (``POST /v1/responses`` with ``store``, OpenAI's default): one row per response.
 
     store = ResponseStore(engine)
-    store.save({"id": "resp_...", "project": ..., "completion_id": "chatcmpl-...", ...})
+    store.save({"id": "resp_...", "project": ..., "completion_id": "chatcmpl-...", ...})  # scripts, tests
     store.get(response_id, project)              # the Response object, or None
     store.context(response_id, project)          # every item of the conversation up to it
     store.input_items(response_id, project, after=..., limit=..., order=...)
@@ -11,7 +11,9 @@
 log). ``input_items`` are this response's own input items, normalised (each with an ``id``);
 ``previous_response_id`` links a conversation, and ``context`` follows the links back to its
 start. ``project`` scopes every read (``None``: any project, for admins). The table comes from
-migration ``0006_responses``.
+migration ``0006_responses``. The gateway does not ``save`` on the request path: its rows travel to the
+log writer child as ``StoredResponse`` records (``gateway.api.responses_turn.keep``) and are inserted
+there, in batches, by ``gateway.log.sink``.
 """
 
 from __future__ import annotations
