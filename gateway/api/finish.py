@@ -31,8 +31,8 @@ from gateway.router import Attempt, Router
 class Call:
     """Per-request state shared by the plain and the streamed path."""
 
-    __slots__ = ("id", "started", "created", "body", "attempt", "attempts", "ttft", "principal", "reservation",
-                 "context")
+    __slots__ = ("id", "started", "created", "wall", "body", "attempt", "attempts", "ttft", "principal",
+                 "reservation", "context")
 
     def __init__(self, call_id: str, body: dict[str, Any], principal: Principal,
                  reservation: Reservation | None, context: Any = None) -> None:
@@ -40,7 +40,8 @@ class Call:
         self.context = context  # the API's own per-request state (the Responses pass-through's turn)
         self.principal = principal
         self.started = time.perf_counter()
-        self.created = int(time.time())
+        self.wall = time.time()  # the record's `created`: to the µs, so `created >= since` windows (canary,
+        self.created = int(self.wall)  # shadow pairs) hold requests of the second they open; the API's is whole
         self.body = body
         self.attempt: Attempt | None = None
         self.attempts = 0
@@ -120,7 +121,7 @@ class Finisher:
             return
         choices = out.get("choices") if out else None
         self.log.submit(InteractionRecord(
-            id=call.id, created=call.created, requested_model=call.body.get("model", ""),
+            id=call.id, created=call.wall, requested_model=call.body.get("model", ""),
             project=call.principal.project, api_key_id=call.principal.key_id,
             target=a.target if a else None, upstream_model=a.model if a else None,
             upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
