@@ -24,9 +24,13 @@ class _Choice:
         self.role = "assistant"
 
 
-class StreamAssembler:
+class ChunkAssembler:
+    """What every stream of chunks shares (chat's and the legacy completions'): the first chunk's id,
+    model, created and fingerprint, the final usage, one state per choice index (``new_choice``) fed
+    each choice of each chunk (``add_choice``), and ``deltas``, how many chunks carried output."""
+
     def __init__(self) -> None:
-        self.choices: dict[int, _Choice] = {}
+        self.choices: dict[int, Any] = {}
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.created: int | None = None
@@ -45,21 +49,35 @@ class StreamAssembler:
         for ch in chunk.get("choices") or ():
             choice = self.choices.get(ch.get("index", 0))
             if choice is None:
-                choice = self.choices[ch.get("index", 0)] = _Choice()
-            delta = ch.get("delta") or {}
-            if delta.get("role"):
-                choice.role = delta["role"]
-            if delta.get("content"):
-                choice.content.append(delta["content"])
-                self.deltas += 1
-            if delta.get("refusal"):
-                choice.refusal.append(delta["refusal"])
-                self.deltas += 1
-            for call in delta.get("tool_calls") or ():
-                self._merge_call(choice, call)
-                self.deltas += 1
-            if ch.get("finish_reason"):
-                choice.finish_reason = ch["finish_reason"]
+                choice = self.choices[ch.get("index", 0)] = self.new_choice()
+            self.add_choice(choice, ch)
+
+    def new_choice(self) -> Any:
+        raise NotImplementedError
+
+    def add_choice(self, choice: Any, ch: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class StreamAssembler(ChunkAssembler):
+    def new_choice(self) -> _Choice:
+        return _Choice()
+
+    def add_choice(self, choice: _Choice, ch: dict[str, Any]) -> None:
+        delta = ch.get("delta") or {}
+        if delta.get("role"):
+            choice.role = delta["role"]
+        if delta.get("content"):
+            choice.content.append(delta["content"])
+            self.deltas += 1
+        if delta.get("refusal"):
+            choice.refusal.append(delta["refusal"])
+            self.deltas += 1
+        for call in delta.get("tool_calls") or ():
+            self._merge_call(choice, call)
+            self.deltas += 1
+        if ch.get("finish_reason"):
+            choice.finish_reason = ch["finish_reason"]
 
     @staticmethod
     def _merge_call(choice: _Choice, call: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.assemble import ChunkAssembler
 from gateway.errors import InvalidRequest, clip
 from gateway.router import Attempt
 from gateway.validate import check_metadata, check_number
@@ -134,39 +135,22 @@ class _Choice:
         self.logprobs: dict[str, list[Any]] | None = None
 
 
-class TextAssembler:
+class TextAssembler(ChunkAssembler):
     """The whole ``text_completion`` from a stream's chunks (``text_completion`` objects too): per
     choice the text, the finish reason and the logprobs' lists joined; the final usage; and ``deltas``,
     how many chunks carried text (one per generated token on vLLM and the engine)."""
 
-    def __init__(self) -> None:
-        self.choices: dict[int, _Choice] = {}
-        self.usage: dict[str, Any] | None = None
-        self.model: str | None = None
-        self.created: int | None = None
-        self.upstream_id: str | None = None
-        self.system_fingerprint: str | None = None
-        self.deltas = 0
+    def new_choice(self) -> _Choice:
+        return _Choice()
 
-    def add(self, chunk: dict[str, Any]) -> None:
-        if self.upstream_id is None:
-            self.upstream_id = chunk.get("id")
-            self.model = chunk.get("model")
-            self.created = chunk.get("created")
-            self.system_fingerprint = chunk.get("system_fingerprint")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for ch in chunk.get("choices") or ():
-            choice = self.choices.get(ch.get("index", 0))
-            if choice is None:
-                choice = self.choices[ch.get("index", 0)] = _Choice()
-            if ch.get("text"):
-                choice.text.append(ch["text"])
-                self.deltas += 1
-            if isinstance(ch.get("logprobs"), dict):
-                self._join_logprobs(choice, ch["logprobs"])
-            if ch.get("finish_reason"):
-                choice.finish_reason = ch["finish_reason"]
+    def add_choice(self, choice: _Choice, ch: dict[str, Any]) -> None:
+        if ch.get("text"):
+            choice.text.append(ch["text"])
+            self.deltas += 1
+        if isinstance(ch.get("logprobs"), dict):
+            self._join_logprobs(choice, ch["logprobs"])
+        if ch.get("finish_reason"):
+            choice.finish_reason = ch["finish_reason"]
 
     @staticmethod
     def _join_logprobs(choice: _Choice, logprobs: dict[str, Any]) -> None:
