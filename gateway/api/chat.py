@@ -51,7 +51,7 @@ class ChatCompletions(RoutedEndpoint):
         return attempt.provider.complete(body, attempt.lora_path, tenant)
 
     def open(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[ChunkStream]:
-        return attempt.provider.stream(body, attempt.lora_path, tenant)
+        return attempt.provider.stream(body, attempt.lora_path, tenant, raw=self.raw_chunks)
 
     def assembler(self) -> StreamAssembler:
         return StreamAssembler()

@@ -54,7 +54,7 @@ class TextCompletions(RoutedEndpoint):
         return attempt.provider.text_complete(body, attempt.lora_path, tenant)
 
     def open(self, attempt: Attempt, body: dict[str, Any], tenant: str | None) -> Awaitable[ChunkStream]:
-        return attempt.provider.text_stream(body, attempt.lora_path, tenant)
+        return attempt.provider.text_stream(body, attempt.lora_path, tenant, raw=True)
 
     def assembler(self) -> TextAssembler:
         return TextAssembler()

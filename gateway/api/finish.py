@@ -91,9 +91,11 @@ class Finisher:
     def finish(self, call: Call, status: int, out: dict[str, Any] | None, *,
                upstream_id: str | None = None, base_url: str | None = None,
                error: GatewayError | None = None, cost: float | None | EllipsisType = ...,
-               relayed: int | None = None) -> None:
+               relayed: int | None = None, chunks: str | None = None) -> None:
         """Metrics, shadow, spend, and the interaction record (``cost``: if already known;
-        ``relayed``: streamed deltas, the completion tokens when the upstream sent no usage)."""
+        ``relayed``: streamed deltas, the completion tokens when the upstream sent no usage;
+        ``chunks``: a relayed stream's chunks, which the log writer assembles into the reply, ``out``
+        then holding only the usage)."""
         latency = time.perf_counter() - call.started
         a = call.attempt
         if status >= 500 or self.access_log:
@@ -127,7 +129,7 @@ class Finisher:
             upstream_base_url=base_url, upstream_id=upstream_id, arm=a.arm if a else None,
             attempts=call.attempts, stream=bool(call.body.get("stream")),
             store=request.get("store") is True, request=request,
-            response=out if status in (200, 499) else None,
+            response=out if status in (200, 499) and chunks is None else None, chunks=chunks,
             finish_reason=choices[0].get("finish_reason") if choices else None,
             prompt_tokens=usage.get("prompt_tokens") if usage else None,
             completion_tokens=usage.get("completion_tokens") if usage else relayed,

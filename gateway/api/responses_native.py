@@ -51,6 +51,7 @@ def serves_natively(router: Router, model: str) -> bool:
 
 
 class NativeResponses(RoutedEndpoint):
+    raw_chunks = False  # typed events, not chunks
     id_prefix = "chatcmpl-"  # the record's id (a chat completion's); the Response has the turn's resp_ id
     api = "responses"
     object = "chat.completion"

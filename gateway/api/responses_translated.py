@@ -50,6 +50,7 @@ class TurnAssembler(StreamAssembler):
 
 
 class TranslatedResponses(ChatCompletions):
+    raw_chunks = False  # each chat chunk becomes Responses events: parsed
     api = "responses"
     log_message = "response"
     logger = logging.getLogger("tuneloop.responses")

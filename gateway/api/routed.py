@@ -37,6 +37,7 @@ from gateway.auth import ANONYMOUS, Authenticator, Principal
 from gateway.errors import GatewayError, UpstreamClientError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import Reply
 from gateway.ratelimit import Limiter
+from gateway.raw_chunks import RawChunks
 from gateway.resilience import backoff_s
 from gateway.router import Attempt, Router
 
@@ -212,7 +213,7 @@ class RoutedEndpoint(RoutedHooks):
             self.finish(call, 499, None, error=client_closed())
             return
         want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        asm = self.assembler()
+        asm = RawChunks(self.assembler, call.id) if self.raw_chunks else self.assembler()
         status, error = 200, None
         try:
             await send({"type": "http.response.start", "status": 200,
@@ -243,9 +244,13 @@ class RoutedEndpoint(RoutedHooks):
             status, error = 499, client_closed(asm.deltas)
         finally:
             await stream.aclose()
-        completion = asm.completion(call.id, call.created)
+        chunks = None
+        if isinstance(asm, RawChunks):  # a 200 with usage: the writer assembles the record's reply
+            completion, chunks = asm.for_record(call.id, call.created, status)
+        else:
+            completion = asm.completion(call.id, call.created)
         self.finish(call, status, completion, upstream_id=asm.upstream_id, base_url=stream.base_url,
-                    error=error, relayed=asm.deltas)
+                    error=error, relayed=None if chunks else asm.deltas, chunks=chunks)
 
     @staticmethod
     async def _send_stream_error(send: Send, body: bytes) -> None:

@@ -4,7 +4,8 @@ The first group says what the API is: how a body is checked, capped, routed and 
 provider call serves it, how a stream is assembled for the record. The second says how the reply
 reaches the client; its defaults are the chunk APIs' (chat and legacy completions: our id in the
 body and in every chunk, usage always asked of the upstream and shown only to a client that asked,
-``data: [DONE]`` at the end, an error envelope as the last event of a broken stream). The Responses
+``data: [DONE]`` at the end, an error envelope as the last event of a broken stream; the chunks
+relayed as bytes, ``gateway.raw_chunks``). The Responses
 API relays typed events instead: the upstream's (``gateway.api.responses_native``), or its own made
 from the chat chunks (``gateway.api.responses_translated``).
 """
@@ -28,6 +29,8 @@ DONE = b"data: [DONE]\n\n"
 
 class RoutedHooks(Finisher):
     """What ``RoutedEndpoint`` asks of an API: the first group always, the second where it differs."""
+
+    raw_chunks = True  # streams opened raw and relayed as bytes (``gateway.raw_chunks``)
 
     # ---- what an API says ----
     def check(self, body: Any) -> None:
@@ -70,17 +73,14 @@ class RoutedHooks(Finisher):
         up["stream_options"] = {**(call.body.get("stream_options") or {}), "include_usage": True}
         return up
 
-    def frames(self, call: Call, asm: Any, batch: list[dict[str, Any]], want_usage: bool) -> list[bytes]:
-        """A batch of chunks as the client's SSE events (our id in each; usage only if it asked)."""
+    def frames(self, call: Call, asm: Any, batch: list[Any], want_usage: bool) -> list[bytes]:
+        """A batch of chunks (their bytes) as the client's SSE events (our id in each; usage only if
+        it asked): ``asm`` is the stream's ``RawChunks``."""
         out = []
-        for chunk in batch:
-            asm.add(chunk)
-            if "usage" in chunk and not want_usage:
-                if not chunk.get("choices"):
-                    continue  # the usage chunk was asked for by us, not by the client
-                del chunk["usage"]
-            chunk["id"] = call.id
-            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        for data in batch:
+            frame = asm.frame(data, want_usage)
+            if frame is not None:
+                out.append(frame)
         return out
 
     async def closing(self, call: Call, asm: Any) -> bytes:

@@ -45,6 +45,9 @@ class InteractionRecord:
     parent_id: str | None = None  # for shadow records: the primary's id
     redact_pii: bool = False  # scrub emails, phones, cards, keys from request/reply before storing
     object: str = "chat.completion"  # the API: "chat.completion" | "text_completion" (legacy /v1/completions)
+    # a relayed stream's chunks (``gateway.raw_chunks``: their JSON, joined by \x1e) in place of
+    # ``response`` and ``finish_reason``, which the writer assembles from them (``gateway.log.chunks``)
+    chunks: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

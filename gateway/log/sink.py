@@ -23,6 +23,7 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 
+from gateway.log.chunks import assemble
 from gateway.log.record import InteractionRecord, StoredResponse
 from gateway.store.db import is_transient
 from gateway.store.responses import responses
@@ -63,6 +64,10 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
     A record flagged ``redact_pii`` has PII scrubbed from its request and reply here, in the
     writer process: off the serving path, and before anything reaches the database."""
     get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
+    assembled: dict[str, Any] = {}
+    if chunks := get("chunks", None):  # a relayed stream: its reply is assembled here, off the serving core
+        reply, finish = assemble(chunks, get("object", None), str(get("id")), get("created", None))
+        assembled = {"response": reply, "finish_reason": finish}
     scrubber = None
     if get("redact_pii", False):
         from gateway.scrub import Scrubber  # the same rules the dataset builder uses
@@ -70,7 +75,7 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
         scrubber = Scrubber()
     row = []
     for name in COLUMNS:
-        value = get(name, None)
+        value = assembled[name] if name in assembled else get(name, None)
         if scrubber is not None and name in ("request", "response", "error"):
             value = _redact(value, scrubber)
         if name in JSON_COLUMNS:

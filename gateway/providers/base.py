@@ -29,11 +29,11 @@ class Reply:
 
 class ChunkStream(Protocol):
     """Parsed ``chat.completion.chunk`` (or ``text_completion``) objects, or Responses API events, in the
-    batches they arrived in."""
+    batches they arrived in; opened ``raw``, the chunks' JSON as bytes."""
 
     base_url: str
 
-    def __aiter__(self) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def __aiter__(self) -> AsyncIterator[list[Any]]: ...
 
     async def aclose(self) -> None: ...
 
@@ -46,15 +46,16 @@ class Provider(Protocol):
                        tenant: str | None = None) -> Reply: ...
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None) -> ChunkStream:
-        """Open the stream; upstream errors before the first chunk raise here."""
+                     tenant: str | None = None, raw: bool = False) -> ChunkStream:
+        """Open the stream; upstream errors before the first chunk raise here. ``raw``: the chunks'
+        JSON as bytes, unparsed (the byte relay: ``gateway.raw_chunks``)."""
         ...
 
     async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
                             tenant: str | None = None) -> Reply: ...
 
     async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
-                          tenant: str | None = None) -> ChunkStream:
+                          tenant: str | None = None, raw: bool = False) -> ChunkStream:
         """Open a legacy completions stream; upstream errors before the first chunk raise here."""
         ...
 

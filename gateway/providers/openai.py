@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.replicas import Replicas
-from gateway.providers.sse import CHUNKS, EVENTS, Framing
+from gateway.providers.sse import CHUNKS, EVENTS, RAW_CHUNKS, Framing
 from gateway.sse import SSEParser
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class OpenAIProvider:
         return reply
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None, api: str = "chat") -> _SDKStream:
+                     tenant: str | None = None, api: str = "chat", raw: bool = False) -> _SDKStream:
         self.replicas.pick()
         try:
             kwargs = self._kwargs(body, FIELDS[api])
@@ -130,15 +130,16 @@ class OpenAIProvider:
         except BaseException:
             self.replicas.released(self.base_url)
             raise
-        return _SDKStream(self, cm, resp, tenant, EVENTS if api == "responses" else CHUNKS)
+        return _SDKStream(self, cm, resp, tenant,
+                          EVENTS if api == "responses" else RAW_CHUNKS if raw else CHUNKS)
 
     async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
                             tenant: str | None = None) -> Reply:
         return await self.complete(body, lora_path, tenant, api="text")
 
     async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
-                          tenant: str | None = None) -> _SDKStream:
-        return await self.stream(body, lora_path, tenant, api="text")
+                          tenant: str | None = None, raw: bool = False) -> _SDKStream:
+        return await self.stream(body, lora_path, tenant, api="text", raw=raw)
 
     async def responses_create(self, body: dict[str, Any], lora_path: str | None = None,
                                tenant: str | None = None) -> Reply:

@@ -54,6 +54,26 @@ def _read_chunks(target: str, parser: SSEParser, piece: bytes) -> tuple[Batch, U
     return batch, fault, parser.done and fault is None
 
 
+def _read_raw(target: str, parser: SSEParser, piece: bytes) -> tuple[list[Any], UpstreamError | None, bool]:
+    """The chunks' data as bytes, unparsed (the byte relay, ``gateway.raw_chunks``). Only an event
+    that names an ``"error"`` key is parsed, to tell OpenAI's error envelope from a chunk: a key in
+    JSON is a quoted name, and a quote inside a string value is escaped, so a chunk whose text merely
+    mentions "error" does not match. An event that is not a JSON object is a fault like an error."""
+    batch: list[Any] = []
+    for data in parser.feed(piece):
+        if data[:1] != b"{" or data[-1:] != b"}":
+            return batch, _fault(target, "an event that is not a JSON object"), False
+        if b'"error"' in data:
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return batch, _fault(target, "an event that is not JSON"), False
+            if "error" in chunk and "choices" not in chunk:
+                return batch, _fault(target, chunk["error"]), False
+        batch.append(data)
+    return batch, None, parser.done
+
+
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
@@ -77,10 +97,11 @@ class Framing:
     """How a stream's events are read: ``read(target, parser, piece)`` -> (batch, fault, done)."""
 
     end: str  # what ends such a stream (named when one ends without it)
-    read: Callable[[str, SSEParser, bytes], tuple[Batch, UpstreamError | None, bool]]
+    read: Callable[[str, SSEParser, bytes], tuple[list[Any], UpstreamError | None, bool]]
 
 
 CHUNKS = Framing("[DONE]", _read_chunks)
+RAW_CHUNKS = Framing("[DONE]", _read_raw)  # CHUNKS as bytes, for the byte relay
 EVENTS = Framing("a final response event", _read_events)
 
 

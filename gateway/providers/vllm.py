@@ -33,7 +33,7 @@ from gateway.providers.base import Reply
 from gateway.providers.errors import from_status
 from gateway.providers.http1 import ConnectError, Exchange, Pool, ProtocolError
 from gateway.providers.replicas import Replicas
-from gateway.providers.sse import CHUNKS, EVENTS, Framing, SSEStream
+from gateway.providers.sse import CHUNKS, EVENTS, RAW_CHUNKS, Framing, SSEStream
 
 JSON_HEADERS = b"content-type: application/json\r\n"
 CHAT, TEXT, RESPONSES = b"/chat/completions", b"/completions", b"/responses"
@@ -137,16 +137,18 @@ class VLLMProvider:
         return await self._on_replicas(body, lora_path, tenant, self._complete_on)
 
     async def stream(self, body: dict[str, Any], lora_path: str | None = None,
-                     tenant: str | None = None) -> SSEStream:
-        return await self._on_replicas(body, lora_path, tenant, self._stream_on)
+                     tenant: str | None = None, raw: bool = False) -> SSEStream:
+        return await self._on_replicas(body, lora_path, tenant,
+                                       partial(self._stream_on, framing=RAW_CHUNKS if raw else CHUNKS))
 
     async def text_complete(self, body: dict[str, Any], lora_path: str | None = None,
                             tenant: str | None = None) -> Reply:
         return await self._on_replicas(body, lora_path, tenant, partial(self._complete_on, path=TEXT))
 
     async def text_stream(self, body: dict[str, Any], lora_path: str | None = None,
-                          tenant: str | None = None) -> SSEStream:
-        return await self._on_replicas(body, lora_path, tenant, partial(self._stream_on, path=TEXT))
+                          tenant: str | None = None, raw: bool = False) -> SSEStream:
+        return await self._on_replicas(body, lora_path, tenant,
+                                       partial(self._stream_on, path=TEXT, framing=RAW_CHUNKS if raw else CHUNKS))
 
     async def responses_create(self, body: dict[str, Any], lora_path: str | None = None,
                                tenant: str | None = None) -> Reply:

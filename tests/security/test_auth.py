@@ -204,7 +204,7 @@ def _status(gw: GatewayProcess, secret: str) -> int:
 
 def test_keys_expire_and_rotate_with_a_grace_period(secured):
     """Issue 19: `keys create --expires-in`, `keys rotate --grace` (the old key lives on, then not)."""
-    short = make_key(secured, "--project", "rotating", "--expires-in", "2s")
+    short = make_key(secured, "--project", "rotating", "--expires-in", "6s")  # a CLI start under load takes seconds
     assert _status(secured, short) == 200
     wait_for(lambda: _status(secured, short) == 401)
     old = make_key(secured, "--project", "rotating", "--rpm", "1000")
