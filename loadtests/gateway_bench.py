@@ -7,6 +7,8 @@ Systems (each: a start command and a base URL):
   tuneloop-writer0  the same, its log-writer child process pinned to CPU 0 (off the gateway's core)
   tuneloop-nolog  the same with `log: none` on the model
   litellm         LiteLLM's proxy (from a separate venv), 1 worker, no database
+  tensorzero      TensorZero's Rust gateway (from a separate venv, loadtests/tensorzero_gateway.py),
+                  its OpenAI-compatible endpoint, observability off
 
 Modes: non-stream at concurrency 1, 16, 64 (wrk, or the asyncio client without wrk);
 stream at concurrency 16 (asyncio client: time to first SSE event, and total time). The asyncio
@@ -18,7 +20,7 @@ every process the bench starts is killed on exit, Ctrl-C or error.
 CPU placement (default, 2 cores): the system under test runs alone on CPU 1; the mock
 upstream and the load generator share CPU 0. ``--no-pin`` turns this off.
 
-    python loadtests/gateway_bench.py [--duration 5] [--systems direct,passthrough,tuneloop,litellm]
+    python loadtests/gateway_bench.py [--duration 5] [--systems direct,passthrough,tuneloop,litellm,tensorzero]
                                       [--out loadtests/results/gateway.md]
 """
 
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -43,11 +46,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import loadgen  # noqa: E402
+import tensorzero_gateway  # noqa: E402
 
 PY = sys.executable
 DEFAULT_TUNELOOP = os.path.join(ROOT, ".venv", "bin", "tuneloop")
 DEFAULT_LITELLM = "/tmp/litellm-venv/bin/litellm"
-ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-writer0", "tuneloop-nolog", "litellm"]
+ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-writer0", "tuneloop-nolog", "litellm",
+               "tensorzero"]
 MODE_KINDS = ("ns", "stream", "paced")  # paced: stream from an upstream that paces its chunks
 
 
@@ -58,8 +63,10 @@ class System:
     paced_model: str = ""
     cmd: list[str] | None = None  # None: nothing to start (direct)
     env: dict = field(default_factory=dict)
-    base_url: str = ""
-    ready_path: str = "/v1/chat/completions"
+    base_url: str = ""  # set from the child's stdout when url_line is given
+    path: str = "/v1/chat/completions"  # chat completions, also polled for readiness
+    url_line: str = ""  # the child prints this prefix + its base URL on a line of its own
+    note: str = ""  # how it was set up, printed under the table
     skip: str = ""  # why it cannot run here
     proc: subprocess.Popen | None = None
     start_timeout: float = 90.0
@@ -162,6 +169,8 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
                 env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
                      "LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True"},
                 start_timeout=180.0))
+        elif name == "tensorzero":
+            out.append(System(name, **tensorzero_gateway.bench_system(args.tensorzero, mock_port, tmp)))
         else:
             raise SystemExit(f"unknown system {name!r}; known: {', '.join(ALL_SYSTEMS)}")
     return out
@@ -172,7 +181,7 @@ Key = tuple  # (system, mode, concurrency)
 
 def run_mode(sysm: System, mode: str, conc: int, duration: float, cpus: str | None,
              use_wrk: bool, max_requests: int) -> loadgen.Result:
-    url = sysm.base_url + "/v1/chat/completions"
+    url = sysm.base_url + sysm.path
     if mode in ("stream", "paced"):
         model = sysm.paced_model if mode == "paced" else sysm.model
         return loadgen.run_raw_subprocess(url, _body(model, True), conc, duration,
@@ -245,7 +254,7 @@ def render(results: dict[Key, list], names: list[str], modes: list, skipped: dic
             lines.append(
                 f"| {name} | {label} | {fmt(x['rps'], 0)} | {fmt(x['p50'])} | {fmt(x['p99'])} | "
                 f"{fmt(x['add50'])} | {fmt(x['add99'])} | {errs} | {fmt(x['ratio'])} |")
-    goals = goal_lines(results, names)
+    goals = goal_lines(results, names) + [f"- `{n}`: {t}" for n, t in meta["notes"].items()]
     head = (f"Run {meta['when']} · {meta['host']} · {meta['cpus']} CPUs · {meta['rounds']} "
             f"interleaved round(s) × {meta['duration']} s per cell, medians (added latency and "
             f"ratios taken within each round) · {meta['placement']} · load generator: "
@@ -311,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="count bound per cell for the asyncio client")
     ap.add_argument("--tuneloop", default=DEFAULT_TUNELOOP)
     ap.add_argument("--litellm", default=DEFAULT_LITELLM)
+    ap.add_argument("--tensorzero", default=tensorzero_gateway.DEFAULT_PYTHON,
+                    help="python of the venv with the tensorzero wheel")
     ap.add_argument("--mock-chunks", type=int, default=8)
     ap.add_argument("--mock-chunk-delay-ms", type=float, default=0.0)
     ap.add_argument("--paced-delay-ms", type=float, default=5.0,
@@ -378,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             if s.proc is None:
                 continue
             try:
-                loadgen.wait_ready(s.base_url + s.ready_path, s.proc, timeout=s.start_timeout,
+                if s.url_line:
+                    s.base_url = _announced_url(os.path.join(tmp, f"{s.name}.log"), s.url_line,
+                                                s.proc, s.start_timeout)
+                loadgen.wait_ready(s.base_url + s.path, s.proc, timeout=s.start_timeout,
                                    method="POST", body=_body(s.model, False))
             except RuntimeError as e:
                 log(f"{s.name} did not start: {e}\n{_tail(os.path.join(tmp, f'{s.name}.log'))}")
@@ -429,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         "mock": (f"{args.mock_chunks} chunks, {args.mock_chunk_delay_ms} ms apart "
                  f"(paced: {args.paced_delay_ms} ms apart)"),
         "commit": git_commit(),
+        "notes": {s.name: s.note for s in systems if s.note and s.name not in skipped},
     }
     table = render(results, names, modes, skipped, meta)
     print(table)
@@ -436,6 +451,19 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             f.write("# Gateway overhead (loadtests/gateway_bench.py)\n\n" + table)
     return 0
+
+
+def _announced_url(log_path: str, prefix: str, proc: subprocess.Popen, timeout: float) -> str:
+    """The base URL a child prints as ``prefix + URL`` (its stdout goes to log_path)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in _tail(log_path, 1 << 16).splitlines():
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before printing its URL")
+        time.sleep(0.2)
+    raise RuntimeError(f"no {prefix.strip()} line after {timeout}s")
 
 
 def _tail(path: str, n: int = 2000) -> str:
