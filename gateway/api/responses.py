@@ -83,6 +83,8 @@ class ResponsesEndpoint:
         except GatewayError as exc:
             await send_error(send, exc)
             return
-        turn = Turn(new_id("resp"), body, int(time.time()), items, principal, messages)
+        alias = self.translated.router_ref.router.aliases.get(body["model"])
+        turn = Turn(new_id("resp"), body, int(time.time()), items, principal, messages,
+                    redact_pii=bool(alias and alias.cfg.redact_pii))
         endpoint = self.native if native else self.translated
         await endpoint.serve(scope, receive, send, principal, upstream, turn)

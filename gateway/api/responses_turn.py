@@ -42,6 +42,7 @@ class Turn:
     items: list[dict[str, Any]]
     principal: Principal
     messages: list[dict[str, Any]]
+    redact_pii: bool = False  # the alias scrubs PII from what is stored: the stored Response too
 
 
 def catching_up(response_id: str) -> DatabaseUnavailable:
@@ -94,7 +95,7 @@ def keep(log: Any, turn: Turn, response: dict[str, Any], completion_id: str | No
         return response
     row = StoredResponse(id=turn.id, created_at=time.time(), project=turn.principal.project,
                          completion_id=completion_id, previous_response_id=turn.body.get("previous_response_id"),
-                         response=response, input_items=turn.items)
+                         response=response, input_items=turn.items, redact_pii=turn.redact_pii)
     try:
         queued = log.submit(row)
     except Exception:

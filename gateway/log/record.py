@@ -73,4 +73,5 @@ class StoredResponse:
     previous_response_id: str | None
     response: dict[str, Any]  # the Response object as the client got it
     input_items: list[dict[str, Any]]  # this turn's own input items, normalised
+    redact_pii: bool = False  # the alias's redact_pii: PII scrubbed from both before they are stored
     table: str = "responses"  # how a dict from the spool tells it from an interaction record

@@ -10,7 +10,8 @@ log, and SQLAlchemy's per-row parameter processing would cost more than the inse
 Stored Responses (``StoredResponse``: ``POST /v1/responses`` with ``store``) come in the same batches;
 ``split`` sorts them out, and their rows go into ``responses`` in the same transaction
 (``INSERT ... ON CONFLICT (id) DO NOTHING``: few, and idempotent on replay). They are kept as the
-client got them (no PII scrubbing: a retrieve returns the Response as it was).
+client got them, except that an alias with ``redact_pii`` has PII scrubbed from them as from its
+interaction records (a retrieve then returns the scrubbed Response: the promise is that PII is not stored).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, default=str).decode()
 
 
+def _scrubber() -> Any:
+    from gateway.scrub import Scrubber  # the same rules the dataset builder uses
+
+    return Scrubber()
+
+
 def _redact(value: Any, scrubber: Any) -> Any:
     if isinstance(value, str):
         return scrubber.text(value)
@@ -68,11 +75,7 @@ def to_row(record: InteractionRecord | dict[str, Any]) -> tuple[Any, ...]:
     if chunks := get("chunks", None):  # a relayed stream: its reply is assembled here, off the serving core
         reply, finish = assemble(chunks, get("object", None), str(get("id")), get("created", None))
         assembled = {"response": reply, "finish_reason": finish}
-    scrubber = None
-    if get("redact_pii", False):
-        from gateway.scrub import Scrubber  # the same rules the dataset builder uses
-
-        scrubber = Scrubber()
+    scrubber = _scrubber() if get("redact_pii", False) else None
     row = []
     for name in COLUMNS:
         value = assembled[name] if name in assembled else get(name, None)
@@ -95,7 +98,9 @@ def is_response(record: Any) -> bool:
 
 def response_row(record: StoredResponse | dict[str, Any]) -> tuple[Any, ...]:
     get = record.get if isinstance(record, dict) else (lambda k, d=None: getattr(record, k, d))
-    return tuple(_json(get(name)) if name in RESPONSE_JSON else get(name) for name in RESPONSE_COLUMNS)
+    scrubber = _scrubber() if get("redact_pii", False) else None
+    return tuple(_json(get(name) if scrubber is None else _redact(get(name), scrubber)) if name in RESPONSE_JSON
+                 else get(name) for name in RESPONSE_COLUMNS)
 
 
 def split(records: Sequence[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

@@ -36,6 +36,7 @@ responses = sa.Table(
     sa.Column("previous_response_id", sa.String(96)),
     sa.Column("response", JSONType, nullable=False),
     sa.Column("input_items", JSONType, nullable=False),
+    sa.Index("ix_responses_completion_id", "completion_id"),  # 0009: erasing a completion finds its responses
 )
 t = responses
 

@@ -73,3 +73,22 @@ def test_pii_is_redacted_before_the_log_when_the_model_asks(gateway):
     assert "[EMAIL]" in prompt and "[EMAIL]" in stored.choices[0].message.content
     plain = client.chat.completions.create(model="lora-bot", messages=[{"role": "user", "content": text}])
     assert "jane.doe@example.com" in client.chat.completions.messages.list(plain.id).data[0].content
+
+
+def test_pii_is_redacted_from_streamed_replies_and_stored_responses_too(gateway):
+    """A streamed reply is assembled in the log writer (gateway.raw_chunks): scrubbed there; a stored
+    Response (POST /v1/responses) of such an alias is scrubbed as its interaction record is."""
+    client = gateway.client()
+    text = "mail me at jane.doe@example.com please"
+    chunks = list(client.chat.completions.create(model="redacted", stream=True,
+                                                 messages=[{"role": "user", "content": text}]))
+    assert "jane.doe@example.com" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    stored = client.chat.completions.retrieve(chunks[0].id)
+    assert "jane.doe@example.com" not in stored.choices[0].message.content
+    assert "[EMAIL]" in stored.choices[0].message.content and stored.choices[0].finish_reason == "stop"
+    made = client.responses.create(model="redacted", input=text)
+    assert "jane.doe@example.com" in made.output_text  # the caller's reply is untouched
+    kept = client.responses.retrieve(made.id)
+    items = client.responses.input_items.list(made.id).data
+    assert "jane.doe@example.com" not in kept.output_text and "[EMAIL]" in kept.output_text
+    assert "jane.doe@example.com" not in str(items[0].content) and "[EMAIL]" in str(items[0].content)
