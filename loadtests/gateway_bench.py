@@ -6,6 +6,8 @@ Systems (each: a start command and a base URL):
   tuneloop        `tuneloop serve` with routing, logging (SQLite in a temp TUNELOOP_HOME), metrics
   tuneloop-writer0  the same, its log-writer child process pinned to CPU 0 (off the gateway's core)
   tuneloop-nolog  the same with `log: none` on the model
+  tuneloop-w2     `tuneloop serve --workers 2`, on both CPUs (the scaling of a second worker; it shares
+                  CPU 0 with the mock and the load generator, so on 2 cores it cannot reach 2x)
   litellm         LiteLLM's proxy (from a separate venv), 1 worker, no database
   tensorzero      TensorZero's Rust gateway (from a separate venv, loadtests/tensorzero_gateway.py),
                   its OpenAI-compatible endpoint, observability off
@@ -45,13 +47,14 @@ import orjson
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import gateway_goals  # noqa: E402
 import loadgen  # noqa: E402
 import tensorzero_gateway  # noqa: E402
 
 PY = sys.executable
 DEFAULT_TUNELOOP = os.path.join(ROOT, ".venv", "bin", "tuneloop")
 DEFAULT_LITELLM = "/tmp/litellm-venv/bin/litellm"
-ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-writer0", "tuneloop-nolog", "litellm",
+ALL_SYSTEMS = ["direct", "passthrough", "tuneloop", "tuneloop-writer0", "tuneloop-nolog", "tuneloop-w2", "litellm",
                "tensorzero"]
 MODE_KINDS = ("ns", "stream", "paced")  # paced: stream from an upstream that paces its chunks
 
@@ -68,6 +71,7 @@ class System:
     url_line: str = ""  # the child prints this prefix + its base URL on a line of its own
     note: str = ""  # how it was set up, printed under the table
     skip: str = ""  # why it cannot run here
+    cpus: str | None = None  # its CPUs when pinning, if not the system-under-test CPU
     proc: subprocess.Popen | None = None
     start_timeout: float = 90.0
 
@@ -146,17 +150,19 @@ def make_systems(names: list[str], mock_port: int, tmp: str, args) -> list[Syste
                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--workers", "1",
                 "--no-access-log", "--log-level", "warning"],
                 env={"PASSTHROUGH_UPSTREAM": f"http://127.0.0.1:{mock_port}"}))
-        elif name in ("tuneloop", "tuneloop-writer0", "tuneloop-nolog"):
+        elif name in ("tuneloop", "tuneloop-writer0", "tuneloop-nolog", "tuneloop-w2"):
             why = tuneloop_available(args.tuneloop)
             home = os.path.join(tmp, f"home-{name}")
             os.makedirs(home, exist_ok=True)
             cfg = os.path.join(tmp, f"{name}.yaml")
             _tuneloop_config(cfg, mock_port, log_none=name == "tuneloop-nolog")
+            two = name == "tuneloop-w2"
             out.append(System(name, "bench-model", "bench-model-paced", base_url=base, skip=why, cmd=[
                 args.tuneloop, "serve", "--config", cfg, "--host", "127.0.0.1",
-                "--port", str(port)], env={"TUNELOOP_HOME": home, **(
+                "--port", str(port)] + (["--workers", "2"] if two else []), env={"TUNELOOP_HOME": home, **(
                     # the log writer child on the load generator's core instead of any core
-                    {"TUNELOOP_LOG_WRITER_CPUS": "0"} if name == "tuneloop-writer0" else {})}))
+                    {"TUNELOOP_LOG_WRITER_CPUS": "0"} if name == "tuneloop-writer0" else {})},
+                cpus="0,1" if two else None))
         elif name == "litellm":
             why = "" if os.path.exists(args.litellm) else (
                 f"{args.litellm} not found (python3.11 -m venv /tmp/litellm-venv && "
@@ -254,48 +260,12 @@ def render(results: dict[Key, list], names: list[str], modes: list, skipped: dic
             lines.append(
                 f"| {name} | {label} | {fmt(x['rps'], 0)} | {fmt(x['p50'])} | {fmt(x['p99'])} | "
                 f"{fmt(x['add50'])} | {fmt(x['add99'])} | {errs} | {fmt(x['ratio'])} |")
-    goals = goal_lines(results, names) + [f"- `{n}`: {t}" for n, t in meta["notes"].items()]
+    goals = gateway_goals.goal_lines(results, names, summarize) + [f"- `{n}`: {t}" for n, t in meta["notes"].items()]
     head = (f"Run {meta['when']} · {meta['host']} · {meta['cpus']} CPUs · {meta['rounds']} "
             f"interleaved round(s) × {meta['duration']} s per cell, medians (added latency and "
             f"ratios taken within each round) · {meta['placement']} · load generator: "
             f"{meta['loadgen']} · mock: {meta['mock']} · commit {meta['commit']}")
     return head + "\n\n" + "\n".join(lines) + ("\n\n" + "\n".join(goals) if goals else "") + "\n"
-
-
-def goal_lines(results: dict[Key, list], names: list[str]) -> list[str]:
-    out = []
-    for s in names:
-        if s in ("direct", "passthrough"):
-            continue
-        ns16 = summarize(results, (s, "ns", 16))
-        st16 = summarize(results, (s, "stream", 16))
-        ns1 = summarize(results, (s, "ns", 1))
-        if not (ns16 or st16 or ns1):
-            continue
-        parts = []
-        if ns16 and not math.isnan(ns16["ratio"]):
-            ok = ns16["ratio"] >= 2
-            parts.append(f"non-stream c16 {ns16['ratio']:.2f}× passthrough "
-                         f"({'meets' if ok else 'misses'} ≥ 2×)")
-        if st16 and not math.isnan(st16["ratio"]):
-            ok = st16["ratio"] >= 2
-            parts.append(f"stream c16 {st16['ratio']:.2f}× passthrough "
-                         f"({'meets' if ok else 'misses'} ≥ 2×)")
-        if ns1 and not math.isnan(ns1["add50"]):
-            a = ns1["add50"]
-            parts.append(f"added p50 c1 {a:.2f} ms ({'meets' if a < 1 else 'misses'} < 1 ms)")
-        if st16 and not math.isnan(st16["add50"]):
-            a = st16["add50"]
-            parts.append(f"added TTFT p50 c16 {a:.2f} ms ({'meets' if a < 2 else 'misses'} < 2 ms)")
-        pc16 = summarize(results, (s, "paced", 16))
-        if pc16 and not math.isnan(pc16["add50"]):
-            a = pc16["add50"]
-            parts.append(f"paced: added TTFT p50 c16 {a:.2f} ms "
-                         f"({'meets' if a < 2 else 'misses'} < 2 ms)")
-        errs = sum(r.errors for k, rs in results.items() if k[0] == s for r in rs)
-        parts.append(f"errors {errs}")
-        out.append(f"- **{s}**: " + "; ".join(parts))
-    return out
 
 
 def git_commit() -> str:
@@ -381,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if s.cmd:
                 log(f"starting {s.name}")
-                s.proc = loadgen.start(s.cmd, cpus=cpu_sut, env=s.env, cwd=tmp,
+                s.proc = loadgen.start(s.cmd, cpus=s.cpus if s.cpus and cpu_sut else cpu_sut, env=s.env, cwd=tmp,
                                        log_path=os.path.join(tmp, f"{s.name}.log"))
                 started.append(s.proc)
             running.append(s)
