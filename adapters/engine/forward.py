@@ -130,7 +130,10 @@ def _round_up(n: int) -> int:
 
 
 def _rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm as transformers computes it: normalised in fp32, cast back, then scaled."""
+    """RMSNorm as transformers computes it: normalised in fp32, cast back, then scaled. In fp32 that is
+    exactly torch's fused ``rms_norm`` (one op instead of six: the decode step makes 61 of them)."""
+    if x.dtype == torch.float32 and w.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), w, eps)
     xf = x.float()
     var = xf.pow(2).mean(-1, keepdim=True)
     return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)

@@ -7,8 +7,9 @@ are chains of 16-token block hashes per adapter (an adapter on ``k_proj`` /
 entries).  An entry stores the KV of a whole block-aligned prompt prefix and is
 indexed under each of its block boundaries, so a prompt sharing only the first
 blocks uses a slice of it.  Entries are evicted least-recently-used once the
-cache holds more than ``max_positions`` positions.  The last prompt token is
-always prefilled, since its logits give the first output token.
+cache holds more than ``max_positions`` positions (each time a quarter of it has
+been evicted, the freed memory goes back to the OS: ``adapters.engine.memory``).
+The last prompt token is always prefilled, since its logits give the first output token.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+
+from adapters.engine.memory import trim
 
 BLOCK = 16
 
@@ -42,6 +45,8 @@ class PrefixCache:
         self.positions = 0
         self._index: dict[tuple[int, int], Entry] = {}
         self._lru: OrderedDict[int, Entry] = OrderedDict()
+        self.evicted = 0  # positions evicted since the heap was last trimmed
+        self.trims = 0
 
     def lookup(self, keys: list[tuple[int, int]]) -> tuple[int, Entry | None]:
         """Longest cached prefix: ``(tokens, entry)``, or ``(0, None)``."""
@@ -64,9 +69,15 @@ class PrefixCache:
         while self.positions > self.max_positions and len(self._lru) > 1:
             _, old = self._lru.popitem(last=False)
             self.positions -= old.kv.shape[3]
+            self.evicted += old.kv.shape[3]
             for k in old.keys:
                 if self._index.get(k) is old:
                     del self._index[k]
+            del old
+        if self.evicted * 4 >= self.max_positions:  # a quarter turned over: give the freed copies back
+            self.evicted = 0
+            self.trims += 1
+            trim()
 
     def clear(self) -> None:
         self._index.clear()
