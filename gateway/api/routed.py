@@ -138,17 +138,8 @@ class RoutedEndpoint(RoutedHooks):
         def op(attempt: Attempt) -> Awaitable[Reply]:
             return self.call(attempt, self._upstream_body(call, attempt), call.principal.project)
 
-        try:
-            reply = await self._try_routes(call, plan, op)
-        except GatewayError as exc:
-            watch.stop()
-            await send_error(send, exc, call.id)
-            self.finish(call, exc.status_code, None, error=exc)
-            return
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            self.finish(call, 499, None, error=client_closed())
+        reply = await self._first_byte(call, watch, send, self._try_routes(call, plan, op))
+        if reply is None:
             return
         watch.stop()
         payload, out, upstream_id = await self.answer(call, reply.body)
@@ -158,6 +149,21 @@ class RoutedEndpoint(RoutedHooks):
             headers.append((b"x-tuneloop-cost-usd", f"{cost:.8f}".encode()))
         await send_json(send, 200, payload, headers)
         self.finish(call, 200, out, upstream_id=upstream_id, base_url=reply.base_url, cost=cost)
+
+    async def _first_byte(self, call: Call, watch: DisconnectWatch, send: Send, work: Awaitable[T]) -> T | None:
+        """``work``'s result; or None when it failed before anything reached the client: the error
+        sent (or the client gone: 499) and the request finished here."""
+        try:
+            return await work
+        except GatewayError as exc:
+            watch.stop()
+            await send_error(send, exc, call.id)
+            self.finish(call, exc.status_code, None, error=exc)
+        except asyncio.CancelledError:
+            if not watch.absorb():
+                raise
+            self.finish(call, 499, None, error=client_closed())
+        return None
 
     def _headers(self, call: Call) -> list[tuple[bytes, bytes]]:
         a = call.attempt
@@ -196,18 +202,10 @@ class RoutedEndpoint(RoutedHooks):
         return await self._try_routes(call, plan, op)
 
     async def _stream(self, call: Call, plan: list[Attempt], watch: DisconnectWatch, send: Send) -> None:
-        try:
-            stream, chunks, first = await self._open_stream(call, plan)
-        except GatewayError as exc:
-            watch.stop()
-            await send_error(send, exc, call.id)
-            self.finish(call, exc.status_code, None, error=exc)
+        opened = await self._first_byte(call, watch, send, self._open_stream(call, plan))
+        if opened is None:
             return
-        except asyncio.CancelledError:
-            if not watch.absorb():
-                raise
-            self.finish(call, 499, None, error=client_closed())
-            return
+        stream, chunks, first = opened
         if watch.absorb():  # Python 3.11's wait_for returns a result that raced our cancellation
             await stream.aclose()
             self.finish(call, 499, None, error=client_closed())
