@@ -71,7 +71,7 @@ def forward_bench(a: argparse.Namespace) -> dict[str, Any]:
     bf16 = _bf16_weights(model)
     for threads in a.threads:
         torch.set_num_threads(threads)
-        for n in (1, 8, 32):
+        for n in a.batches:
             prompts = _prompts(tok, n)
             for lora_on in ([False, True] if lw is not None else [False]):
                 lora = LoraBatch([lw] * n, torch.float32, torch.device("cpu")) if lora_on else None
@@ -82,6 +82,8 @@ def forward_bench(a: argparse.Namespace) -> dict[str, Any]:
             out[f"t{threads} b{n} gemm floor bf16"] = _gemm_floor(model, n, a.steps, bf16)
             print(f"t{threads} b{n} gemm floor", out[f"t{threads} b{n} gemm floor"], "bf16",
                   out[f"t{threads} b{n} gemm floor bf16"], flush=True)
+            if a.json:  # as it goes: a long run keeps what it measured
+                a.json.write_text(json.dumps(out, indent=1))
         out[f"t{threads} profile b1"] = _op_profile(model, _prompts(tok, 1))
         out[f"t{threads} profile b32"] = _op_profile(model, _prompts(tok, 32))
         print(f"t{threads} profile", out[f"t{threads} profile b1"]["summary"],
@@ -373,6 +375,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["forward", "served", "child"])
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batches", default="1,8,32", help="forward: batch sizes")
     ap.add_argument("--steps", type=int, default=40, help="decode steps timed per forward cell")
     ap.add_argument("--home", type=Path, default=Path(os.environ.get("TUNELOOP_HOME", REPO / ".tuneloop")))
     ap.add_argument("--lora", action="store_true", help="served: also the LoRA adapter's phases")
@@ -385,6 +388,7 @@ def main() -> None:
     a = ap.parse_args()
     a.home = a.home.resolve()
     a.threads = [int(t) for t in a.threads.split(",")]
+    a.batches = [int(b) for b in a.batches.split(",")]
     if a.part == "child":
         child(a)
         return
