@@ -5,7 +5,8 @@ Two parts, on the embedded SmolLM2-135M-Instruct (fp32), 1 and 2 torch threads:
 ``forward``: the pure batched forward (``adapters/engine/forward.py``'s ``BatchedLlama.forward``) in this
 process, no server: after a prefill of 1, 8 or 32 support prompts (~100 tokens), the median time of a
 decode step (positions ~100-160), with and without a LoRA batch; the "GEMM floor" (the step's 121
-projections, ``x @ W.T`` at the same shapes, and nothing else; also with bfloat16 copies of the weights);
+projections, ``x @ W.T`` at the same shapes, and nothing else; also with bfloat16 copies of the weights,
+and with fp32 copies stored transposed, ``x @ Wt``);
 the step's aten ops counted with
 ``torch.profiler`` and its self time grouped into matrix products vs everything else.
 
@@ -68,7 +69,7 @@ def forward_bench(a: argparse.Namespace) -> dict[str, Any]:
     lw = read_adapter("lora-r8", ADAPTER_DIR, model.lora_shapes, model.n_layers, torch.float32,
                       torch.device("cpu")) if (ADAPTER_DIR / "adapter_config.json").exists() else None
     out: dict[str, Any] = {}
-    bf16 = _bf16_weights(model)
+    bf16, nn = _copies(model, "bf16"), _copies(model, "nn")
     for threads in a.threads:
         torch.set_num_threads(threads)
         for n in a.batches:
@@ -79,9 +80,11 @@ def forward_bench(a: argparse.Namespace) -> dict[str, Any]:
                 out[key] = _decode_timing(model, prompts, lora, a.steps)
                 print(key, {k: v for k, v in out[key].items() if k != "ops"}, flush=True)
             out[f"t{threads} b{n} gemm floor"] = _gemm_floor(model, n, a.steps)
-            out[f"t{threads} b{n} gemm floor bf16"] = _gemm_floor(model, n, a.steps, bf16)
+            out[f"t{threads} b{n} gemm floor bf16"] = _gemm_floor(model, n, a.steps, bf16=bf16)
+            out[f"t{threads} b{n} gemm floor nn"] = _gemm_floor(model, n, a.steps, nn=nn)
             print(f"t{threads} b{n} gemm floor", out[f"t{threads} b{n} gemm floor"], "bf16",
-                  out[f"t{threads} b{n} gemm floor bf16"], flush=True)
+                  out[f"t{threads} b{n} gemm floor bf16"], "transposed", out[f"t{threads} b{n} gemm floor nn"],
+                  flush=True)
             if a.json:  # as it goes: a long run keeps what it measured
                 a.json.write_text(json.dumps(out, indent=1))
         out[f"t{threads} profile b1"] = _op_profile(model, _prompts(tok, 1))
@@ -119,45 +122,53 @@ def _decode_timing(model: Any, prompts: list[list[int]], lora: Any, steps: int) 
             "tok_s": len(prompts) / statistics.median(times)}
 
 
-def _gemm_floor(model: Any, n: int, steps: int, bf16: Any = None) -> dict[str, float]:
+def _gemm_floor(model: Any, n: int, steps: int, bf16: Any = None, nn: Any = None) -> dict[str, float]:
     """The decode step's matrix products alone: 4 per layer (qkv, o, gate+up, down) and the lm_head.
 
-    ``bf16``: the same with bfloat16 copies of the weights (``_bf16_weights``), to size what a smaller dtype
-    would save (the engine keeps fp32 on CPU for batch-invariant greedy outputs; see results/engine.md)."""
+    ``bf16``: the same with bfloat16 copies of the weights (``_copies``), to size what a smaller dtype
+    would save (the engine keeps fp32 on CPU for batch-invariant greedy outputs; see results/engine.md).
+    ``nn``: fp32 copies stored transposed (``[in, out]``, contiguous), multiplied as ``x @ Wt``."""
     import torch
 
     dt = torch.bfloat16 if bf16 is not None else torch.float32
-    weights = bf16 or ([(x.wqkv, x.wo, x.wgu, x.wd) for x in model.layers], model.lm_head)
+    weights = bf16 or nn or ([(x.wqkv, x.wo, x.wgu, x.wd) for x in model.layers], model.lm_head)
     h = torch.randn(n, 1, model.hidden, dtype=dt)
     a = torch.randn(n, 1, model.q_dim, dtype=dt)
     m = torch.randn(n, 1, model.intermediate, dtype=dt)
     layers, lm_head = weights
+
+    def mm(x: Any, w: Any) -> Any:
+        return x @ w if nn is not None else x @ w.T
+
     times = []
     with torch.inference_mode():
         for _ in range(steps):
             t0 = time.perf_counter()
             for wqkv, wo, wgu, wd in layers:
-                h @ wqkv.T
-                a @ wo.T
-                h @ wgu.T
-                m @ wd.T
-            h[:, -1] @ lm_head.T
+                mm(h, wqkv)
+                mm(a, wo)
+                mm(h, wgu)
+                mm(m, wd)
+            mm(h[:, -1], lm_head)
             times.append(time.perf_counter() - t0)
     times = times[3:]
     lm = []
     with torch.inference_mode():
         for _ in range(steps):
             t0 = time.perf_counter()
-            h[:, -1] @ lm_head.T
+            mm(h[:, -1], lm_head)
             lm.append(time.perf_counter() - t0)
     return {"ms_p50": statistics.median(times) * 1e3, "lm_head_ms_p50": statistics.median(lm[3:]) * 1e3}
 
 
-def _bf16_weights(model: Any) -> Any:
+def _copies(model: Any, how: str) -> Any:
+    """The projection weights as bfloat16 (``bf16``) or transposed fp32 (``nn``) copies."""
     import torch
 
-    return ([tuple(w.to(torch.bfloat16) for w in (x.wqkv, x.wo, x.wgu, x.wd)) for x in model.layers],
-            model.lm_head.to(torch.bfloat16))
+    def conv(w: Any) -> Any:
+        return w.to(torch.bfloat16) if how == "bf16" else w.T.contiguous()
+
+    return ([tuple(conv(w) for w in (x.wqkv, x.wo, x.wgu, x.wd)) for x in model.layers], conv(model.lm_head))
 
 
 def _op_profile(model: Any, prompts: list[list[int]], steps: int = 5) -> dict[str, Any]:
