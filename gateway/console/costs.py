@@ -4,9 +4,11 @@ from today; 14 by default, at most 366).
 
 The sums are SQL GROUP BYs (gateway.store.costs.cost_report, as ``tuneloop costs``) down the created and
 project indexes; the percentiles are computed in Python over a bounded sample (SQLite has no percentile
-function: gateway.store.costs.latency_by_day). Shadow calls count in the spend and the tokens (they are
-paid for), not in the error rate or the latencies. A project key sees its project; an admin every project
-(a table by project) or the one chosen. Charts are inline SVG drawn here (gateway.console.charts).
+function: gateway.store.costs.latency_by_day). Days before yesterday are read from what was kept of them
+(gateway.store.cost_days: filled on first view, dropped by a late write); today and yesterday live. Shadow
+calls count in the spend and the tokens (they are paid for), not in the error rate or the latencies. A project
+key sees its project; an admin every project (a table by project) or the one chosen. Charts are inline SVG
+drawn here (gateway.console.charts).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from gateway.console import charts, render, views
 from gateway.console.pages import ConsoleRoute, _context, _go, _log
 from gateway.console.session import keep, viewer
 from gateway.errors import InvalidRequest
-from gateway.store.costs import DAY_S, cost_report, latency_by_day
+from gateway.store import cost_days
 
 router = APIRouter(route_class=ConsoleRoute)
 DEFAULT_DAYS, MAX_DAYS = 14, 366
@@ -59,14 +61,24 @@ def _sum(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: sum(r[k] or 0 for r in rows) for k in SUMS}
 
 
+def _grouped(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """``rows`` summed by ``key`` (``model`` or ``project``), the costliest first."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        name = r[key] if key != "project" else r[key] or "default"
+        into = out.setdefault(name, {key: name, **dict.fromkeys(SUMS, 0)})
+        for k in SUMS:
+            into[k] += r[k] or 0
+    return sorted(out.values(), key=lambda r: -r["cost_usd"])
+
+
 def report(engine: Any, project: str | None, first: date, last: date, by_project: bool) -> dict[str, Any]:
     """Everything the page shows (synchronous: run it in a thread)."""
-    since, until = _epoch_day(first) * DAY_S, (_epoch_day(last) + 1) * DAY_S
-    span: dict[str, Any] = {"since": since, "until": until, "project": project}
-    rows = cost_report(engine, **span, by=("day", "kind"))
-    latency = latency_by_day(engine, **span)
+    span = (_epoch_day(first), _epoch_day(last), project)
+    rows = cost_days.sums(engine, *span)
+    latency = cost_days.latency(engine, *span)
     days = []
-    for d in range(_epoch_day(first), _epoch_day(last) + 1):
+    for d in range(span[0], span[1] + 1):
         mine = [r for r in rows if r["day"] == d]
         primary = [r for r in mine if r["kind"] == "primary"]
         sums, answered = _sum(mine), _sum(primary)
@@ -75,12 +87,10 @@ def report(engine: Any, project: str | None, first: date, last: date, by_project
                      "primary": answered["requests"], "primary_errors": answered["errors"],
                      **latency.get(d, {"latency_p50": None, "latency_p99": None, "ttft_p50": None,
                                        "ttft_p99": None, "sampled": 0})})
-    models = cost_report(engine, **span, by=("model",))
-    projects = cost_report(engine, **span, by=("project",)) if by_project else []
     labels = [d["day"] for d in days]
     return {
-        "days": days, "totals": _sum(rows), "models": sorted(models, key=lambda r: -r["cost_usd"]),
-        "by_project": sorted(projects, key=lambda r: -r["cost_usd"]),
+        "days": days, "totals": _sum(rows), "models": _grouped(rows, "model"),
+        "by_project": _grouped(rows, "project") if by_project else [],
         "cost_chart": charts.bars([d["cost_usd"] for d in days], labels, views.usd),
         "requests_chart": charts.bars([d["requests"] for d in days], labels, str),
         "errors_chart": charts.bars([d["error_rate"] for d in days], labels, percent),

@@ -12,6 +12,9 @@ Stored Responses (``StoredResponse``: ``POST /v1/responses`` with ``store``) com
 (``INSERT ... ON CONFLICT (id) DO NOTHING``: few, and idempotent on replay). They are kept as the
 client got them, except that an alias with ``redact_pii`` has PII scrubbed from them as from its
 interaction records (a retrieve then returns the scrubbed Response: the promise is that PII is not stored).
+
+A batch holding records of yesterday or older (a spool replayed after an outage) also drops the costs
+page's kept days they fall on (``gateway.store.cost_days``), in the same transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sqlalchemy as sa
 
 from gateway.log.chunks import assemble
 from gateway.log.record import InteractionRecord, StoredResponse
+from gateway.store import cost_days
+from gateway.store.costs import DAY_S
 from gateway.store.db import is_transient
 from gateway.store.responses import responses
 from gateway.store.schema import interactions
@@ -35,6 +40,7 @@ __all__ = ["Sink", "is_transient", "split", "to_row"]
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in interactions.columns)
+CREATED = COLUMNS.index("created")
 JSON_COLUMNS = frozenset({"request", "response", "error", "metadata"})
 RESPONSE_COLUMNS: tuple[str, ...] = tuple(c.name for c in responses.columns)
 RESPONSE_JSON = frozenset({"response", "input_items"})
@@ -164,10 +170,21 @@ class Sink:
                 if stored:
                     with driver.cursor() as cur:
                         cur.executemany(self._responses_sql, stored)
+            if rows and min(r[CREATED] for r in rows) < (cost_days.first_open_day() + 1) * DAY_S:
+                self._late(driver, rows)
             conn.commit()
         except BaseException:
             self.reset()
             raise
+
+    def _late(self, driver: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Records of yesterday or older (a replayed spool): the costs page's kept days they fall on go."""
+        cur = driver.cursor()
+        try:
+            for sql in cost_days.invalidate_sql(self.dialect, cost_days.late_days(r[CREATED] for r in rows)):
+                cur.execute(sql)
+        finally:
+            cur.close()
 
     def _insert_pg(self, pg: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         # Fast path: COPY straight into the table. A duplicate id (a replay of a batch

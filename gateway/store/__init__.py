@@ -6,7 +6,8 @@
 * ``interactions`` (stored completions), ``messages``, ``feedback``, ``owners`` (whose
   data trains an alias), ``files``, ``jobs`` (events, checkpoints), ``registry``
   (adapter versions, route history), ``routes``, ``keys``, ``datasets`` (lineage),
-  ``cycles`` and ``loop_schema`` (the loop's), ``costs``, ``canary``, ``audit`` (the audit trail),
+  ``cycles`` and ``loop_schema`` (the loop's), ``costs`` and ``cost_days`` (its kept closed days),
+  ``canary``, ``audit`` (the audit trail),
   ``forget`` (erasing a completion or a user's data), ``responses`` (stored Responses API objects),
   ``sessions`` and ``traffic`` (the console's sign-in sessions and its reads of the log).
 
@@ -23,6 +24,7 @@ def metadata() -> sa.MetaData:
     """The one ``MetaData`` with every table declared (importing each domain module)."""
     from gateway.store import (  # noqa: F401  (they declare tables)
         audit,
+        cost_days,
         datasets,
         files,
         jobs,

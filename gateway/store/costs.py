@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,13 +14,24 @@ from gateway.store.schema import interactions as t
 DAY_S = 86_400
 
 
-def cost_report(engine: sa.Engine, *, since: float | None = None, until: float | None = None,
-                project: str | None = None, by: tuple[str, ...] = ("day", "model", "project")
-                ) -> list[dict[str, Any]]:
-    """One row per group: requests, errors, tokens and USD (shadow calls included, marked)."""
+@contextmanager
+def connected(db: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
+    """``db`` itself when it is a connection (inside the caller's transaction), else a new one."""
+    if isinstance(db, sa.Connection):
+        yield db
+    else:
+        with db.connect() as conn:
+            yield conn
+
+
+def cost_report(db: sa.Engine | sa.Connection, *, since: float | None = None, until: float | None = None,
+                project: str | None = None, by: tuple[str, ...] = ("day", "model", "project"),
+                raw_project: bool = False) -> list[dict[str, Any]]:
+    """One row per group: requests, errors, tokens and USD (shadow calls included, marked). ``project``
+    groups a request with none as "default" (as shown), or as "" with ``raw_project``."""
     day = sa.cast(sa.func.floor(t.c.created / DAY_S), sa.Integer).label("day")
     keys = {"day": day, "model": t.c.requested_model.label("model"),
-            "project": sa.func.coalesce(t.c.project, "default").label("project"),
+            "project": sa.func.coalesce(t.c.project, "" if raw_project else "default").label("project"),
             "kind": t.c.kind.label("kind")}
     groups = [keys[k] for k in by]
     q = sa.select(
@@ -35,14 +48,14 @@ def cost_report(engine: sa.Engine, *, since: float | None = None, until: float |
         q = q.where(t.c.created < until)
     if project is not None:
         q = q.where(t.c.project == project)
-    with engine.connect() as conn:
+    with connected(db) as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
 SAMPLE_CAP = 20_000  # at most about this many latencies are read for the percentiles of a range
 
 
-def latency_by_day(engine: sa.Engine, *, since: float, until: float, project: str | None = None,
+def latency_by_day(db: sa.Engine | sa.Connection, *, since: float, until: float, project: str | None = None,
                    ) -> dict[int, dict[str, float | None]]:
     """p50 and p99 of latency and time to first token per UTC day (``day``: days since the epoch), over
     primary requests answered with 200. SQLite has no percentile function, so they are computed here, in
@@ -53,7 +66,7 @@ def latency_by_day(engine: sa.Engine, *, since: float, until: float, project: st
     if project is not None:
         cond.append(t.c.project == project)
     day = sa.cast(sa.func.floor(t.c.created / DAY_S), sa.Integer)
-    with engine.connect() as conn:
+    with connected(db) as conn:
         total = conn.execute(sa.select(sa.func.count()).where(*cond)).scalar_one()
         rows = conn.execute(sa.select(day, t.c.latency_s, t.c.ttft_s).where(*cond, *_sample(total))).all()
     by_day: dict[int, tuple[list[float], list[float]]] = {}

@@ -19,7 +19,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway.store import cost_days
 from gateway.store.audit import record
+from gateway.store.costs import DAY_S
 from gateway.store.datasets import dataset_records
 from gateway.store.responses import responses
 from gateway.store.schema import datasets, feedback, interactions
@@ -61,6 +63,8 @@ def _erase(conn: sa.Connection, chosen: sa.Select[Any], reason: str) -> dict[str
                                     .where(dataset_records.c.interaction_id.in_(ids))).scalars()))
     fb = conn.execute(feedback.delete().where(feedback.c.completion_id.in_(ids))).rowcount
     kept = conn.execute(responses.delete().where(responses.c.completion_id.in_(ids))).rowcount
+    day = sa.cast(sa.func.floor(t.c.created / DAY_S), sa.Integer)
+    cost_days.invalidate(conn, conn.execute(sa.select(day).where(t.c.id.in_(ids)).distinct()).scalars())
     n = conn.execute(t.delete().where(t.c.id.in_(ids))).rowcount  # last: ``ids`` selects from it
     if stale:
         conn.execute(datasets.update().where(datasets.c.id.in_(stale), datasets.c.stale.is_(None))

@@ -17,6 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.errors import InvalidRequest
+from gateway.store import cost_days
+from gateway.store.costs import DAY_S
 from gateway.store.messages import stored_messages
 from gateway.store.responses import responses
 from gateway.store.schema import feedback, interactions
@@ -128,7 +130,8 @@ class LogStore:
     def prune(self, older_than_s: float, project: str | None = None, exclude: tuple[str, ...] = ()) -> int:
         """Delete interactions (with their feedback and the stored Responses made of them) older than
         ``older_than_s`` seconds (of one project only, when given; of none of ``exclude``)."""
-        cond = t.c.created < time.time() - older_than_s
+        cutoff = time.time() - older_than_s
+        cond = t.c.created < cutoff
         if project is not None:
             cond = sa.and_(cond, t.c.project == project)
         if exclude:
@@ -137,7 +140,10 @@ class LogStore:
             doomed = sa.select(t.c.id).where(cond)
             conn.execute(feedback.delete().where(feedback.c.completion_id.in_(doomed)))
             conn.execute(responses.delete().where(responses.c.completion_id.in_(doomed)))
-            return conn.execute(t.delete().where(cond)).rowcount
+            n = conn.execute(t.delete().where(cond)).rowcount
+            if n:
+                cost_days.invalidate(conn, before=int(cutoff // DAY_S) + 1)
+            return n
 
     def count(self) -> int:
         with self.engine.connect() as conn:
