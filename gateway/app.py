@@ -43,9 +43,9 @@ from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
 from gateway.settings import Settings
-from gateway.store import cost_days
 from gateway.store.keys import KeyStore
 from gateway.store.routes import RouteStore
+from gateway.store.upkeep import run_upkeep
 
 
 def metrics_registry() -> Any:
@@ -127,7 +127,7 @@ def create_app(settings: Settings, config: GatewayConfig) -> Gateway:
             watchers.append(asyncio.create_task(watch_config(app.state.routes, settings.config)))
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             watchers.append(asyncio.create_task(_refresh_log_gauges()))
-        watchers.append(asyncio.create_task(cost_days.keep_warm(app.state.log.engine)))
+        watchers.append(asyncio.create_task(run_upkeep(app.state.log.engine)))
         if config.retention_days:
             watchers.append(asyncio.create_task(run_retention(app.state.log.engine, config.retention_days)))
         try:

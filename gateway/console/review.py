@@ -60,7 +60,8 @@ async def _page(request: Request, who: Viewer, reason: str | None, reasons: tupl
     await log.sync()
     engine = log.engine
     counts = await asyncio.to_thread(review.counts, engine, who.project)
-    found = await asyncio.to_thread(review.next_item, engine, who.project, reasons=reasons, after=after)
+    waiting = tuple(r for r in reasons if counts[r])  # a reason with none waiting has no next one either
+    found = await asyncio.to_thread(review.next_item, engine, who.project, reasons=waiting, after=after)
     item: dict[str, Any] | None = None
     if found is not None:
         row = await asyncio.to_thread(traffic.interaction, engine, found[0], who.tenancy)

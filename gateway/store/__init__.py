@@ -9,7 +9,8 @@
   ``cycles`` and ``loop_schema`` (the loop's), ``costs`` and ``cost_days`` (its kept closed days),
   ``canary``, ``audit`` (the audit trail),
   ``forget`` (erasing a completion or a user's data), ``responses`` (stored Responses API objects),
-  ``sessions`` and ``traffic`` (the console's sign-in sessions and its reads of the log).
+  ``sessions`` and ``traffic`` (the console's sign-in sessions and its reads of the log), ``upkeep``
+  (planner statistics and kept days, in the gateway's background).
 
 The interaction log's relay, writer child and spool live in ``gateway/log/``; its only
 SQL is the writer's insert (``gateway/log/sink.py``).

@@ -14,14 +14,12 @@ after an outage: every record of yesterday or older, so a clock a day apart cann
 retention, and erasure. Fills and drops are serialised (SQLite: the fill holds the write lock from before it
 reads; PostgreSQL: a transaction-scoped advisory lock in both), so a fill cannot keep what a concurrent
 write changed. Fills go a week at a time, so the log writer never waits long behind one. The gateway keeps
-the last 90 days filled in the background (``keep_warm``); a view of older days fills them on the way.
+the last 90 days filled in the background (``gateway.store.upkeep``); a view of older days fills them on the
+way.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -31,7 +29,6 @@ import sqlalchemy as sa
 from gateway.store.costs import DAY_S, connected, cost_report, latency_by_day
 from gateway.store.schema import metadata
 
-log = logging.getLogger("tuneloop.costs")
 ALL = "*"  # the latency scope of every project together
 FILL_DAYS = 7  # days per fill transaction
 LOCK_KEY = 0x7475_6E65_636F  # pg_advisory_xact_lock's key: fills vs drops of kept days
@@ -193,18 +190,3 @@ def latency(engine: sa.Engine, first: int, last: int, project: str | None, now: 
             out |= latency_by_day(conn, since=edge * DAY_S, until=(last + 1) * DAY_S, project=project)
     return out
 
-
-async def keep_warm(engine: sa.Engine, days: int = 90) -> None:
-    """Forever, in the gateway: keep the last ``days`` closed days (sums, and latency over every project),
-    so the first view of the costs page after a day ends does not fill them. First after
-    ``TUNELOOP_COST_DAYS_DELAY_S`` (60) seconds, then every ``TUNELOOP_COST_DAYS_INTERVAL_S`` (3600)."""
-    await asyncio.sleep(float(os.environ.get("TUNELOOP_COST_DAYS_DELAY_S", "60")))
-    interval = float(os.environ.get("TUNELOOP_COST_DAYS_INTERVAL_S", "3600"))
-    while True:
-        last = first_open_day() - 1
-        try:
-            await asyncio.to_thread(fill, engine, last - days + 1, last)
-            await asyncio.to_thread(fill_latency, engine, last - days + 1, last, None)
-        except Exception as exc:  # the database may be away: try again next time
-            log.warning("keeping the costs page's days failed: %s", exc)
-        await asyncio.sleep(interval)

@@ -3,13 +3,14 @@
 Three reasons put a reply (a primary interaction answered with 200) in the queue:
 
 - ``low``: its newest rating is below zero and it has no correction, and no reviewer has judged it in the
-  queue yet (the queue's own writes carry ``metadata.review``); any age. Starts from the feedback table.
+  queue yet (the queue's own writes carry ``metadata.review``); any age. Starts from the feedback table's
+  ratings below zero.
 - ``sampled``: a deterministic sample of recent replies with no feedback at all: those whose id ends in
   ``SAMPLE_SUFFIXES`` (ids end in random hex digits, so ``"0"`` is one in 16), within ``window_s``.
 - ``shadow``: within ``window_s``, a shadow call (``kind="shadow"``, ``parent_id``) answered with 200 and
   its first choice's text differs from the primary's (exactly: whitespace counts; tool calls, whose
-  content is null, do not), and the primary has no feedback. Starts from the shadow rows (the partial
-  ``ix_interactions_parent_id`` holds only them).
+  content is null, do not), and the primary has no feedback. Starts from the window's shadow rows, each
+  joined to its primary by key.
 
 Any feedback ends ``sampled`` and ``shadow``; a rating above zero, a correction or a queue review ends
 ``low``. So a reviewed reply leaves the queue. The queue is newest first, with a keyset cursor (``after``:
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 from gateway.store.schema import feedback as fb
 from gateway.store.schema import interactions as t
-from gateway.store.traffic import CORRECTED, RATED_IDS, RATING
+from gateway.store.traffic import CORRECTED, RATING
 
 REASONS = {"low": "rated down, not corrected", "sampled": "sampled, not rated", "shadow": "shadow disagrees"}
 SAMPLE_SUFFIXES = ("0",)
@@ -38,22 +39,27 @@ TEXT = ("choices", 0, "message", "content")
 REVIEWED = sa.exists().where(fb.c.completion_id == t.c.id, fb.c["metadata"][REVIEW_KEY].as_string().is_not(None))
 ANY_FEEDBACK = sa.exists().where(fb.c.completion_id == t.c.id)
 SAMPLED = sa.func.substr(t.c.id, sa.func.length(t.c.id), 1).in_(SAMPLE_SUFFIXES)
-DISAGREES = sa.exists().where(
-    shadow.c.parent_id == t.c.id, shadow.c.kind == "shadow", shadow.c.status == 200,
-    shadow.c.response[TEXT].as_string().is_distinct_from(t.c.response[TEXT].as_string()))
-SHADOWED_IDS = t.c.id.in_(sa.select(shadow.c.parent_id).where(shadow.c.parent_id.is_not(None),
-                                                                shadow.c.kind == "shadow"))
+# "low" starts from the replies that ever had a rating below zero (a small part of the feedback table)
+EVER_LOW = t.c.id.in_(sa.select(fb.c.completion_id).where(fb.c.rating < 0))
+# "shadow" starts from the window's shadow rows, each joined to its primary by key
+WITH_SHADOW = t.join(shadow, shadow.c.parent_id == t.c.id)
+DISAGREES = [shadow.c.parent_id.is_not(None), shadow.c.kind == "shadow", shadow.c.status == 200,
+             shadow.c.response[TEXT].as_string().is_distinct_from(t.c.response[TEXT].as_string())]
 
 
-def _conditions(reason: str, project: str | None, since: float) -> list[Any]:
+def _query(reason: str, project: str | None, since: float) -> sa.Select[Any]:
+    """The queue's replies for ``reason`` as (created, id)."""
     cond: list[Any] = [t.c.kind == "primary", t.c.status == 200, t.c.response.is_not(None)]
     if project is not None:
         cond.append(t.c.project == project)
+    q = sa.select(t.c.created, t.c.id)
     if reason == "low":
-        return [*cond, RATED_IDS, RATING < 0, ~CORRECTED, ~REVIEWED]
+        return q.where(*cond, EVER_LOW, RATING < 0, ~CORRECTED, ~REVIEWED)
     if reason == "sampled":
-        return [*cond, t.c.created >= since, SAMPLED, ~ANY_FEEDBACK]
-    return [*cond, t.c.created >= since, SHADOWED_IDS, DISAGREES, ~ANY_FEEDBACK]
+        return q.where(*cond, t.c.created >= since, SAMPLED, ~ANY_FEEDBACK)
+    # A shadow call starts after its primary: ``shadow.created >= since`` only lets it walk the created index
+    return (q.select_from(WITH_SHADOW).where(*cond, t.c.created >= since, shadow.c.created >= since, *DISAGREES,
+                                              ~ANY_FEEDBACK))
 
 
 def _since(window_s: float) -> float:
@@ -77,7 +83,7 @@ def next_item(engine: sa.Engine, project: str | None, *, reasons: tuple[str, ...
     with engine.connect() as conn:
         older = _cursor(conn, after, project)
         for reason in reasons:
-            row = conn.execute(sa.select(t.c.created, t.c.id).where(*_conditions(reason, project, since), older)
+            row = conn.execute(_query(reason, project, since).where(older)
                                .order_by(t.c.created.desc(), t.c.id.desc()).limit(1)).first()
             if row is not None:
                 found.append((row.created, row.id, reason))
@@ -92,8 +98,9 @@ def counts(engine: sa.Engine, project: str | None, *, window_s: float = WINDOW_S
     since, out = _since(window_s), {}
     with engine.connect() as conn:
         for reason in REASONS:
-            ids = sa.select(t.c.id).where(*_conditions(reason, project, since)).limit(COUNT_CAP).subquery()
-            out[reason] = conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one()
+            ids = _query(reason, project, since).limit(COUNT_CAP).subquery()
+            # distinct: a reply with two disagreeing shadow calls is one reply
+            out[reason] = conn.execute(sa.select(sa.func.count(sa.distinct(ids.c.id)))).scalar_one()
     return out
 
 

@@ -55,6 +55,9 @@ interactions = sa.Table(
     sa.Index("ix_interactions_parent_id", "parent_id",
              sqlite_where=sa.text("parent_id IS NOT NULL"),
              postgresql_where=sa.text("parent_id IS NOT NULL")),
+    sa.Index("ix_interactions_shadow_created", "created",  # 0011: the review queue's shadow calls, by time
+             sqlite_where=sa.text("parent_id IS NOT NULL"),
+             postgresql_where=sa.text("parent_id IS NOT NULL")),
 )
 
 # Several rows per completion; the newest of each kind (rating, correction...) counts.

@@ -179,3 +179,17 @@ def test_percentiles_of_a_kept_day_are_that_days(engine: Any) -> None:
     assert (kept["latency_p50"], kept["latency_p99"], kept["sampled"]) == (0.5, 0.99, 100)
     assert report(engine, "beta", first, first, False)["days"][0]["sampled"] == 0
     assert cost_days.fill(engine, TODAY - 3, TODAY - 3) == 0  # already kept
+
+
+def test_upkeep_gathers_statistics_and_keeps_the_last_days(engine: Any) -> None:
+    from gateway.store import upkeep
+
+    with engine.begin() as conn:
+        conn.execute(interactions.insert(), _rows(60))
+    upkeep.analyze(engine)
+    upkeep.keep_days(engine, days=5)
+    assert _kept(engine) == set(range(TODAY - 6, TODAY - 1))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            indexes = set(conn.exec_driver_sql("SELECT idx FROM sqlite_stat1 WHERE tbl = 'interactions'").scalars())
+        assert "ix_interactions_created_id" in indexes
