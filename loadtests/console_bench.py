@@ -4,11 +4,12 @@ interaction, the review queue and the costs page, on SQLite and PostgreSQL, at 1
     .venv/bin/python loadtests/console_bench.py                     # 1,000,000 rows, both databases
     .venv/bin/python loadtests/console_bench.py --rows 100000 --runs 3 --backends sqlite
 
-Fill: loadtests/console_fill.py (a fresh SQLite file and a fresh PostgreSQL database on 127.0.0.1:5432,
-both dropped at the end unless ``--keep``; a kept pair is reused by the next run with ``--reuse``).
-Timings: the functions the pages call, in-process (``traffic.page`` with the filter the page builds from
-its query string, ``traffic.interaction``, ``review.counts`` + ``review.next_item``, ``costs.report``), p50
-and max of ``--runs`` runs each; then real HTTP GETs of ``/ui/`` pages against a ``tuneloop serve`` on
+Fill: loadtests/console_fill.py (a fresh SQLite file and a fresh PostgreSQL database on 127.0.0.1:5432, both
+dropped at the end unless ``--keep``; a kept pair is reused by the next run with ``--reuse``). Timings: the
+functions the pages call, in-process (``traffic.page`` with the filter the page builds from its query string,
+``traffic.interaction``, ``review.counts`` + ``review.next_item``, ``costs.report``), p50 and max of
+``--runs`` runs each (the costs page's first view, which keeps the closed days, once); planner statistics are
+gathered after the fill (``analyze``); then real HTTP GETs of ``/ui/`` pages against a ``tuneloop serve`` on
 loopback pointed at the same database with auth off (rendering, session and sync included). The deep page
 starts from the interaction in the middle of the log. Writes loadtests/results/console.md, prints the table.
 """
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.console import costs as costs_page  # noqa: E402
 from gateway.console import views  # noqa: E402
-from gateway.store import db, review, traffic  # noqa: E402
+from gateway.store import cost_days, db, review, traffic, upkeep  # noqa: E402
 from gateway.store.schema import interactions as t  # noqa: E402
 from loadtests import console_fill, text_index_cost  # noqa: E402
 
@@ -112,13 +113,37 @@ def measure(engine: sa.Engine, rows: int, now: float, runs: int) -> dict[str, tu
     some = cursors[None]
     out["interaction page"] = (*timed(lambda: views.conversation(traffic.interaction(engine, some, None)["request"]),
                                       runs)[:2], "")
-    out["review queue (counts + next)"] = (*timed(lambda: (review.counts(engine, None), review.next_item(engine, None)),
-                                                  runs)[:2], "")
+    for project in (None, "globex"):
+        who = "" if project is None else f", {project}'s key"
+        out[f"review queue (counts + next){who}"] = (*timed(lambda project=project: queue(engine, project),
+                                                            runs)[:2], "")
     today = datetime.now(UTC).date()
+    with engine.begin() as conn:  # the first view of 90 days, nothing kept yet: it fills the closed days
+        for kept in cost_days.KEPT:
+            conn.execute(kept.delete())
+    first = timed(lambda: costs_page.report(engine, None, today - timedelta(days=89), today, True), 1)
+    out["costs page, 90 days, first view (keeps 88 closed days)"] = (*first[:2], "")
     for days in (14, 90):
         out[f"costs page, {days} days"] = (*timed(lambda days=days: costs_page.report(
             engine, None, today - timedelta(days=days - 1), today, True), runs)[:2], "")
     return out
+
+
+def queue(engine: sa.Engine, project: str | None) -> Any:
+    """What the review page reads: the counts, then the next reply among the reasons with one waiting."""
+    counts = review.counts(engine, project)
+    return review.next_item(engine, project, reasons=tuple(r for r in review.REASONS if counts[r]))
+
+
+def analyze(engine: sa.Engine) -> None:
+    """Planner statistics after the bulk fill: the gateway's upkeep on SQLite (within a minute of start, then
+    hourly); on PostgreSQL what autovacuum does after a load this size."""
+    if engine.dialect.name == "sqlite":
+        upkeep.analyze(engine)
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
 
 
 def free_port() -> int:
@@ -201,6 +226,7 @@ def run_backend(backend: str, rows: int, runs: int, keep: bool, reuse: bool) -> 
             fill_s = spent["generate"] + spent[backend]
         with engine.connect() as conn:
             now = conn.execute(sa.select(sa.func.max(t.c.created))).scalar_one() + 60
+        analyze(engine)
         sys.stderr.write(f"{backend}: timing the pages\n")
         results = measure(engine, rows, now, runs)
         results.update(http(url, engine, rows, runs))

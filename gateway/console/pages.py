@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
+from gateway.api.deps import count_write
 from gateway.api.feedback import save_feedback
 from gateway.asgi import read_body
 from gateway.console import render, views
@@ -77,14 +78,17 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-async def _posting(request: Request) -> tuple[Viewer, dict[str, str]]:
-    """The viewer of a POST and its form, once the CSRF token checks out (else 403)."""
+async def _posting(request: Request, *, counted: bool = True) -> tuple[Viewer, dict[str, str]]:
+    """The viewer of a POST and its form, once the CSRF token checks out (else 403). A write counts against
+    the key's ``rpm`` as the API's writes do (429 past it; ``counted=False``: signing out always works)."""
     who = await viewer(request)
     if who is None:
         raise PermissionDenied("Sign in first: this session has ended.")
     request.state.viewer = who
     form = await _form(request)
     check_csrf(request, who.csrf, form.get("csrf"))
+    if counted:
+        await count_write(request, who.principal)
     return who, form
 
 
@@ -137,7 +141,7 @@ async def signin(request: Request) -> Response:
 
 @router.post("/signout")
 async def signout(request: Request) -> Response:
-    who, _ = await _posting(request)
+    who, _ = await _posting(request, counted=False)
     await asyncio.to_thread(sessions.end, _log(request).engine, who.session_id)
     response = _go("/ui/signin")
     response.delete_cookie(COOKIE, path="/ui", secure=request.url.scheme == "https", httponly=True,

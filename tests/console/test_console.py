@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from tests.console import browser as chrome
+from tests.console.session import Console
 from tests.fixtures.gateway import GatewayProcess, fake_config
 from tests.security.test_auth import make_key
 
@@ -234,3 +235,22 @@ def test_with_auth_off_the_console_opens_as_the_local_admin(driver: Any, fake_up
         assert_clean(driver, local)
     finally:
         local.stop()
+
+
+def test_console_writes_count_against_the_keys_rpm(gw: GatewayProcess, traffic: dict[str, list[str]]) -> None:
+    """A form is a write, as ``POST /v1/feedback`` is: the same budget of requests per minute (429 past it);
+    signing out always works."""
+    key = make_key(gw, "--project", "alpha", "--rpm", "3")
+    api = httpx.Client(base_url=gw.base_url, headers={"authorization": f"Bearer {key}"})
+    target = traffic["alpha"][2]
+    assert api.post("/feedback", json={"completion_id": target, "rating": 1}).status_code == 200  # 1 of 3
+    console = Console(gw, key)
+    try:
+        saved = [console.post(f"/completions/{target}/feedback", {"comment": f"note {i}"}).status_code
+                 for i in range(3)]
+        assert saved == [303, 303, 429]  # 2 and 3 of 3, then refused, as a page
+        assert api.post("/feedback", json={"completion_id": target, "rating": 1}).status_code == 429
+        assert console.post("/signout").status_code == 303
+    finally:
+        console.close()
+        api.close()
