@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from gateway.api.deps import count_write
 from gateway.api.feedback import save_feedback
 from gateway.asgi import read_body
-from gateway.console import render, views
+from gateway.console import correction, render, views
 from gateway.console.session import (
     COOKIE,
     SIGNIN_COOKIE,
@@ -204,16 +204,9 @@ async def _completion(request: Request, who: Viewer, completion_id: str, *, stat
     return render.page(
         "completion.html", status, **context, row=row, conversation=views.conversation(row["request"]),
         replies=replies, options=views.request_options(row["request"]), summary=summary,
-        correction=_baseline(summary, replies), comment=summary["comment"] or "",
+        **correction.boxes(summary, replies, row["request"]), comment=summary["comment"] or "",
         tags=views.tags_text(summary["tags"]), error=error, notice=notice,
         error_detail=row["error"], can_rate=row["status"] == 200 and row["response"] is not None)
-
-
-def _baseline(summary: dict[str, Any], replies: list[dict[str, Any]]) -> str:
-    """What the correction box starts with: the newest correction, else the reply's text."""
-    if summary["correction"] is not None:
-        return views.correction_text(summary["correction"])
-    return replies[0]["text"] if replies else ""
 
 
 @router.post("/completions/{completion_id}/feedback")
@@ -223,27 +216,11 @@ async def save(completion_id: str, request: Request) -> Response:
     row = await asyncio.to_thread(traffic.interaction, log.engine, completion_id, who.tenancy)
     if row is None:
         return await _completion(request, who, completion_id)  # the not-found page
-    body = _feedback_body(form, row)
-    if body is None:
-        return _go(f"/ui/completions/{quote(completion_id)}?saved=0")
     try:
+        body = correction.feedback_body(form, row)
+        if body is None:
+            return _go(f"/ui/completions/{quote(completion_id)}?saved=0")
         await save_feedback(log, body, who.tenancy)  # POST /v1/feedback's own path
     except GatewayError as exc:
         return await _completion(request, who, completion_id, status=exc.status_code, error=exc.message)
     return _go(f"/ui/completions/{quote(completion_id)}?saved=1")
-
-
-def _feedback_body(form: dict[str, str], row: dict[str, Any]) -> dict[str, Any] | None:
-    """A ``POST /v1/feedback`` body of what the form changed (None: nothing did)."""
-    summary, body = row["feedback"], {"completion_id": row["id"]}
-    if form.get("rating") in ("1", "-1"):
-        body["rating"] = float(form["rating"])
-    correction = form.get("correction", "").replace("\r\n", "\n")
-    if correction.strip() and correction != _baseline(summary, views.replies(row["response"])):
-        body["correction"] = correction
-    if "comment" in form and form["comment"] != (summary["comment"] or ""):
-        body["comment"] = form["comment"]
-    tags = [t.strip() for t in form.get("tags", "").split(",") if t.strip()]
-    if "tags" in form and tags != (summary["tags"] or []):
-        body["tags"] = tags
-    return body if len(body) > 1 else None

@@ -8,6 +8,7 @@ TUNELOOP_CONSOLE_SCREENSHOTS=docs/console saves the screenshots that the README 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -254,3 +255,39 @@ def test_console_writes_count_against_the_keys_rpm(gw: GatewayProcess, traffic: 
     finally:
         console.close()
         api.close()
+
+
+def test_a_tool_call_correction_from_the_page(driver: Any, gw: GatewayProcess, keys: dict[str, str],
+                                              traffic: dict[str, list[str]]) -> None:
+    """A reply that called a tool gets a tool-calls box: edited, it saves the API's correction message."""
+    sign_in(driver, gw, keys["a"])
+    target = traffic["alpha"][1]
+    driver.get(ui(gw, f"completions/{target}"))
+    box = driver.find_element(*by("correction-tool-calls"))
+    assert [c["name"] for c in json.loads(box.get_attribute("value"))] == ["get_weather"]  # the reply's call
+    box.clear()
+    box.send_keys('[{"name": "get_weather", "arguments": {"city": "Lyon", "unit": "celsius"}}]')
+    driver.find_element(*by("save-feedback")).click()
+    assert wait_for(driver, "notice").text == "Saved."
+    api = {"authorization": f"Bearer {keys['a']}"}
+    summary = httpx.get(f"{gw.base_url}/chat/completions/{target}/feedback", headers=api).json()["summary"]
+    assert summary["correction"]["content"] is None
+    [call] = summary["correction"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Lyon", "unit": "celsius"}
+    shown_now = json.loads(driver.find_element(*by("correction-tool-calls")).get_attribute("value"))
+    assert shown_now == [{"name": "get_weather", "arguments": {"city": "Lyon", "unit": "celsius"}}]
+
+    console = Console(gw, keys["a"])  # what does not parse is a 400 on the page, and nothing is saved
+    try:
+        bad = console.post(f"/completions/{target}/feedback", {"tool_calls": '[{"name": "get_weather", '})
+        assert bad.status_code == 400 and "Tool calls: not JSON" in bad.text
+        unnamed = console.post(f"/completions/{target}/feedback", {"tool_calls": '[{"arguments": {}}]'})
+        assert unnamed.status_code == 400 and "call 1 has no name" in unnamed.text
+    finally:
+        console.close()
+    after = httpx.get(f"{gw.base_url}/chat/completions/{target}/feedback", headers=api).json()["summary"]
+    assert after == summary
+    driver.get(ui(gw, f"completions/{traffic['alpha'][2]}"))  # no tools offered, none called: no box
+    assert driver.find_elements(*by("correction-tool-calls")) == []
+    assert_clean(driver, gw)
