@@ -27,8 +27,9 @@ def baseline(summary: dict[str, Any], replies: list[dict[str, Any]]) -> tuple[st
     if found is not None:
         message = found if isinstance(found, dict) else {"content": found}
         return views.correction_text(found), _plain(views.bubble(message)["calls"])
-    first = replies[0] if replies else {"text": "", "calls": []}
-    return first["text"], _plain(first["calls"])
+    if not replies:
+        return "", []
+    return str(replies[0]["text"]), _plain(replies[0]["calls"])
 
 
 def boxes(summary: dict[str, Any], replies: list[dict[str, Any]], request: dict[str, Any] | None,
