@@ -118,7 +118,8 @@ def _sources(store: JobStore, files: FileStore, job: dict[str, Any]) -> dict[str
     if not job.get("training_file") and job.get("dataset_id"):
         row = DatasetStore(store.engine).get(job["dataset_id"]) or {}
         found = {"training_file": (f"dataset {job['dataset_id']}", row.get("path"))}
-        if row.get("val_path") and Path(row["val_path"]).is_file():
+        val = Path(row["val_path"]) if row.get("val_path") else None
+        if val is not None and val.is_file() and val.stat().st_size > 0:  # a small set may have no held-out lines
             found["validation_file"] = (f"dataset {job['dataset_id']} (validation)", row["val_path"])
         return found
     found = {}

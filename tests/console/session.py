@@ -5,6 +5,7 @@ browser tests check what a person sees."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -37,3 +38,19 @@ class Console:
 
     def close(self) -> None:
         self.http.close()
+
+
+def build_dataset(console: Console, form: dict[str, str]) -> str:
+    """Build a dataset from the datasets page's form and wait for it; its id."""
+    started = console.post("/datasets", form)
+    assert started.status_code == 303 and "build=" in started.headers["location"], started.text
+    deadline, page = time.time() + 90, ""
+    while time.time() < deadline:
+        page = console.get(started.headers["location"].removeprefix("/ui")).text
+        if 'data-status="building"' not in page:
+            break
+        time.sleep(0.5)
+    assert 'data-status="done"' in page, page
+    found = re.search(r'data-testid="dataset-row" data-id="([^"]+)"', page)
+    assert found, page
+    return found.group(1)

@@ -11,8 +11,6 @@ store, as the training side writes them."""
 from __future__ import annotations
 
 import os
-import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 from gateway.store import db
 from gateway.store.jobs import JobStore
 from tests.console import browser as chrome
-from tests.console.session import Console
+from tests.console.session import Console, build_dataset
 from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for
 from tests.fixtures.gateway import GatewayProcess, fake_config
 from tests.security.test_auth import make_key
@@ -70,19 +68,8 @@ def built(gw: GatewayProcess, keys: dict[str, str], corrected: str) -> str:
     """A dataset built from the page: alpha's corrected lora-bot replies. Returns its id."""
     alpha = Console(gw, keys["a"])
     try:
-        started = alpha.post("/datasets", {"name": "parcels", "format": "sft", "model": "lora-bot",
-                                           "has_correction": "on", "min_rating": ""})
-        assert started.status_code == 303 and "build=" in started.headers["location"], started.text
-        deadline, page = time.time() + 90, ""
-        while time.time() < deadline:
-            page = alpha.get(started.headers["location"].removeprefix("/ui")).text
-            if 'data-status="building"' not in page:
-                break
-            time.sleep(0.5)
-        assert 'data-status="done"' in page, page
-        found = re.search(r'data-testid="dataset-row" data-id="([^"]+)"', page)
-        assert found, page
-        return found.group(1)
+        return build_dataset(alpha, {"name": "parcels", "format": "sft", "model": "lora-bot",
+                                     "has_correction": "on", "min_rating": ""})
     finally:
         alpha.close()
 
