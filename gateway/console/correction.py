@@ -95,6 +95,18 @@ def feedback_body(form: dict[str, str], row: dict[str, Any]) -> dict[str, Any] |
     return body if len(body) > 1 else None
 
 
+def written(form: dict[str, str]) -> Any:
+    """The correction the boxes hold, whole (the review queue's edit: what the reply should have been)."""
+    text = form.get("correction", "").replace("\r\n", "\n")
+    calls = parse_tool_calls(form["tool_calls"]) if "tool_calls" in form else []
+    if calls:
+        return {"role": "assistant", "content": text if text.strip() else None, "tool_calls": calls}
+    if not text.strip():
+        raise InvalidRequest("An empty correction is not saved: write the reply it should have given.",
+                             param="correction")
+    return text
+
+
 def _correction(form: dict[str, str], text_was: str, calls_was: list[dict[str, Any]]) -> Any:
     text = form.get("correction", "").replace("\r\n", "\n")
     text_changed = bool(text.strip()) and text != text_was

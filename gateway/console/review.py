@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request, Response
 
 from gateway.api.feedback import save_feedback
-from gateway.console import render, views
+from gateway.console import correction, render, views
 from gateway.console.pages import ConsoleRoute, _context, _go, _log, _posting
 from gateway.console.session import Viewer, keep, viewer
 from gateway.errors import GatewayError, InvalidRequest
@@ -69,7 +69,7 @@ async def _page(request: Request, who: Viewer, reason: str | None, reasons: tupl
         if row is not None:
             replies = views.replies(row["response"])
             item = {"row": row, "why": found[1], "conversation": views.conversation(row["request"]),
-                    "replies": replies, "correction": replies[0]["text"] if replies else "",
+                    "replies": replies, **correction.boxes({"correction": None}, replies, row["request"]),
                     "shadows": [{**s, "replies": views.replies(s["response"])} for s in shadows]}
     return render.page("review.html", status, **context, item=item, counts=counts,
                        reasons=review.REASONS, reason=reason or "", after=after or "", notice=notice, error=error,
@@ -88,15 +88,11 @@ async def judge(completion_id: str, request: Request) -> Response:
         body["rating"] = 1.0
     elif action == "reject":
         body["rating"] = -1.0
-    elif action == "edit":
-        correction = form.get("correction", "").replace("\r\n", "\n")
-        if not correction.strip():
-            return await _page(request, who, reason, reasons, after, status=400,
-                               error="An empty correction is not saved: write the reply it should have given.")
-        body["correction"] = correction
-    else:
+    elif action != "edit":
         raise InvalidRequest("'action' is approve, reject or edit.", param="action")
     try:
+        if action == "edit":
+            body["correction"] = correction.written(form)  # text, tool calls, or both
         await save_feedback(_log(request), body, who.tenancy)  # POST /v1/feedback's own path
     except GatewayError as exc:
         return await _page(request, who, reason, reasons, after, status=exc.status_code, error=exc.message)

@@ -108,6 +108,15 @@ def test_the_review_queue_over_http(gw: GatewayProcess, keys: dict[str, str], tr
     beta = web.post(f"/ui/review/{traffic['beta'][0]}", data={"action": "approve", "csrf": token})
     assert beta.status_code == 404  # another project's reply
     assert web.post(f"/ui/review/{first}", data={"action": "edit", "correction": " ", "csrf": token}).status_code == 400
+    calls = '[{"name": "lookup_order", "arguments": {"order": 7}}]'  # a correction that is a tool call
+    edit = web.post(f"/ui/review/{first}", data={"action": "edit", "correction": "", "tool_calls": calls,
+                                                 "csrf": token})
+    assert edit.status_code == 303, edit.text
+    corrected = feedback(gw, keys["a"], first)["summary"]["correction"]
+    assert corrected["content"] is None and corrected["tool_calls"][0]["function"] == {
+        "name": "lookup_order", "arguments": '{"order": 7}'}
+    bad = web.post(f"/ui/review/{first}", data={"action": "edit", "tool_calls": "[{", "csrf": token})
+    assert bad.status_code == 400 and "Tool calls: not JSON" in bad.text
     assert web.get("/ui/review?reason=nope").status_code == 400
 
 
