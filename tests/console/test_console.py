@@ -84,6 +84,16 @@ def wait_for(driver: Any, testid: str) -> Any:
     return WebDriverWait(driver, 10).until(expected_conditions.presence_of_element_located(by(testid)))
 
 
+def submit_and_wait(driver: Any, testid: str) -> None:
+    """Click ``testid`` and wait until the page it leads to has replaced this one."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element("tag name", "html")
+    driver.find_element(*by(testid)).click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+
+
 def shown(driver: Any) -> list[str]:
     return [row.get_attribute("data-id") for row in driver.find_elements(*by("traffic-row"))]
 
@@ -157,7 +167,7 @@ def test_a_correction_saved_in_the_page_is_the_apis_feedback(driver: Any, gw: Ga
     box.clear()
     box.send_keys(ideal)
     driver.find_element(*by("tags")).send_keys("shipping, tone")
-    driver.find_element(*by("save-feedback")).click()
+    submit_and_wait(driver, "save-feedback")  # the rating's page had a notice too: wait for the next page
     assert wait_for(driver, "notice").text == "Saved."
     chrome.screenshot(driver, "completion")
     answer = httpx.get(f"{gw.base_url}/chat/completions/{traffic['alpha'][0]}/feedback",
@@ -267,7 +277,7 @@ def test_a_tool_call_correction_from_the_page(driver: Any, gw: GatewayProcess, k
     assert [c["name"] for c in json.loads(box.get_attribute("value"))] == ["get_weather"]  # the reply's call
     box.clear()
     box.send_keys('[{"name": "get_weather", "arguments": {"city": "Lyon", "unit": "celsius"}}]')
-    driver.find_element(*by("save-feedback")).click()
+    submit_and_wait(driver, "save-feedback")
     assert wait_for(driver, "notice").text == "Saved."
     api = {"authorization": f"Bearer {keys['a']}"}
     summary = httpx.get(f"{gw.base_url}/chat/completions/{target}/feedback", headers=api).json()["summary"]
