@@ -13,9 +13,10 @@ The reply hooks (``gateway.api.routed_hooks``) say what differs:
 
 - ``answer``: the chat completion becomes the Response (``translate.from_completion``), stored
   (``responses_turn.keep``) before it is sent; the record keeps the completion.
-- ``frames``: each chat chunk object goes straight to the Responses event stream
+- ``frames``: each chat chunk is parsed once and goes to the Responses event stream
   (``gateway.responses.events.EventStream``), which the first batch opens with ``response.created``
-  and ``response.in_progress``; the record's assembler follows the same chunks.
+  and ``response.in_progress``; its bytes are kept for the record, which the log writer assembles off the
+  serving core as it does the chat relay's (``TurnChunks``, a ``gateway.raw_chunks.RawChunks``).
 - ``closing``: the open items are closed and the final event (``response.completed`` or
   ``response.incomplete``) carries the stored Response.
 - ``stream_error``: a stream the upstream broke ends with ``error`` and ``response.failed`` (with what
@@ -25,6 +26,7 @@ The reply hooks (``gateway.api.routed_hooks``) say what differs:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -36,21 +38,35 @@ from gateway.assemble import StreamAssembler
 from gateway.auth import Authenticator
 from gateway.errors import GatewayError
 from gateway.ratelimit import Limiter
+from gateway.raw_chunks import RawChunks
 from gateway.responses.events import EventStream
 from gateway.responses.translate import from_completion
 from gateway.shadow import Shadower
 
 
-class TurnAssembler(StreamAssembler):
-    """The chat completion for the record, and the Responses events for the client (opened by the first batch)."""
+class TurnChunks(RawChunks):
+    """The stream's state: each chat chunk's bytes kept for the record (assembled by the log writer, as the
+    chat relay's), parsed once for the Responses events (``stream``: opened by the first batch)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: EventStream | None = None
+    __slots__ = ("stream",)
+
+    def __init__(self, make: Callable[[], StreamAssembler], our_id: str) -> None:
+        super().__init__(make, our_id)
+        self.stream: EventStream | None = None
+
+    def frame(self, data: bytes, want_usage: bool) -> bytes | None:
+        self.events.append(data)
+        chunk = orjson.loads(data)
+        if self.upstream_id is None and isinstance(chunk.get("id"), str):
+            self.upstream_id = chunk["id"]
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        assert self.stream is not None
+        return self.stream.chunk(chunk) or None
 
 
 class TranslatedResponses(ChatCompletions):
-    raw_chunks = False  # each chat chunk becomes Responses events: parsed
+    raw_chunks = True  # opened raw: each chunk's bytes kept for the record, parsed once for the events
     api = "responses"
     log_message = "response"
     logger = logging.getLogger("tuneloop.responses")
@@ -68,39 +84,33 @@ class TranslatedResponses(ChatCompletions):
         response = from_completion(turn.id, turn.body, turn.created_at, out)
         return orjson.dumps(keep(self.log, turn, response, call.id)), out, upstream_id
 
-    def assembler(self) -> TurnAssembler:
-        return TurnAssembler()
+    def stream_state(self, call: Call) -> TurnChunks:
+        return TurnChunks(self.assembler, call.id)
 
-    def frames(self, call: Call, asm: Any, batch: list[dict[str, Any]], want_usage: bool) -> list[bytes]:
-        head = self._opened(call, asm)
-        out = [head] if head else []
-        events: EventStream = asm.events
-        for chunk in batch:
-            asm.add(chunk)
-            frame = events.chunk(chunk)
-            if frame:
-                out.append(frame)
-        return out
+    def frames(self, call: Call, asm: Any, batch: list[Any], want_usage: bool) -> list[bytes]:
+        head = self._opened(call, asm)  # the first batch opens the event stream
+        out = super().frames(call, asm, batch, want_usage)  # TurnChunks.frame: each chunk's events
+        return [head, *out] if head else out
 
     async def closing(self, call: Call, asm: Any) -> bytes:
         return self._opened(call, asm) + self._final(call, asm)
 
     async def stream_error(self, call: Call, asm: Any, exc: GatewayError) -> bytes:
         head = self._opened(call, asm)
-        asm.events.chunk({"error": exc.to_dict()["error"]})  # as the chat stream's in-band error
+        asm.stream.chunk({"error": exc.to_dict()["error"]})  # as the chat stream's in-band error
         return head + self._final(call, asm)
 
     @staticmethod
-    def _opened(call: Call, asm: TurnAssembler) -> bytes:
+    def _opened(call: Call, asm: TurnChunks) -> bytes:
         """``response.created`` and ``response.in_progress`` the first time; nothing after."""
-        if asm.events is not None:
+        if asm.stream is not None:
             return b""
         turn: Turn = call.context
-        asm.events = EventStream(turn.id, turn.body, turn.created_at)
-        return asm.events.start()
+        asm.stream = EventStream(turn.id, turn.body, turn.created_at)
+        return asm.stream.start()
 
-    def _final(self, call: Call, asm: TurnAssembler) -> bytes:
+    def _final(self, call: Call, asm: TurnChunks) -> bytes:
         """The open items closed, then the final event with the Response (stored first)."""
-        assert asm.events is not None
-        response, tail = asm.events.finish()
-        return tail + asm.events.final(keep(self.log, call.context, response, call.id))
+        assert asm.stream is not None
+        response, tail = asm.stream.finish()
+        return tail + asm.stream.final(keep(self.log, call.context, response, call.id))

@@ -211,7 +211,7 @@ class RoutedEndpoint(RoutedHooks):
             self.finish(call, 499, None, error=client_closed())
             return
         want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        asm = RawChunks(self.assembler, call.id) if self.raw_chunks else self.assembler()
+        asm = self.stream_state(call)
         status, error = 200, None
         try:
             await send({"type": "http.response.start", "status": 200,

@@ -22,6 +22,7 @@ from gateway.auth import Principal
 from gateway.errors import GatewayError
 from gateway.providers.base import ChunkStream, Reply
 from gateway.ratelimit import Ask
+from gateway.raw_chunks import RawChunks
 from gateway.router import Attempt, Router
 
 DONE = b"data: [DONE]\n\n"
@@ -59,6 +60,10 @@ class RoutedHooks(Finisher):
     def assembler(self) -> Any:
         """A fresh stream assembler: ``add(chunk)``, ``deltas``, ``upstream_id``, ``completion(id, created)``."""
         raise NotImplementedError
+
+    def stream_state(self, call: Call) -> Any:
+        """What a stream's ``frames`` work on: the byte relay's ``RawChunks``, or a fresh assembler."""
+        return RawChunks(self.assembler, call.id) if self.raw_chunks else self.assembler()
 
     # ---- how the reply is relayed: chunk APIs' defaults (the Responses API's pass-through differs) ----
     async def answer(self, call: Call, out: dict[str, Any]) -> tuple[bytes, dict[str, Any], str | None]:
