@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import DatabaseUnavailable, GatewayError, InvalidRequest, error_body
-from gateway.store.db import is_transient
+from gateway.store.db import OUTAGES, is_transient
 
 _STATUS_TYPES = {401: "invalid_request_error", 403: "invalid_request_error",
                  404: "invalid_request_error", 405: "invalid_request_error",
@@ -72,9 +72,19 @@ def install(app: FastAPI) -> None:
         return error_response(InvalidRequest(
             "The request contains invalid Unicode (a lone surrogate escape)."))
 
+    async def _database_away(_: Request, exc: Exception) -> Response:
+        """Not a bug: the database is away (an outage), so a 503 to retry. Handled here, by class, rather
+        than by the catch-all below: Starlette re-raises what that one answers, and uvicorn then closes the
+        connection under the client's next keep-alive request (a reset, which chaos.py counted as
+        ReadErrors during a PostgreSQL outage)."""
+        return error_response(DatabaseUnavailable())
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _database_away)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:  # a bug: still an envelope
-        if is_transient(exc):  # not a bug: the database is away (an outage), so a 503 to retry
+        if is_transient(exc):  # an outage by another class (an OSError): a 503 all the same
             return error_response(DatabaseUnavailable())
         return Response(error_body(500, "The server had an error while processing your request.",
                                    "server_error"), status_code=500, media_type="application/json")

@@ -44,9 +44,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# The database's outage errors, as the drivers and SQLAlchemy raise them (``is_transient`` adds OSError)
+OUTAGES: tuple[type[Exception], ...] = (sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """An outage (the database away: retry later), as opposed to a statement or data it refuses."""
-    if isinstance(exc, (OSError, sa.exc.OperationalError, sa.exc.InterfaceError, sqlite3.OperationalError)):
+    if isinstance(exc, (OSError, *OUTAGES)):
         return True
     psycopg = sys.modules.get("psycopg")  # raw driver errors (COPY paths); only if it is in use
     return psycopg is not None and isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
