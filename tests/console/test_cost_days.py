@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from gateway.console.costs import report
 from gateway.log.sink import Sink, to_row
-from gateway.store import cost_days, costs, db
+from gateway.store import cost_days, costs
 from gateway.store.forget import erase_completion
 from gateway.store.interactions import LogStore
 from gateway.store.schema import interactions
@@ -44,14 +44,6 @@ def _rows(n: int, seed: int = 7) -> list[dict[str, Any]]:
             "cost_usd": rng.randrange(1, 1000) / 2**14, "latency_s": rng.uniform(0.05, 2.0),
             "ttft_s": rng.uniform(0.01, 0.5)})
     return out
-
-
-@pytest.fixture
-def engine(database_url: str) -> Any:
-    engine = db.create_engine(database_url)
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _live(engine: Any, project: str | None, first: date, last: date, by_project: bool) -> dict[str, Any]:

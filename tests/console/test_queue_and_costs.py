@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from gateway.console import charts
 from gateway.console.costs import day_range, report
 from gateway.errors import InvalidRequest
-from gateway.store import costs, db, review
+from gateway.store import costs, review
 from gateway.store.schema import feedback, interactions
 
 NOW = time.time()
@@ -30,14 +30,6 @@ def _row(i: int, *, hexid: str | None = None, **over: Any) -> dict[str, Any]:
            "latency_s": None, "ttft_s": None, "cost_usd": None, "prompt_tokens": None, "completion_tokens": None,
            "parent_id": None}
     return {**row, **over}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Any:
-    engine = db.create_engine(database_url)
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _feedback(engine: Any, completion_id: str, n: int, **values: Any) -> None:
