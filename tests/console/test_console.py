@@ -20,7 +20,7 @@ import pytest
 from tests.console import browser as chrome
 from tests.console.session import Console
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
+from tests.security.test_auth import _fresh_minute, make_key
 
 MARK_A = "order #1042"
 MARK_B = "beta-confidential"
@@ -252,6 +252,7 @@ def test_console_writes_count_against_the_keys_rpm(gw: GatewayProcess, traffic: 
     """A form is a write, as ``POST /v1/feedback`` is: the same budget of requests per minute (429 past it);
     signing out always works."""
     key = make_key(gw, "--project", "alpha", "--rpm", "3")
+    _fresh_minute()  # the rpm window is the clock's minute: not rolling over mid-test
     api = httpx.Client(base_url=gw.base_url, headers={"authorization": f"Bearer {key}"})
     target = traffic["alpha"][2]
     assert api.post("/feedback", json={"completion_id": target, "rating": 1}).status_code == 200  # 1 of 3
