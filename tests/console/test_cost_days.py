@@ -25,6 +25,13 @@ DAY = 86_400
 TODAY = int(time.time() // DAY)
 
 
+@pytest.fixture(autouse=True)
+def _today() -> None:
+    """Today as each test starts (a suite may run across midnight UTC)."""
+    global TODAY
+    TODAY = int(time.time() // DAY)
+
+
 def _rows(n: int, seed: int = 7) -> list[dict[str, Any]]:
     """``n`` interactions over the last 10 days: projects (one with none), models, kinds, failures."""
     rng = random.Random(seed)
