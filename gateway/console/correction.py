@@ -109,18 +109,13 @@ def written(form: dict[str, str]) -> Any:
 
 def _correction(form: dict[str, str], text_was: str, calls_was: list[dict[str, Any]]) -> Any:
     text = form.get("correction", "").replace("\r\n", "\n")
-    text_changed = bool(text.strip()) and text != text_was
-    if "tool_calls" in form:
-        calls = parse_tool_calls(form["tool_calls"])
-        kept = parse_tool_calls(tool_calls_text(calls_was))
-        if calls != kept:
-            if not calls:
-                if not text.strip():
-                    raise InvalidRequest("A correction needs text or a tool call.", param="correction")
-                return text
+    kept = parse_tool_calls(tool_calls_text(calls_was))  # the reply's calls as the API takes them
+    if "tool_calls" in form and (calls := parse_tool_calls(form["tool_calls"])) != kept:
+        if calls:
             return {"role": "assistant", "content": text if text.strip() else None, "tool_calls": calls}
-    if not text_changed:
+        if not text.strip():
+            raise InvalidRequest("A correction needs text or a tool call.", param="correction")
+        return text  # the calls removed: the reply should have been this text
+    if not text.strip() or text == text_was:
         return None
-    if calls_was:  # the reply's calls stay, with the text written beside them
-        return {"role": "assistant", "content": text, "tool_calls": parse_tool_calls(tool_calls_text(calls_was))}
-    return text
+    return {"role": "assistant", "content": text, "tool_calls": kept} if kept else text  # calls kept beside it

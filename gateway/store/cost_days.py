@@ -21,7 +21,7 @@ way.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -109,39 +109,42 @@ def _write(engine: sa.Engine) -> Any:
 
 def fill(engine: sa.Engine, first: int, last: int, now: float | None = None) -> int:
     """Keep the sums of the closed days in ``first..last`` not kept yet; returns how many were filled."""
-    last = min(last, first_open_day(now) - 1)
-    todo = _missing(engine, sa.select(cost_days.c.day), first, last)
-    for chunk in _chunks(todo):
-        with _write(engine) as conn:
-            chunk = _missing(conn, sa.select(cost_days.c.day), chunk[0], chunk[-1], among=chunk)
-            if chunk:
-                rows = cost_report(conn, since=chunk[0] * DAY_S, until=(chunk[-1] + 1) * DAY_S,
-                                   by=("day", "project", "model", "kind"), raw_project=True)
-                keep = [r for r in rows if r["day"] in set(chunk)]
-                if keep:
-                    conn.execute(cost_rollup.insert(), keep)
-                conn.execute(cost_days.insert(), [{"day": d, "filled": time.time()} for d in chunk])
-            conn.commit()
-    return len(todo)
+    def keep(conn: sa.Connection, chunk: list[int]) -> None:
+        rows = cost_report(conn, since=chunk[0] * DAY_S, until=(chunk[-1] + 1) * DAY_S,
+                           by=("day", "project", "model", "kind"), raw_project=True)
+        wanted = set(chunk)
+        if rows := [r for r in rows if r["day"] in wanted]:
+            conn.execute(cost_rollup.insert(), rows)
+        conn.execute(cost_days.insert(), [{"day": d, "filled": time.time()} for d in chunk])
+
+    return _fill(engine, sa.select(cost_days.c.day), first, last, now, keep)
 
 
 def fill_latency(engine: sa.Engine, first: int, last: int, project: str | None,
                  now: float | None = None) -> int:
     """Keep the latency percentiles of the closed days in ``first..last`` for ``project`` (None: all)."""
-    last, scope = min(last, first_open_day(now) - 1), ALL if project is None else project
-    kept = sa.select(latency_days.c.day).where(latency_days.c.scope == scope)
-    todo = _missing(engine, kept, first, last)
+    scope = ALL if project is None else project
+
+    def keep(conn: sa.Connection, chunk: list[int]) -> None:
+        rows = []
+        for day in chunk:
+            one = latency_by_day(conn, since=day * DAY_S, until=(day + 1) * DAY_S, project=project).get(day, {})
+            rows.append({"day": day, "scope": scope, "sampled": one.get("sampled", 0),
+                         **{k: one.get(k) for k in LATENCY}})
+        conn.execute(latency_days.insert(), rows)
+
+    return _fill(engine, sa.select(latency_days.c.day).where(latency_days.c.scope == scope), first, last, now, keep)
+
+
+def _fill(engine: sa.Engine, kept: sa.Select[Any], first: int, last: int, now: float | None,
+          keep: Callable[[sa.Connection, list[int]], None]) -> int:
+    """The closed days of ``first..last`` that ``kept`` lacks, ``keep``-ed a week a transaction, each under
+    the write lock and checked again inside it (a concurrent fill may have kept them meanwhile)."""
+    todo = _missing(engine, kept, first, min(last, first_open_day(now) - 1))
     for chunk in _chunks(todo):
         with _write(engine) as conn:
-            chunk = _missing(conn, kept, chunk[0], chunk[-1], among=chunk)
-            rows = []
-            for day in chunk:
-                found = latency_by_day(conn, since=day * DAY_S, until=(day + 1) * DAY_S, project=project)
-                one = found.get(day, {})
-                rows.append({"day": day, "scope": scope, "sampled": one.get("sampled", 0),
-                             **{k: one.get(k) for k in LATENCY}})
-            if rows:
-                conn.execute(latency_days.insert(), rows)
+            if chunk := _missing(conn, kept, chunk[0], chunk[-1], among=chunk):
+                keep(conn, chunk)
             conn.commit()
     return len(todo)
 
@@ -153,7 +156,7 @@ def _missing(db: sa.Engine | sa.Connection, kept: sa.Select[Any], first: int, la
     day = kept.selected_columns[0]
     with connected(db) as conn:
         have = set(conn.execute(kept.where(day >= first, day <= last)).scalars())
-    return [d for d in (among or range(first, last + 1)) if d not in have]
+    return [d for d in (range(first, last + 1) if among is None else among) if d not in have]
 
 
 def _chunks(days: list[int]) -> list[list[int]]:
