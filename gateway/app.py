@@ -38,11 +38,10 @@ from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
 from gateway.log import LogService
 from gateway.log.retention import run_retention
-from gateway.log.service import default_database_url
 from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router
-from gateway.settings import Settings
+from gateway.settings import Settings, database_url
 from gateway.store.keys import KeyStore
 from gateway.store.routes import RouteStore
 from gateway.store.upkeep import run_upkeep
@@ -76,10 +75,6 @@ class Routes:
         self.db_models: dict[str, Any] = {}  # models stored in the database (promotion)
         self.config = config  # the effective one
         self.router = Router(config)
-
-
-def database_url(settings: Settings, config: GatewayConfig) -> str:
-    return settings.database_url or config.database_url or default_database_url(settings.resolved_home())
 
 
 class Gateway:

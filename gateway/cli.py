@@ -30,7 +30,7 @@ def resolve(config: Path | None = None, database_url: str | None = None,
     ``--database-url`` > ``$TUNELOOP_DATABASE_URL`` > the config's ``database_url`` > the home's SQLite
     (the config itself: ``--config`` > ``$TUNELOOP_CONFIG`` > the embedded default)."""
     from gateway import embedded
-    from gateway.app import database_url as configured_url
+    from gateway.settings import database_url as configured_url
 
     settings, cfg = load_settings(config, **overrides)
     embedded.attach(settings, cfg)  # the engines a `serve` on this home started, and their key

@@ -19,8 +19,8 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 
 
 def _store(config: Path | None) -> KeyStore:
-    from gateway.app import database_url
     from gateway.cli import load_settings
+    from gateway.settings import database_url
     from gateway.store import db
     from gateway.store.keys import KeyStore
 

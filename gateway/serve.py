@@ -87,7 +87,7 @@ def start_runner(settings: Settings, config: GatewayConfig, resume: bool) -> sub
     if os.environ.get(RUNNER_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         log.info("%s is off: fine-tuning jobs wait in the queue for a runner elsewhere", RUNNER_ENV)
         return None
-    from gateway.app import database_url
+    from gateway.settings import database_url
     from gateway.store import db
 
     url = database_url(settings, config)

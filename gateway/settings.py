@@ -7,10 +7,13 @@ the YAML config (``gateway.config``) says *what* is routed where.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 
 def default_home() -> Path:
@@ -42,3 +45,11 @@ class Settings(BaseSettings):
     def resolved_home(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home
+
+
+def database_url(settings: Settings, config: GatewayConfig) -> str:
+    """The database every command uses: ``--database-url`` / ``$TUNELOOP_DATABASE_URL`` > the config's
+    ``database_url`` > the home's SQLite."""
+    from gateway.store.db import default_database_url  # SQLAlchemy: only when a command needs the database
+
+    return settings.database_url or config.database_url or default_database_url(settings.resolved_home())

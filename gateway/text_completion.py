@@ -21,12 +21,14 @@ own 400, which comes back in OpenAI's envelope. ``suffix``, ``echo``, ``best_of`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.assemble import ChunkAssembler
 from gateway.errors import InvalidRequest, clip
-from gateway.router import Attempt
 from gateway.validate import check_metadata, check_number
+
+if TYPE_CHECKING:  # the router brings every provider and the openai SDK: the log writer child needs none
+    from gateway.router import Attempt
 
 MAX_PROMPTS = 2048
 OPENAI_MAX_LOGPROBS = 5

@@ -262,6 +262,29 @@ def stop(p: subprocess.Popen | None, timeout: float = 5.0) -> None:
         p.wait(5)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant (its log writer
+    child, say), plus what its waited-for children used: read from /proc, 0 where there is none."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (parent, _) in stats.items() if parent == p]
+    return total
+
+
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0,
                method: str = "GET", body: bytes | None = None) -> None:
     """Poll url until it answers 2xx (or the process dies, or time runs out)."""

@@ -93,7 +93,7 @@ def med(xs: list[float]) -> float:
 
 def run(args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
     """Every (mode, path) cell per round; rows of medians and the ratio per mode."""
-    cells: dict[tuple[str, str], list[tuple[loadgen.Result, float, float]]] = {}
+    cells: dict[tuple[str, str], list[tuple[loadgen.Result, float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as d:
         procs: list[subprocess.Popen] = []
         try:
@@ -102,30 +102,36 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict[str, float]]:
                 measure(gw, path, 4, False, 0.5)
             for _ in range(args.rounds):
                 for mode, conc, stream in MODES:
-                    got = {p: measure(mock if p == "direct" else gw, p, conc, stream, args.duration) for p in PATHS}
+                    got, cpu = {}, {}
+                    for p in PATHS:
+                        before = loadgen.tree_cpu_s(procs[1].pid)
+                        got[p] = measure(mock if p == "direct" else gw, p, conc, stream, args.duration)
+                        used = loadgen.tree_cpu_s(procs[1].pid) - before
+                        cpu[p] = used / got[p].requests * 1e6 if got[p].requests and p != "direct" else math.nan
                     direct = latency(got["direct"], stream)
                     for p, r in got.items():
                         p50, p99 = latency(r, stream)
-                        cells.setdefault((mode, p), []).append((r, p50 - direct[0], p99 - direct[1]))
+                        cells.setdefault((mode, p), []).append((r, p50 - direct[0], p99 - direct[1], cpu[p]))
         finally:
             for p in reversed(procs):
                 loadgen.stop(p)
     rows, ratios = [], {}
     for mode, _, stream in MODES:
-        chat_added = [a for _, a, _ in cells[(mode, "chat")]]
+        chat_added = [a for _, a, _, _ in cells[(mode, "chat")]]
         for path in PATHS:
             runs = cells[(mode, path)]
-            added = [a for _, a, _ in runs]
+            added = [a for _, a, _, _ in runs]
             ratio = med([a / c for a, c in zip(added, chat_added, strict=True) if c > 0]) \
                 if path.startswith("responses") else float("nan")
             if path == "responses":
                 ratios[mode] = ratio
-            rows.append({"mode": mode, "path": path, "rps": med([r.rps for r, _, _ in runs]),
-                         "p50": med([latency(r, stream)[0] for r, _, _ in runs]),
-                         "p99": med([latency(r, stream)[1] for r, _, _ in runs]),
+            rows.append({"mode": mode, "path": path, "rps": med([r.rps for r, _, _, _ in runs]),
+                         "p50": med([latency(r, stream)[0] for r, _, _, _ in runs]),
+                         "p99": med([latency(r, stream)[1] for r, _, _, _ in runs]),
                          "added_p50": med(added) if path != "direct" else float("nan"),
-                         "added_p99": med([b for _, _, b in runs]) if path != "direct" else float("nan"),
-                         "errors": sum(r.errors for r, _, _ in runs), "ratio": ratio})
+                         "added_p99": med([b for _, _, b, _ in runs]) if path != "direct" else float("nan"),
+                         "cpu_us": med([c for _, _, _, c in runs]),
+                         "errors": sum(r.errors for r, _, _, _ in runs), "ratio": ratio})
     return rows, ratios
 
 
@@ -134,10 +140,12 @@ def fmt(x: float) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| mode | path | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × chat added p50 | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | path | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | × chat added p50 "
+             "| gateway CPU µs/req | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['mode']} | {r['path']} | {r['rps']:,.0f} | {fmt(r['p50'])} | {fmt(r['p99'])} | "
-              f"{fmt(r['added_p50'])} | {fmt(r['added_p99'])} | {fmt(r['ratio'])} | {r['errors']} |" for r in rows]
+              f"{fmt(r['added_p50'])} | {fmt(r['added_p99'])} | {fmt(r['ratio'])} | {fmt(r['cpu_us'])} | "
+              f"{r['errors']} |" for r in rows]
     return "\n".join(lines)
 
 

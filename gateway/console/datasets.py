@@ -81,7 +81,7 @@ async def build(request: Request) -> Response:
     who, form = await _posting(request)
     wanted = _build_request(form, who)
     state = request.app.state
-    from gateway.app import database_url  # the gateway's own, as `tuneloop serve` starts its runner with
+    from gateway.settings import database_url  # the gateway's own, as `tuneloop serve` starts its runner with
 
     settings, config = state.settings, state.routes.file_config
     home = Path(settings.resolved_home()).resolve()

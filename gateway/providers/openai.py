@@ -14,15 +14,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 import orjson
-from openai.resources.chat.completions import AsyncCompletions
-from openai.resources.completions import AsyncCompletions as AsyncTextCompletions
-from openai.resources.responses import AsyncResponses
 
 from gateway.config import TargetConfig
 from gateway.errors import (
@@ -37,13 +34,26 @@ from gateway.providers.replicas import Replicas
 from gateway.providers.sse import CHUNKS, EVENTS, RAW_CHUNKS, Framing
 from gateway.sse import SSEParser
 
+if TYPE_CHECKING:
+    import openai
+
+# The SDK (about 0.6 s to import) is imported when a target of this kind is made: a gateway, a CLI or the
+# log writer that routes to none (the embedded default) never loads it.
 log = logging.getLogger(__name__)
 
 NOT_FIELDS = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
-ACCEPTED = frozenset(inspect.signature(AsyncCompletions.create).parameters) - NOT_FIELDS
-TEXT_ACCEPTED = frozenset(inspect.signature(AsyncTextCompletions.create).parameters) - NOT_FIELDS
-RESPONSES_ACCEPTED = frozenset(inspect.signature(AsyncResponses.create).parameters) - NOT_FIELDS
-FIELDS = {"chat": ACCEPTED, "text": TEXT_ACCEPTED, "responses": RESPONSES_ACCEPTED}
+
+
+@cache
+def accepted(api: str) -> frozenset[str]:
+    """The fields the SDK's ``create`` takes for ``api`` (``chat``, ``text``, ``responses``)."""
+    from openai.resources.chat.completions import AsyncCompletions
+    from openai.resources.completions import AsyncCompletions as AsyncTextCompletions
+    from openai.resources.responses import AsyncResponses
+
+    create: Callable[..., Any] = (AsyncCompletions.create if api == "chat" else AsyncTextCompletions.create
+                                  if api == "text" else AsyncResponses.create)
+    return frozenset(inspect.signature(create).parameters) - NOT_FIELDS
 
 
 class OpenAIProvider:
@@ -55,6 +65,8 @@ class OpenAIProvider:
         self.base_url = cfg.base_urls[0]
         self.replicas = Replicas(name, cfg)
         self._client: openai.AsyncOpenAI | None = None
+        for api in ("chat", "text", "responses"):  # the SDK loaded here, at start, not under a first request
+            accepted(api)
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -63,6 +75,8 @@ class OpenAIProvider:
             if not key:
                 raise UpstreamUnavailable(
                     f"target {self.name!r} has no API key: set ${self.cfg.api_key_env or 'OPENAI_API_KEY'}")
+            import openai  # loaded already (``accepted``, at __init__)
+
             # openai 3 annotates httpx2 types but takes httpx's too (openai/_httpx2.py: "legacy" clients)
             self._client = openai.AsyncOpenAI(
                 api_key=key, base_url=self.base_url, max_retries=0,
@@ -72,11 +86,12 @@ class OpenAIProvider:
             )
         return self._client
 
-    def _kwargs(self, body: dict[str, Any], accepted: frozenset[str] = ACCEPTED) -> dict[str, Any]:
-        dropped = body.keys() - accepted
+    def _kwargs(self, body: dict[str, Any], api: str = "chat") -> dict[str, Any]:
+        fields = accepted(api)
+        dropped = body.keys() - fields
         if dropped:
             log.debug("target %s: dropping fields OpenAI does not take: %s", self.name, sorted(dropped))
-            return {k: v for k, v in body.items() if k in accepted}
+            return {k: v for k, v in body.items() if k in fields}
         return body
 
     def _resource(self, api: str) -> Any:
@@ -88,6 +103,8 @@ class OpenAIProvider:
     def _fail(self, exc: BaseException) -> GatewayError:
         if isinstance(exc, GatewayError):
             return exc
+        import openai  # loaded already (``accepted``, at __init__)
+
         if isinstance(exc, openai.APIStatusError):
             return from_status(exc.status_code, exc.response.content, dict(exc.response.headers),
                                f"target {self.name!r}")
@@ -107,7 +124,7 @@ class OpenAIProvider:
                        tenant: str | None = None, api: str = "chat") -> Reply:
         self.replicas.pick()
         try:
-            kwargs = self._kwargs(body, FIELDS[api])
+            kwargs = self._kwargs(body, api)
             raw = await self._resource(api).with_raw_response.create(**kwargs)
             reply = Reply(orjson.loads(raw.content), self.base_url)
         except Exception as exc:
@@ -122,7 +139,7 @@ class OpenAIProvider:
                      tenant: str | None = None, api: str = "chat", raw: bool = False) -> _SDKStream:
         self.replicas.pick()
         try:
-            kwargs = self._kwargs(body, FIELDS[api])
+            kwargs = self._kwargs(body, api)
             cm = self._resource(api).with_streaming_response.create(**kwargs)
             resp = await cm.__aenter__()
         except Exception as exc:
