@@ -92,24 +92,29 @@ async def build(request: Request) -> Response:
     return _go(f"/ui/datasets?build={quote(started.id)}")
 
 
-def _preview(path: str | None, limit: int = PREVIEW_LINES) -> list[list[dict[str, Any]]]:
-    """The file's first lines, each as the bubbles of its conversation (DPO: the preferred reply, then the other)."""
+def _preview(row: dict[str, Any], limit: int = PREVIEW_LINES) -> tuple[list[dict[str, Any]], bool]:
+    """The set's first lines, the training file's then the validation file's (a set too small for both may
+    hold all its lines in either), each as the bubbles of its conversation (DPO: the preferred reply, then the
+    other); and whether either file could be read here."""
     import orjson
 
-    out: list[list[dict[str, Any]]] = []
-    if not path or not os.path.isfile(path):
-        return out
-    with open(path, "rb") as f:
-        for raw in f:
-            if len(out) >= limit:
-                break
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                out.append([views.bubble({"role": "error", "content": "(not JSON)"})])
-                continue
-            out.append(_line_bubbles(line if isinstance(line, dict) else {}))
-    return out
+    out: list[dict[str, Any]] = []
+    readable = False
+    for split, path in (("train", row.get("path")), ("validation", row.get("val_path"))):
+        if not path or not os.path.isfile(path):
+            continue
+        readable = True
+        with open(path, "rb") as f:
+            for raw in f:
+                if len(out) >= limit:
+                    return out, readable
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    out.append({"split": split, "bubbles": [views.bubble({"role": "error", "content": "(not JSON)"})]})
+                    continue
+                out.append({"split": split, "bubbles": _line_bubbles(line if isinstance(line, dict) else {})})
+    return out, readable
 
 
 def _line_bubbles(line: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,9 +147,9 @@ async def _dataset_view(request: Request, who: Viewer, dataset_id: str, *, statu
                         error: str | None = None) -> Response:
     context = await _context(request, who)
     row = await _dataset(request, who, dataset_id)
-    preview = await asyncio.to_thread(_preview, row["path"])
+    preview, readable = await asyncio.to_thread(_preview, row)
     bases = sorted(catalog(request.app.state.routes.config))
-    return render.page("dataset.html", status, **context, nav="datasets", row=row, preview=preview,
+    return render.page("dataset.html", status, **context, nav="datasets", row=row, preview=preview, readable=readable,
                        report=row.get("report") or {}, bases=bases, error=error,
                        method="dpo" if row["kind"] == "dpo" else "supervised")
 

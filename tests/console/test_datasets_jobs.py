@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from gateway.store import db
+from gateway.store.datasets import DatasetRow, DatasetStore
 from gateway.store.jobs import JobStore
 from tests.console import browser as chrome
 from tests.console.session import Console, build_dataset
@@ -92,6 +93,25 @@ def test_a_dataset_built_from_the_page_holds_the_correction(gw: GatewayProcess, 
     finally:
         alpha.close()
         beta.close()
+
+
+def test_a_set_whose_lines_all_went_to_validation_previews_them(gw: GatewayProcess, keys: dict[str, str],
+                                                               engine: Any, tmp_path: Any) -> None:
+    """A set too small for both splits may hold every line in its validation file (the split follows each
+    record's id): the page shows those lines, marked, rather than saying the file cannot be read."""
+    train, val = tmp_path / "tiny.jsonl", tmp_path / "tiny.val.jsonl"
+    train.write_text("")
+    val.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "held out"}]}\n')
+    DatasetStore(engine).create(DatasetRow(id="ds-valonly", name="tiny", kind="sft", path=str(train), rows=0,
+                                           sha256="-", project="alpha", val_path=str(val), val_rows=1))
+    alpha = Console(gw, keys["a"])
+    try:
+        page = alpha.get("/datasets/ds-valonly")
+        assert page.status_code == 200
+        assert page.text.count('data-testid="preview-line" data-split="validation"') == 1
+        assert "held out" in page.text and "not readable" not in page.text
+    finally:
+        alpha.close()
 
 
 def test_a_job_started_from_the_dataset_is_queued_and_cancelled_from_the_page(
