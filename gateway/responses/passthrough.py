@@ -34,7 +34,7 @@ import orjson
 
 from gateway.errors import clip
 from gateway.responses.objects import bad
-from gateway.responses.translate import REQUEST, to_completion
+from gateway.responses.translate import max_output_tokens_field, to_completion
 
 SERVER_TOOLS = frozenset({"function", "file_search", "web_search", "web_search_2025_08_26", "web_search_preview",
                           "web_search_preview_2025_03_11", "code_interpreter", "image_generation"})
@@ -61,7 +61,7 @@ def check(body: dict[str, Any]) -> None:
             raise bad(f"Tool type {clip(kind)} is not supported here: function tools and the built-in tools that "
                       f"run upstream ({', '.join(sorted(SERVER_TOOLS - {'function'}))}) are.", f"tools[{i}].type")
     if body.get("max_output_tokens") is not None:
-        REQUEST["max_output_tokens"](body["max_output_tokens"])  # an integer of at least 1 (the limits count it)
+        max_output_tokens_field(body["max_output_tokens"])  # an integer of at least 1 (the limits count it)
 
 
 def _kept(item: dict[str, Any]) -> bool:

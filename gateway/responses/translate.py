@@ -51,10 +51,6 @@ from gateway.errors import InvalidRequest, clip
 from gateway.responses.objects import bad, function_tool, new_id, response_object, text_part
 
 
-def _same(name: str) -> Callable[[Any], dict[str, Any]]:
-    return lambda value: {name: value}
-
-
 def _only(allowed: Any, why: str) -> Callable[[Any], dict[str, Any]]:
     def check(value: Any) -> dict[str, Any]:
         if value != allowed:
@@ -121,7 +117,7 @@ def _reasoning(reasoning: Any) -> dict[str, Any]:
     return {} if effort is None else {"reasoning_effort": effort}
 
 
-def _max_output_tokens(value: Any) -> dict[str, Any]:
+def max_output_tokens_field(value: Any) -> dict[str, Any]:
     """An integer of at least 1; 362.0 is one too (JSON Schema's integer, as the chat path takes it)."""
     integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not integral or value < 1:
@@ -154,8 +150,9 @@ def _checked_elsewhere(_value: Any) -> dict[str, Any]:
     return {}
 
 
-REQUEST: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "model": _same("model"),
+# a name: the chat field of that name takes the value as it is; a function: what the value becomes
+REQUEST: dict[str, str | Callable[[Any], dict[str, Any]]] = {
+    "model": "model",
     "input": _checked_elsewhere,  # -> messages (input_items, to_messages)
     "instructions": _checked_elsewhere,  # -> the leading system message
     "previous_response_id": _checked_elsewhere,  # the endpoint prepends the stored conversation
@@ -163,17 +160,17 @@ REQUEST: dict[str, Callable[[Any], dict[str, Any]]] = {
     "tool_choice": _tool_choice,
     "text": _text,
     "reasoning": _reasoning,
-    "max_output_tokens": _max_output_tokens,
-    "temperature": _same("temperature"),
-    "top_p": _same("top_p"),
-    "metadata": _same("metadata"),
-    "user": _same("user"),
-    "safety_identifier": _same("safety_identifier"),
-    "prompt_cache_key": _same("prompt_cache_key"),
-    "service_tier": _same("service_tier"),
-    "parallel_tool_calls": _same("parallel_tool_calls"),
-    "store": _same("store"),
-    "stream": _same("stream"),
+    "max_output_tokens": max_output_tokens_field,
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "metadata": "metadata",
+    "user": "user",
+    "safety_identifier": "safety_identifier",
+    "prompt_cache_key": "prompt_cache_key",
+    "service_tier": "service_tier",
+    "parallel_tool_calls": "parallel_tool_calls",
+    "store": "store",
+    "stream": "stream",
     "include": _include,
     "background": _only(False, "Background responses are not supported: omit 'background' or set it false."),
     "truncation": _only("disabled", "Only truncation 'disabled' is supported."),
@@ -209,11 +206,14 @@ def to_chat(body: dict[str, Any], messages: list[dict[str, Any]], strict: bool =
             raise bad(f"Unknown parameter: '{clip(name, 64)}'.", name, "unknown_parameter")
         if value is None:
             continue
+        if type(convert) is str:
+            chat[convert] = value
+            continue
         if not strict and name == "tools" and isinstance(value, list):
             value = [t for t in value if isinstance(t, dict) and t.get("type") == "function"
                      and not t.get("defer_loading")]
         try:
-            chat.update(convert(value))
+            chat.update(convert(value))  # type: ignore[operator]
         except InvalidRequest as exc:
             if not strict:
                 continue
