@@ -23,6 +23,9 @@ from typing import Any
 
 import orjson
 
+from adapters.datasets.chat_tokens import ChatTokens
+from adapters.engine import paths
+
 PRICES_AS_OF = "2025-06-01"
 
 
@@ -56,17 +59,24 @@ def base_model(name: str) -> BaseModel:
 
 
 def load_local_tokenizer(home: Path | None = None) -> Any:
-    """The engine's tokenizer only (no weights), from its cache or from the GGUF file."""
+    """The engine's tokenizer only (no weights), from its cache or from the GGUF file (transformers')."""
     from transformers import AutoTokenizer
 
-    from adapters.engine import model as engine_model
-
-    home = home or Path(os.environ.get("TUNELOOP_HOME") or engine_model.default_home())
-    cached = engine_model.cache_dir(home)
+    cached = _cache(home)
     if (cached / "tokenizer_config.json").exists():
         return AutoTokenizer.from_pretrained(cached)
-    return AutoTokenizer.from_pretrained(engine_model.gguf_dir(),
-                                         gguf_file=engine_model.GGUF_FILE)
+    return AutoTokenizer.from_pretrained(paths.gguf_dir(), gguf_file=paths.GGUF_FILE)
+
+
+def _cache(home: Path | None) -> Path:
+    return paths.cache_dir(home or Path(os.environ.get("TUNELOOP_HOME") or paths.default_home()))
+
+
+def _counter(home: Path | None) -> Any:
+    """What counts the engine's tokens: ``ChatTokens`` from its cache (neither transformers nor torch), or
+    transformers' tokenizer when the cache is not built yet (from the GGUF file)."""
+    cached = _cache(home)
+    return ChatTokens(cached) if ChatTokens.usable(cached) else load_local_tokenizer(home)
 
 
 def _approx(messages: list[dict[str, Any]], tools: Any) -> int:
@@ -99,11 +109,13 @@ class TokenCounter:
 
     def __init__(self, model: BaseModel, home: Path | None = None) -> None:
         self.model = model
-        self._tok = load_local_tokenizer(home) if model.local_tokenizer else None
+        self._tok = _counter(home) if model.local_tokenizer else None
 
     def count(self, messages: list[dict[str, Any]], tools: Any = None) -> int:
         if self._tok is None:
             return _approx(messages, tools)
+        if isinstance(self._tok, ChatTokens):
+            return self._tok.count(_plain(messages), tools)
         ids = self._tok.apply_chat_template(_plain(messages), tools=tools or None,
                                             tokenize=True, return_dict=False)
         if isinstance(ids, dict) or hasattr(ids, "keys"):

