@@ -98,8 +98,10 @@ def engine(
 ) -> None:
     """Serve a base model (a local HF checkpoint, or the embedded SmolLM2-135M-Instruct) with LoRA adapters
     over vLLM's HTTP contract; the base-model flags are vLLM's (adapters/models/options.py)."""
+    from adapters.engine.flags import check_flags
     from adapters.models.options import precheck
 
+    check_flags(scheduling_policy, tool_call_parser, enable_auto_tool_choice)  # before torch loads, as:
     precheck(model)  # an unsupported architecture is refused before torch loads
     from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine

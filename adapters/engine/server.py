@@ -208,12 +208,10 @@ def run_engine(*, host: str = "127.0.0.1", port: int = 8001, adapters_dir: Path 
     ``allowed_lora_roots``, ``fd`` and ``parent_pid``: see ``guard.py``."""
     import uvicorn
 
+    from adapters.engine.flags import check_flags
     from adapters.engine.model import default_home
 
-    if scheduling_policy not in ("fair", "fcfs"):
-        raise SystemExit(f"--scheduling-policy must be fair or fcfs, got {scheduling_policy!r}")
-    if tool_call_parser not in (None, "hermes") or (enable_auto_tool_choice and tool_call_parser is None):
-        raise SystemExit("--enable-auto-tool-choice needs --tool-call-parser hermes (the one parser this engine has)")
+    check_flags(scheduling_policy, tool_call_parser, enable_auto_tool_choice)
     logging.basicConfig(level=os.environ.get("TUNELOOP_LOG_LEVEL", "INFO"))
     home = Path(home) if home else default_home()
     engine = Engine(home=home, adapters_dir=adapters_dir, max_loras=max_loras,
