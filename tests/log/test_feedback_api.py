@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.log import prune
+from tests.fixtures.database import own_postgres_database
 from tests.log.records import make_record
 from tests.log.server import LoopbackGateway, serve
 from tests.spec import validate
@@ -18,6 +20,18 @@ from tests.spec import validate
 @pytest.fixture
 def gw(database_url: str, tmp_path: Path) -> Iterator[LoopbackGateway]:
     with serve(database_url, tmp_path) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def refusing_gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackGateway]:
+    """One gateway for the module's refusals (a 400 writes nothing), with completion ``c`` in its log."""
+    home = tmp_path_factory.mktemp("feedback-refusals")
+    with ExitStack() as stack:
+        url = (f"sqlite:///{home / 'tuneloop.db'}" if request.param == "sqlite"
+               else stack.enter_context(own_postgres_database()))
+        gateway = stack.enter_context(serve(url, home))
+        gateway.log.submit(make_record(1, id="c"))
         yield gateway
 
 
@@ -77,18 +91,16 @@ def test_unknown_completion_is_404(gw: LoopbackGateway) -> None:
     ({"completion_id": "c", "comment": "x", "score": 3}, "score"),
     ([1, 2], None),
 ])
-def test_bad_shapes_are_400(gw: LoopbackGateway, body: object, param: str | None) -> None:
-    rec = make_record(1, id="c")
-    gw.log.submit(rec)
-    r = _post(gw, body)
+def test_bad_shapes_are_400(refusing_gw: LoopbackGateway, body: object, param: str | None) -> None:
+    r = _post(refusing_gw, body)
     assert r.status_code == 400, r.text
     validate("ErrorResponse", r.json())
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert r.json()["error"]["param"] == param
 
 
-def test_unparsable_body_is_400(gw: LoopbackGateway) -> None:
-    r = httpx.post(f"{gw.base_url}/feedback", content=b"{not json",
+def test_unparsable_body_is_400(refusing_gw: LoopbackGateway) -> None:
+    r = httpx.post(f"{refusing_gw.base_url}/feedback", content=b"{not json",
                    headers={"content-type": "application/json"})
     assert r.status_code == 400
     validate("ErrorResponse", r.json())
