@@ -3,6 +3,8 @@ lineage; every produced file passes the validator."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -14,6 +16,7 @@ from gateway.log.export import ExportFilters
 from gateway.store import db
 from gateway.store.datasets import DatasetStore
 from tests.datasets.logfill import fill, record
+from tests.fixtures.database import own_postgres_database
 
 
 def lines(path: Path) -> list[dict]:
@@ -27,7 +30,24 @@ def run(url: str, tmp_path: Path, fmt: str = "sft", name: str = "out.jsonl", **k
 
 @pytest.fixture
 def log(database_url: str, tmp_path: Path) -> str:
-    recs = [
+    fill(database_url, tmp_path / "home", log_records(), FEEDBACK)
+    return database_url
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same log, filled once for the module's read-only cases (each build reads it and adds its own set)."""
+    home = tmp_path_factory.mktemp("build-shared")
+    with ExitStack() as stack:
+        url = (f"sqlite:///{home / 'tuneloop.db'}" if request.param == "sqlite"
+               else stack.enter_context(own_postgres_database()))
+        fill(url, home / "home", log_records(), FEEDBACK)
+        yield url
+
+
+def log_records() -> list:
+    """Made at each fill (their times are now)."""
+    return [
         record(1, "Where is my parcel?", "It ships tomorrow.", metadata={"team": "a"}),
         record(2, "Refund please", "Done, refunded.", metadata={"team": "b"}),
         record(3, "Broken", None, status=502),  # failed
@@ -37,17 +57,17 @@ def log(database_url: str, tmp_path: Path) -> str:
         record(7, "Where is my parcel?", "No idea.", adapter="v4"),  # same prompt as 1
         record(8, "Cancel my plan", "Cancelled.", model="other", project="beta"),
     ]
-    fb = [
-        {"completion_id": "chatcmpl-1", "rating": 1.0},
-        {"completion_id": "chatcmpl-7", "rating": -1.0},
-        {"completion_id": "chatcmpl-2", "rating": -1.0},
-        {"completion_id": "chatcmpl-2", "rating": 0.5},  # newest rating counts
-        {"completion_id": "chatcmpl-2", "correction": {"role": "assistant",
-                                                       "content": "Refunded: 3-5 days."}},
-        {"completion_id": "chatcmpl-2", "comment": "ok"},  # newer row without a correction
-    ]
-    fill(database_url, tmp_path / "home", recs, fb)
-    return database_url
+
+
+FEEDBACK = [
+    {"completion_id": "chatcmpl-1", "rating": 1.0},
+    {"completion_id": "chatcmpl-7", "rating": -1.0},
+    {"completion_id": "chatcmpl-2", "rating": -1.0},
+    {"completion_id": "chatcmpl-2", "rating": 0.5},  # newest rating counts
+    {"completion_id": "chatcmpl-2", "correction": {"role": "assistant",
+                                                   "content": "Refunded: 3-5 days."}},
+    {"completion_id": "chatcmpl-2", "comment": "ok"},  # newer row without a correction
+]
 
 
 def test_sft_lines_corrections_skips_and_lineage(log: str, tmp_path: Path) -> None:
@@ -86,9 +106,9 @@ def test_sft_lines_corrections_skips_and_lineage(log: str, tmp_path: Path) -> No
     (ExportFilters(has_correction=True), {"chatcmpl-2"}),
     (ExportFilters(since=1_700_000_005, until=1_700_000_008), {"chatcmpl-5", "chatcmpl-7"}),
 ])
-def test_filters(log: str, tmp_path: Path, filters: ExportFilters, expected: set[str]) -> None:
-    rep = run(log, tmp_path, filters=filters, val_fraction=0.0)
-    assert set(DatasetStore(db.create_engine(log)).source_ids(rep["dataset_id"])) == expected
+def test_filters(shared_log: str, tmp_path: Path, filters: ExportFilters, expected: set[str]) -> None:
+    rep = run(shared_log, tmp_path, filters=filters, val_fraction=0.0)
+    assert set(DatasetStore(db.create_engine(shared_log)).source_ids(rep["dataset_id"])) == expected
     assert rep["filters"]["status_ok"] is True
 
 
