@@ -122,18 +122,28 @@ class Authenticator:
     async def principal(self, authorization: bytes | str | None) -> Principal:
         if self.mode == "off":
             return OPERATOR
-        if self.mode == "auto" and not await self.keys_exist():
-            return ANONYMOUS
         secret = bearer(authorization)
+        if self.mode == "auto" and not await self.keys_exist():
+            # No key was known a moment ago: the caller is anonymous (an SDK sends some bearer anyway), unless
+            # its bearer is a key made since, by another process (`tuneloop keys create`): then keys exist.
+            found = await self._known(secret) if secret is not None else None
+            if found is None:
+                return ANONYMOUS
+            self.key_created()
+            return found
         if secret is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-        hit = self._cache.get(secret)
-        found = hit[0] if hit is not None and hit[1] >= time.monotonic() else await self._lookup(secret)
+        found = await self._known(secret)
         if found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return found
+
+    async def _known(self, secret: str) -> Principal | None:
+        """The key's principal, from the cache while it is fresh, else from the database."""
+        hit = self._cache.get(secret)
+        return hit[0] if hit is not None and hit[1] >= time.monotonic() else await self._lookup(secret)
 
     async def _lookup(self, secret: str) -> Principal | None:
         """One database lookup per secret at a time, however many requests wait for it (in a

@@ -5,6 +5,7 @@ a crash between stages, a worse candidate held back by the gate."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -107,9 +108,12 @@ def _canary(env, adapter_id: str, users: int, rate) -> tuple[object, dict]:
     while len(current_entry(env.ws, ALIAS)["routes"]) != 2 and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2.5)  # the gateway's route poll
-    for i in range(users):
+    def user(i: int) -> None:
         reply = ask(env.gw, QUESTIONS[i % len(QUESTIONS)], user=f"user-{i}")
         feedback(env.gw, reply.id, rating=rate(reply.choices[0].message.content))
+
+    with ThreadPoolExecutor(4) as pool:  # users at once, as they come: the engine batches them
+        list(pool.map(user, range(users)))
     t.join(timeout=150)
     assert not t.is_alive()
     return adapter, out

@@ -140,3 +140,28 @@ def test_revocation_takes_effect_at_once_here_and_within_a_second_on_another_rep
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_key_made_by_another_process_is_honoured_at_once(tmp_path):
+    """Auth ``auto`` remembers "no key exists" for a second; a key `tuneloop keys create` made meanwhile (another
+    process) is still honoured on its first request: it was taken as anonymous (a /metrics that needs a key
+    answered 401 to it, CI, 2026-12-07), and a project key then saw the anonymous view."""
+    import asyncio
+
+    from gateway.auth import ANONYMOUS, Authenticator
+    from gateway.errors import AuthenticationFailed
+
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    db.upgrade(engine)
+    keys = KeyStore(engine)
+
+    async def scenario() -> None:
+        auth = Authenticator("auto", keys)
+        assert await auth.principal(b"Bearer sk-anything") is ANONYMOUS  # no key yet: anonymous, and remembered
+        _, secret = keys.create("ops")  # as the CLI does, behind this process's back
+        who = await auth.principal(f"Bearer {secret}".encode())
+        assert who is not ANONYMOUS and who.project == "ops" and who.key_id is not None
+        with pytest.raises(AuthenticationFailed, match="Incorrect API key"):  # from now on every request needs one
+            await auth.principal(b"Bearer sk-anything")
+
+    asyncio.run(scenario())
