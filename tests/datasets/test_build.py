@@ -4,7 +4,6 @@ lineage; every produced file passes the validator."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -16,7 +15,7 @@ from gateway.log.export import ExportFilters
 from gateway.store import db
 from gateway.store.datasets import DatasetStore
 from tests.datasets.logfill import fill, record
-from tests.fixtures.database import own_postgres_database
+from tests.fixtures.database import MODULE_DATABASES, module_database
 
 
 def lines(path: Path) -> list[dict]:
@@ -34,13 +33,11 @@ def log(database_url: str, tmp_path: Path) -> str:
     return database_url
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=MODULE_DATABASES)
 def shared_log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The same log, filled once for the module's read-only cases (each build reads it and adds its own set)."""
     home = tmp_path_factory.mktemp("build-shared")
-    with ExitStack() as stack:
-        url = (f"sqlite:///{home / 'tuneloop.db'}" if request.param == "sqlite"
-               else stack.enter_context(own_postgres_database()))
+    with module_database(request.param, home) as url:
         fill(url, home / "home", log_records(), FEEDBACK)
         yield url
 

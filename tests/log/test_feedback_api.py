@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.log import prune
-from tests.fixtures.database import own_postgres_database
+from tests.fixtures.database import MODULE_DATABASES, module_database
 from tests.log.records import make_record
 from tests.log.server import LoopbackGateway, serve
 from tests.spec import validate
@@ -23,14 +22,11 @@ def gw(database_url: str, tmp_path: Path) -> Iterator[LoopbackGateway]:
         yield gateway
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=MODULE_DATABASES)
 def refusing_gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackGateway]:
     """One gateway for the module's refusals (a 400 writes nothing), with completion ``c`` in its log."""
     home = tmp_path_factory.mktemp("feedback-refusals")
-    with ExitStack() as stack:
-        url = (f"sqlite:///{home / 'tuneloop.db'}" if request.param == "sqlite"
-               else stack.enter_context(own_postgres_database()))
-        gateway = stack.enter_context(serve(url, home))
+    with module_database(request.param, home) as url, serve(url, home) as gateway:
         gateway.log.submit(make_record(1, id="c"))
         yield gateway
 
