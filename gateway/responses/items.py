@@ -34,9 +34,8 @@ TEXT_PARTS = ("input_text", "output_text")
 def input_items(value: Any, passthrough: bool = False) -> list[dict[str, Any]]:
     if value is None:
         return []
-    if isinstance(value, str):  # one user message (``_message``'s result for it, without its checks)
-        return [{"id": new_id("msg"), "type": "message", "role": "user", "status": "completed",
-                 "content": [{"type": "input_text", "text": value}]}]
+    if isinstance(value, str):
+        return [_message({"role": "user", "content": value}, "input")]
     if not isinstance(value, list):
         raise bad("Invalid type for 'input': expected a string or an array of items.", "input", "invalid_type")
     return [_item(item, f"input[{i}]", passthrough) for i, item in enumerate(value)]

@@ -206,14 +206,14 @@ def to_chat(body: dict[str, Any], messages: list[dict[str, Any]], strict: bool =
             raise bad(f"Unknown parameter: '{clip(name, 64)}'.", name, "unknown_parameter")
         if value is None:
             continue
-        if type(convert) is str:
+        if isinstance(convert, str):
             chat[convert] = value
             continue
         if not strict and name == "tools" and isinstance(value, list):
             value = [t for t in value if isinstance(t, dict) and t.get("type") == "function"
                      and not t.get("defer_loading")]
         try:
-            chat.update(convert(value))  # type: ignore[operator]
+            chat.update(convert(value))
         except InvalidRequest as exc:
             if not strict:
                 continue
