@@ -71,7 +71,7 @@ def _users(base_url: str, say: Any) -> dict[str, int]:
     def one(item: tuple[int, tuple[str, list[dict[str, Any]], dict[str, Any]]]) -> None:
         i, (question, checks, ideal) = item
         r = client.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": question}],
-                                           tools=demo_data.TOOLS,  # type: ignore[arg-type]
+                                           tools=demo_data.TOOLS,
                                            temperature=0, max_tokens=48,
                                            user=f"customer-{i}")
         message = r.choices[0].message

@@ -80,8 +80,8 @@ class OpenAIProvider:
             # openai 3 annotates httpx2 types but takes httpx's too (openai/_httpx2.py: "legacy" clients)
             self._client = openai.AsyncOpenAI(
                 api_key=key, base_url=self.base_url, max_retries=0,
-                timeout=httpx.Timeout(self.cfg.timeout_s, connect=self.cfg.connect_timeout_s),  # type: ignore[arg-type]
-                http_client=httpx.AsyncClient(limits=httpx.Limits(  # type: ignore[arg-type]
+                timeout=httpx.Timeout(self.cfg.timeout_s, connect=self.cfg.connect_timeout_s),
+                http_client=httpx.AsyncClient(limits=httpx.Limits(
                     max_connections=self.cfg.max_connections, max_keepalive_connections=64)),
             )
         return self._client
