@@ -7,7 +7,7 @@ in every round, interleaved:
   chat                /v1/chat/completions
   responses           /v1/responses with ``store: false`` (translation both ways, no stored row)
   responses+store     /v1/responses as clients send it (``store`` true by default: a stored row)
-Modes: non-stream c1 and c16 (latency p50/p99), stream c16 (time to the first SSE event: chat's
+Modes: non-stream c1 and c16 (latency p50/p99), stream c1 and c16 (time to the first SSE event: chat's
 first chunk, the Response's ``response.created``). Load: the asyncio client of loadgen.py (the
 gateway's own HTTP/1.1 pool), each cell bounded by ``--duration`` and a request count. Added
 latency and the ratio to chat are taken within each round, then the median over rounds.
@@ -38,7 +38,8 @@ import loadgen  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "Say hello in one word."
 PATHS = ["direct", "chat", "responses", "responses+store"]
-MODES = [("non-stream c1", 1, False), ("non-stream c16", 16, False), ("stream c16 (TTFT)", 16, True)]
+MODES = [("non-stream c1", 1, False), ("non-stream c16", 16, False), ("stream c1 (TTFT)", 1, True),
+         ("stream c16 (TTFT)", 16, True)]
 GOAL = 1.2
 
 
