@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.training.data import malformed, sft_rows, write_jsonl
 
 
@@ -47,45 +45,49 @@ def test_finetune_wait_on_a_malformed_file_fails_naming_the_line(tmp_path: Path)
     assert not (tmp_path / "adapters").exists()
 
 
-@pytest.mark.parametrize("how", ["cli", "server-restart"])
-def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path, how: str) -> None:
+def test_a_killed_worker_is_resumed_from_its_checkpoint(tmp_path: Path) -> None:
+    """Killed twice: resumed by ``tuneloop jobs resume``, then as ``tuneloop serve`` does at start for the
+    embedded default (``resume_orphans``); each time from the newest checkpoint, never from zero."""
     import signal
     import time
 
+    from adapters.training.service import resume_orphans
     from gateway.store import db
     from gateway.store.jobs import JobStore
 
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows())
     run = tuneloop(tmp_path, "finetune", "--model", "smollm2-135m-instruct", "--training-file", str(data),
-                   "--suffix", "crash", "--epochs", "4", "--batch-size", "2", "--max-steps", "5",
+                   "--suffix", "crash", "--epochs", "4", "--batch-size", "2", "--max-steps", "6",
                    "--checkpoint-every", "2", "--max-length", "32")
     job_id = run.stdout.split()[0]
-    store = JobStore(db.create_engine(db.default_database_url(tmp_path)))
-    deadline = time.time() + 120
-    while not store.checkpoints(job_id)[0]:
-        assert time.time() < deadline and store.get(job_id)["status"] != "succeeded", store.events(job_id)
-        time.sleep(0.2)
-    os.kill(store.get(job_id)["worker_pid"], signal.SIGKILL)
-    time.sleep(0.5)
-    assert store.get(job_id)["status"] == "running"
-    if how == "cli":
-        resumed = tuneloop(tmp_path, "jobs", "resume", job_id)
-        assert resumed.returncode == 0, resumed.stderr
-    else:  # what `tuneloop serve` does at start for the embedded default
-        from adapters.training.service import resume_orphans
+    url = db.default_database_url(tmp_path)
+    store = JobStore(db.create_engine(url))
+    deadline = time.time() + 180
 
-        url = db.default_database_url(tmp_path)
-        assert resume_orphans(db.create_engine(url), url, tmp_path) == [job_id]
-        assert resume_orphans(db.create_engine(url), url, tmp_path) == []  # its worker runs now
+    def kill_after_checkpoint(n: int) -> None:
+        while len(store.checkpoints(job_id)[0]) < n:
+            assert time.time() < deadline and store.get(job_id)["status"] != "succeeded", store.events(job_id)
+            time.sleep(0.2)
+        os.kill(store.get(job_id)["worker_pid"], signal.SIGKILL)
+        time.sleep(0.5)
+        assert store.get(job_id)["status"] == "running"
+
+    kill_after_checkpoint(1)
+    resumed = tuneloop(tmp_path, "jobs", "resume", job_id)
+    assert resumed.returncode == 0, resumed.stderr
+    kill_after_checkpoint(2)
+    assert resume_orphans(db.create_engine(url), url, tmp_path) == [job_id]
+    assert resume_orphans(db.create_engine(url), url, tmp_path) == []  # its worker runs now
     while store.get(job_id)["status"] not in ("succeeded", "failed"):
         assert time.time() < deadline + 60
         time.sleep(0.3)
     job = store.get(job_id)
     messages = [e["message"] for e in store.events(job_id, limit=200)[0]]
     assert job["status"] == "succeeded", messages
-    assert any(m.startswith("Resumed from checkpoint at step ") for m in messages)
+    resumes = [m for m in messages if m.startswith("Resumed from checkpoint at step ")]
+    assert sorted(resumes) == ["Resumed from checkpoint at step 2", "Resumed from checkpoint at step 4"], messages
     steps = [e["data"]["step"] for e in store.events(job_id, limit=200)[0] if e["type"] == "metrics"]
-    assert max(steps) == 5 and len(steps) < 5 + 5  # not restarted from zero
+    assert max(steps) == 6 and len(steps) < 6 + 6  # not restarted from zero
 
 
 def test_adapter_names_are_folder_names_whatever_names_the_base() -> None:
