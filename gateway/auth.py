@@ -95,6 +95,8 @@ class Authenticator:
         self._cache: dict[str, tuple[Principal | None, float]] = {}
         self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
         self._any_key: bool | None = None
+        self._any_key_task: asyncio.Future[bool] | None = None
+        self._created = 0  # a read of "any key?" that overlapped this process creating one is not kept
         self._evictions = 0  # a lookup that overlapped an eviction is not cached
         self._any_key_until = 0.0
         self._stale_warned = False  # said once per outage
@@ -186,22 +188,40 @@ class Authenticator:
         return hit[0]
 
     async def keys_exist(self) -> bool:
-        """Whether the database holds any API key (cached briefly; unknown and unreadable: yes)."""
+        """Whether the database holds any API key (cached briefly; unknown and unreadable: yes). One read
+        at a time, however many requests find the answer stale (in a task of its own, as ``_lookup``)."""
         if self._any_key is not None and time.monotonic() < self._any_key_until:
             return self._any_key
         if self.keys is None:
             return True
+        task = self._any_key_task
+        if task is None:
+            task = self._any_key_task = asyncio.ensure_future(self._read_any_key())
+            task.add_done_callback(self._read_done)
+        return await asyncio.shield(task)
+
+    def _read_done(self, task: asyncio.Future[bool]) -> None:
+        self._any_key_task = None
+        if not task.cancelled():
+            task.exception()  # retrieved here too: a read no request awaited any more is not "never retrieved"
+
+    async def _read_any_key(self) -> bool:
+        assert self.keys is not None
+        created = self._created
         try:
-            self._any_key = await asyncio.to_thread(self.keys.any)
+            found = await asyncio.to_thread(self.keys.any)
         except Exception as exc:
             if self._any_key is None:
                 raise DatabaseUnavailable() from exc
+            self._any_key_until = time.monotonic() + KEY_TTL_S  # ask again in a second, not on every request
             return self._any_key  # keep what we knew while the database is away
-        self._any_key_until = time.monotonic() + KEYS_EXIST_TTL_S
-        return self._any_key
+        if created == self._created:
+            self._any_key, self._any_key_until = found, time.monotonic() + KEYS_EXIST_TTL_S
+        return self._any_key if self._any_key is not None else found
 
     def key_created(self) -> None:
         """This process created a key: from now on every request needs one (``auto``)."""
+        self._created += 1
         self._any_key, self._any_key_until = True, time.monotonic() + KEYS_EXIST_TTL_S
 
     def evict(self, key_id: str) -> None:

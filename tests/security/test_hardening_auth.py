@@ -165,3 +165,42 @@ def test_a_key_made_by_another_process_is_honoured_at_once(tmp_path):
             await auth.principal(b"Bearer sk-anything")
 
     asyncio.run(scenario())
+
+
+def test_a_stale_any_key_answer_is_read_once_however_many_requests_wait(tmp_path):
+    """Auth ``auto`` re-reads "does any key exist?" once a second: a burst of requests that finds it stale
+    shares one database read (one thread hop, one query), and while the database is away the answer known
+    before is kept and asked for again a second later, not by every request."""
+    import asyncio
+    import threading
+
+    from gateway.auth import ANONYMOUS, Authenticator
+
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    db.upgrade(engine)
+
+    class Counted(KeyStore):  # the real store, counting its "any key?" reads and holding them at a gate
+        reads, gate, down = 0, threading.Event(), False
+
+        def any(self) -> bool:
+            Counted.reads += 1
+            assert Counted.gate.wait(10)
+            if Counted.down:
+                raise ConnectionError("database away")
+            return super().any()
+
+    async def scenario() -> None:
+        auth = Authenticator("auto", Counted(engine))
+        burst = [asyncio.ensure_future(auth.principal(b"Bearer sk-x")) for _ in range(50)]
+        await asyncio.sleep(0.2)  # every request is waiting on the same read
+        Counted.gate.set()
+        assert all(p is ANONYMOUS for p in await asyncio.gather(*burst))
+        assert Counted.reads == 1
+        auth._any_key_until = 0.0  # a second later: stale again, and the database is away
+        Counted.down = True
+        burst = [auth.principal(b"Bearer sk-x") for _ in range(50)]
+        assert all(p is ANONYMOUS for p in await asyncio.gather(*burst))  # what was known, kept
+        assert Counted.reads == 2
+        assert await auth.principal(b"Bearer sk-x") is ANONYMOUS and Counted.reads == 2  # not again at once
+
+    asyncio.run(scenario())
