@@ -21,6 +21,7 @@ from typing import Any
 from gateway.config import GatewayConfig
 from gateway.metrics import RELOADS
 from gateway.providers import Provider, make_provider
+from gateway.providers.openai import load_sdk
 from gateway.router import Router
 from gateway.store.routes import RouteStore
 
@@ -90,6 +91,8 @@ async def watch_config(routes: Any, path: Path, interval_s: float = 1.0) -> None
             log.error("config %s is invalid, keeping the current routes: %s", path, exc)
             RELOADS.labels("file", "invalid").inc()
             continue
+        if any(t.kind == "openai" for t in file_config.targets.values()):
+            await asyncio.to_thread(load_sdk)  # a first `openai` target: its SDK imported off the event loop
         apply(routes, file_config, routes.db_models, str(path))
 
 

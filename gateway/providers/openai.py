@@ -56,6 +56,14 @@ def accepted(api: str) -> frozenset[str]:
     return frozenset(inspect.signature(create).parameters) - NOT_FIELDS
 
 
+def load_sdk() -> None:
+    """Import the SDK and read the signatures a provider of this kind needs (once per process). A config
+    reload that brings the first ``openai`` target calls it in a thread first, so the event loop does not
+    stop for the import (about half a second)."""
+    for api in ("chat", "text", "responses"):
+        accepted(api)
+
+
 class OpenAIProvider:
     kind = "openai"
 
@@ -65,8 +73,7 @@ class OpenAIProvider:
         self.base_url = cfg.base_urls[0]
         self.replicas = Replicas(name, cfg)
         self._client: openai.AsyncOpenAI | None = None
-        for api in ("chat", "text", "responses"):  # the SDK loaded here, at start, not under a first request
-            accepted(api)
+        load_sdk()  # here, at start (or before a reload, in a thread), not under a first request
 
     @property
     def client(self) -> openai.AsyncOpenAI:

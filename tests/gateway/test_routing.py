@@ -198,3 +198,44 @@ def test_routes_written_to_the_database_reach_every_replica(fake_upstream, tmp_p
     finally:
         for gw in replicas:
             gw.stop()
+
+
+def test_a_reload_that_brings_the_first_openai_target_imports_its_sdk_off_the_event_loop(tmp_path):
+    """The openai SDK is loaded only when a target of its kind exists (about half a second of import): a
+    config reload that adds the first one loads it in a thread, so requests in flight do not stop for it."""
+    script = r"""
+import asyncio, sys, threading
+from pathlib import Path
+seen = []
+sys.addaudithook(lambda event, args: seen.append(threading.current_thread() is threading.main_thread())
+                 if event == "import" and args[0] == "openai" else None)
+from gateway.app import Routes
+from gateway.config import GatewayConfig
+from gateway.reload import watch_config
+path = Path(sys.argv[1])
+vllm = '{"targets": {"v": {"kind": "vllm", "base_urls": ["http://127.0.0.1:9/v1"]}}, "models": {}'
+path.write_text(vllm + "}")
+
+async def main():
+    routes = Routes(GatewayConfig.load(path))
+    watcher = asyncio.create_task(watch_config(routes, path, interval_s=0.05))
+    await asyncio.sleep(0.2)
+    path.write_text(vllm[:-len(', "models": {}') - 1]
+                    + ', "o": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}}, "models": {}}')
+    for _ in range(200):
+        if "o" in routes.router.providers:
+            break
+        await asyncio.sleep(0.05)
+    watcher.cancel()
+    assert "o" in routes.router.providers, "the reload never happened"
+    assert "openai" in sys.modules and seen == [False], seen  # imported once, not on the loop's thread
+    print("ok")
+
+asyncio.run(main())
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "config.json")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
