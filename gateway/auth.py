@@ -215,9 +215,10 @@ class Authenticator:
                 raise DatabaseUnavailable() from exc
             self._any_key_until = time.monotonic() + KEY_TTL_S  # ask again in a second, not on every request
             return self._any_key  # keep what we knew while the database is away
-        if created == self._created:
-            self._any_key, self._any_key_until = found, time.monotonic() + KEYS_EXIST_TTL_S
-        return self._any_key if self._any_key is not None else found
+        if created != self._created:
+            return True  # this process made a key while the read was on its way: that answer stands
+        self._any_key, self._any_key_until = found, time.monotonic() + KEYS_EXIST_TTL_S
+        return found
 
     def key_created(self) -> None:
         """This process created a key: from now on every request needs one (``auto``)."""

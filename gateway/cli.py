@@ -101,7 +101,7 @@ def engine(
     from adapters.engine.flags import check_flags
     from adapters.models.options import precheck
 
-    check_flags(scheduling_policy, tool_call_parser, enable_auto_tool_choice)  # before torch loads, as:
+    check_flags(scheduling_policy, tool_call_parser, enable_auto_tool_choice)  # a bad command line: before torch
     precheck(model)  # an unsupported architecture is refused before torch loads
     from adapters.engine.admission import parse_bytes
     from adapters.engine.server import run_engine
