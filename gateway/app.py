@@ -36,8 +36,8 @@ from gateway.api.responses_translated import TranslatedResponses
 from gateway.auth import Authenticator, resolve_mode
 from gateway.config import GatewayConfig
 from gateway.errors import AuthenticationFailed
-from gateway.log import LogService
 from gateway.log.retention import run_retention
+from gateway.log.service import LogService
 from gateway.ratelimit import make_limiter
 from gateway.reload import watch_config, watch_db_routes
 from gateway.router import Router

@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.log import LogService  # noqa: E402
+from gateway.log.service import LogService  # noqa: E402
 from tests.log.records import make_record  # noqa: E402
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"

@@ -2,11 +2,7 @@
 
 The tables and migrations are the data layer's (``gateway/store/``).
 
-``LogService`` is the entry point (see ``service.py``).
+``LogService`` (``gateway.log.service``) is the entry point; ``gateway.log.retention.prune`` deletes old
+interactions. The package itself imports nothing, so the writer child (``child.py``) loads only what it
+runs: not the relay, asyncio or the PostgreSQL driver on SQLite.
 """
-
-from gateway.log.record import InteractionRecord
-from gateway.log.retention import prune
-from gateway.log.service import LogService, default_database_url
-
-__all__ = ["InteractionRecord", "LogService", "default_database_url", "prune"]

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import psycopg
 import sqlalchemy as sa
 
 from gateway.log.chunks import assemble
@@ -187,6 +186,8 @@ class Sink:
             cur.close()
 
     def _insert_pg(self, pg: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        import psycopg  # loaded already (``pg`` is its connection); not imported by a writer on SQLite
+
         # Fast path: COPY straight into the table. A duplicate id (a replay of a batch
         # whose commit was not acknowledged) aborts it; then merge through the stage.
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.console import views
 from gateway.errors import InvalidRequest
-from gateway.log import LogService
+from gateway.log.service import LogService
 from gateway.store import db, traffic
 from gateway.store.schema import interactions
 from tests.log.records import make_record

@@ -14,7 +14,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.log import LogService
+from gateway.log.service import LogService
 from gateway.settings import Settings
 
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.log import LogService
+from gateway.log.service import LogService
 from tests.log.records import make_record
 
 

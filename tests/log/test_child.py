@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from gateway.log import LogService
+from gateway.log.service import LogService
 from gateway.log.spool import Spool
 from tests.log.records import make_record
 from tests.log.test_durability import _traffic, stored_ids

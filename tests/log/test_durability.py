@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from gateway.log import LogService
+from gateway.log.service import LogService
 from gateway.log.spool import Spool
 from gateway.store import db
 from tests.fixtures.database import PgCluster

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.log import LogService
+from gateway.log.service import LogService
 from tests.fixtures.database import PgCluster
 from tests.log.records import make_record
 from tests.log.test_child import _wait_for

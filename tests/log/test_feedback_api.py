@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.log import prune
+from gateway.log.retention import prune
 from tests.fixtures.database import MODULE_DATABASES, module_database
 from tests.log.records import make_record
 from tests.log.server import LoopbackGateway, serve

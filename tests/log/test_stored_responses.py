@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gateway.api.responses_turn import Turn, keep
 from gateway.auth import ANONYMOUS
-from gateway.log import LogService
 from gateway.log.record import StoredResponse
+from gateway.log.service import LogService
 from gateway.log.spool import Spool
 from gateway.log.writer import spool_folder
 from gateway.store.responses import ResponseStore

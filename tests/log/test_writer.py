@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from prometheus_client import REGISTRY
 
-from gateway.log import LogService
 from gateway.log.relay import Relay
+from gateway.log.service import LogService
 from gateway.log.spool import Spool
 from gateway.log.writer import spool_folder
 from gateway.store import db
