@@ -9,10 +9,7 @@ cannot forward or log is a 400 before any upstream call.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -28,10 +25,7 @@ SECRET_PATH = "/srv/secret-adapters/support-v9"
 
 
 def _make_key(gw: GatewayProcess, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "create", *args, "--config", str(gw.config_path)],
-        env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1]
+    return gw.make_key(*args)
 
 
 def _config(fake: Any) -> dict[str, Any]:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -43,11 +41,7 @@ def engine_gw(engine_server, tmp_path_factory):
     config = {"targets": {"engine": {"kind": "vllm", "base_urls": [engine_server.base_url], "timeout_s": 120}},
               "models": {"base": {"routes": [{"target": "engine", "model": DEFAULT_MODEL}]}}}
     gw = GatewayProcess(config, tmp_path_factory.mktemp("property-gw"), env={"TUNELOOP_AUTH": "required"})
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "create", "--project", "ops", "--admin",
-         "--config", str(gw.config_path)],
-        env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True, check=True)
-    admin = out.stdout.strip().splitlines()[-1]
+    admin = gw.make_key("--project", "ops", "--admin")
     gw.keys = {}  # type: ignore[attr-defined]
     for project in ("alpha", "beta"):
         made = httpx.post(f"{gw.base_url}/admin/keys", json={"project": project},

@@ -4,9 +4,6 @@ line of it, tools and tool results included); deleting a response erases that in
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,11 +20,7 @@ from tests.gateway.test_responses import TOOL
 
 
 def make_key(gw: GatewayProcess, project: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "create", "--project", project, "--config",
-         str(gw.config_path)], env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True,
-        text=True, check=True)
-    return out.stdout.strip().splitlines()[-1]
+    return gw.make_key("--project", project)
 
 
 @pytest.fixture(scope="module")

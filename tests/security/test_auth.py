@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,10 +17,7 @@ MSG = [{"role": "user", "content": "hello"}]
 
 
 def make_key(gw: GatewayProcess, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "create", *args, "--config", str(gw.config_path)],
-        env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1]  # the last line is the key
+    return gw.make_key(*args)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +59,7 @@ def test_revoked_key_is_401(secured):
     key_id = httpx.get(f"{secured.base_url}/admin/keys", params={"project": "gamma"},
                        headers={"authorization": f"Bearer {make_key(secured, '--project', 'x', '--admin')}"}
                        ).json()["data"][0]["id"]
-    subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "revoke", key_id, "--config",
-                    str(secured.config_path)], env={**os.environ, "TUNELOOP_HOME": str(secured.home)},
-                   check=True, capture_output=True)
+    secured.cli("keys", "revoke", key_id)
     deadline = time.time() + 8  # verified keys are cached for a few seconds
     while time.time() < deadline:
         try:
@@ -188,9 +180,7 @@ def test_files_and_fine_tuning_jobs_are_project_scoped(secured, keys, tmp_path):
 
 
 def _cli(gw: GatewayProcess, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args, "--config", str(gw.config_path)],
-                          env={**os.environ, "TUNELOOP_HOME": str(gw.home)}, capture_output=True, text=True,
-                          check=True).stdout
+    return gw.cli(*args)
 
 
 def _key_id(gw: GatewayProcess, secret: str) -> str:
@@ -204,7 +194,7 @@ def _status(gw: GatewayProcess, secret: str) -> int:
 
 def test_keys_expire_and_rotate_with_a_grace_period(secured):
     """Issue 19: `keys create --expires-in`, `keys rotate --grace` (the old key lives on, then not)."""
-    short = make_key(secured, "--project", "rotating", "--expires-in", "6s")  # a CLI start under load takes seconds
+    short = make_key(secured, "--project", "rotating", "--expires-in", "6s")
     assert _status(secured, short) == 200
     wait_for(lambda: _status(secured, short) == 401)
     old = make_key(secured, "--project", "rotating", "--rpm", "1000")
