@@ -10,8 +10,9 @@ plain ``save_pretrained`` copy (weights + tokenizer) to
 well under a second.
 
 The cache write is atomic: the copy is written into a temporary sibling folder
-and renamed into place, so several processes starting at once never see a
-half-written model (the loser of the rename race just drops its copy).
+and renamed into place, so no process ever sees a half-written model; and it is
+made once: several processes starting at once wait on a lock beside it while one
+of them dequantizes (``paths.building``).
 
 Training reuses :func:`load_base_model`, so a GGUF-loaded model is stripped of
 its quantizer marker (``hf_quantizer`` and ``config.quantization_config``): with
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from adapters.engine.paths import BASE_MODEL_NAME, GGUF_FILE, cache_dir, default_home, gguf_dir
+from adapters.engine.paths import BASE_MODEL_NAME, GGUF_FILE, building, cache_dir, default_home, gguf_dir
 from adapters.models.arch import ModelError
 from adapters.models.generation import EMBEDDED, GenerationDefaults, load_generation_defaults
 from adapters.models.hf import Checkpoint, open_checkpoint
@@ -78,7 +79,9 @@ def ensure_cached(home: Path | None = None) -> Path:
     """Return the dequantized model folder, building it on first use."""
     target = cache_dir(home or default_home())
     if not (target / "config.json").exists():
-        _build_cache(target)
+        with building(target):  # several processes starting at once: one dequantizes, the others wait for it
+            if not (target / "config.json").exists():
+                _build_cache(target)
     return target
 
 

@@ -5,8 +5,11 @@ dequantized copy the engine makes of it. Standard library only: commands that on
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BASE_MODEL_NAME = "smollm2-135m-instruct"
@@ -31,3 +34,14 @@ def cache_dir(home: Path) -> Path:
     e.g. tests) or ``<home>/models``."""
     shared = os.environ.get("TUNELOOP_MODEL_CACHE")
     return Path(shared or Path(home) / "models") / BASE_MODEL_NAME
+
+
+@contextmanager
+def building(target: Path) -> Iterator[None]:
+    """Held while ``target`` is checked and, if missing, built: one process builds it, the others wait here and
+    then find it, rather than each building its own copy (the dequantized model: 15-18 s of two cores). A lock
+    file beside it (``.NAME.lock``); the lock goes with the process that holds it, however that ends."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
