@@ -13,10 +13,10 @@ The reply hooks (``gateway.api.routed_hooks``) say what differs:
 
 - ``answer``: the chat completion becomes the Response (``translate.from_completion``), stored
   (``responses_turn.keep``) before it is sent; the record keeps the completion.
-- ``frames``: each chat chunk goes to the Responses event stream (``gateway.responses.events.EventStream``:
-  a chunk of plain text like the last is read from its bytes, any other parsed once), which the first batch opens with
-  ``response.created`` and ``response.in_progress``; its bytes are kept for the record, which the log writer
-  assembles off the serving core as it does the chat relay's (``TurnChunks``, a ``gateway.raw_chunks.RawChunks``).
+- ``frames``: each chat chunk is parsed once and goes to the Responses event stream
+  (``gateway.responses.events.EventStream``), which the first batch opens with ``response.created``
+  and ``response.in_progress``; its bytes are kept for the record, which the log writer assembles off the
+  serving core as it does the chat relay's (``TurnChunks``, a ``gateway.raw_chunks.RawChunks``).
 - ``closing``: the open items are closed and the final event (``response.completed`` or
   ``response.incomplete``) carries the stored Response.
 - ``stream_error``: a stream the upstream broke ends with ``error`` and ``response.failed`` (with what
@@ -56,16 +56,12 @@ class TurnChunks(RawChunks):
 
     def frame(self, data: bytes, want_usage: bool) -> bytes | None:
         self.events.append(data)
-        assert self.stream is not None
-        events = self.stream.plain(data)  # a chunk of plain text, as the last one: from its bytes
-        if events is not None:
-            return events or None
         chunk = orjson.loads(data)
         if self.upstream_id is None and isinstance(chunk.get("id"), str):
             self.upstream_id = chunk["id"]
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        self.stream.learn(data, chunk)
+        assert self.stream is not None
         return self.stream.chunk(chunk) or None
 
 

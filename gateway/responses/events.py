@@ -12,12 +12,6 @@ Per output item, in OpenAI's order: ``response.output_item.added``; for a messag
 and ``.done``; then ``response.output_item.done``. Each event carries ``sequence_number`` from 0.
 A chat error chunk (the upstream failed mid-stream) ends the response as ``failed``: an ``error``
 event, then ``response.failed``.
-
-Most chunks of a stream carry one piece of text and nothing else, in the same bytes around it each time
-(id, model, ``"finish_reason":null``...). A parsed chunk of that shape leaves those bytes (``learn``);
-a later chunk that is those bytes around one JSON string is the same chunk with other text, read
-without parsing it (``plain``): the string, decoded alone, is the delta, and goes into the event as it
-came. Any other chunk is parsed (``chunk``); both give the same events.
 """
 
 from __future__ import annotations
@@ -53,7 +47,6 @@ class EventStream:
         self.error: dict[str, Any] | None = None
         # the open part's encoded place (item_id, output_index, content_index) and its delta events' bytes
         self._where = self._head = self._tail = b""
-        self._around = (b"", b"")  # the bytes before and after the text of a plain chunk (``learn``)
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = orjson.dumps({"type": kind, **fields, "sequence_number": self.seq})
@@ -95,43 +88,6 @@ class EventStream:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return out
-
-    def learn(self, data: bytes, chunk: dict[str, Any]) -> None:
-        """After ``chunk`` (``data``, parsed): if it carries one piece of text and nothing else, the bytes
-        around that text, which the next such chunks repeat (``plain``)."""
-        choices = chunk.get("choices")
-        if chunk.get("usage") or "error" in chunk or not isinstance(choices, list) or len(choices) != 1:
-            return
-        choice = choices[0]
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if (not isinstance(delta, dict) or choice.get("index", 0) != 0 or choice.get("finish_reason") is not None
-                or not isinstance(delta.get("content"), str) or not delta.keys() <= {"content", "role"}):
-            return
-        text = b'"content":' + orjson.dumps(delta["content"])
-        if data.count(text) == 1:  # as we would write it: keys and strings are only where JSON has them
-            at = data.index(text) + 10
-            self._around = (data[:at], data[at + len(text) - 10:])
-
-    def plain(self, data: bytes) -> bytes | None:
-        """The events of a chunk that is the learnt bytes around one JSON string (the same chunk as the
-        one learnt from, with other text), without parsing it; None for any other chunk: ``chunk`` it."""
-        before, after = self._around
-        if not before or not data.startswith(before) or not data.endswith(after):
-            return None
-        raw = data[len(before):len(data) - len(after)]
-        try:
-            text = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        if type(text) is not str:
-            return None
-        if not text:
-            return b""
-        out = b"" if self.part is not None and self.part["type"] == "output_text" else self._open("output_text")
-        assert self.part is not None
-        self.part["text"] += text
-        self.seq += 1
-        return out + self._head + raw + self._tail + b"%d}\n\n" % (self.seq - 1)
 
     def _add_item(self, item: dict[str, Any]) -> bytes:
         self.output.append(item)
