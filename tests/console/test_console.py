@@ -84,6 +84,25 @@ def wait_for(driver: Any, testid: str) -> Any:
     return WebDriverWait(driver, 10).until(expected_conditions.presence_of_element_located(by(testid)))
 
 
+def wait_until(driver: Any, check: Any, timeout: float = 15) -> Any:
+    """``check(driver)`` until it is true. A page that re-renders as it follows the server may replace the
+    element between finding and reading it: that read is tried again (Selenium's stale element, or Chromium's
+    "node ... does not belong to the document"), as an element not there yet is."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def safely(d: Any) -> Any:
+        try:
+            return check(d)
+        except WebDriverException as exc:
+            if isinstance(exc, (NoSuchElementException, StaleElementReferenceException)) \
+                    or "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout).until(safely)
+
+
 def submit_and_wait(driver: Any, testid: str) -> None:
     """Click ``testid`` and wait until the page it leads to has replaced this one."""
     from selenium.webdriver.support import expected_conditions

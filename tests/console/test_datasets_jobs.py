@@ -22,7 +22,7 @@ from gateway.store.datasets import DatasetRow, DatasetStore
 from gateway.store.jobs import JobStore
 from tests.console import browser as chrome
 from tests.console.session import Console, build_dataset
-from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for
+from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for, wait_until
 from tests.fixtures.gateway import GatewayProcess, fake_config
 from tests.security.test_auth import make_key
 
@@ -170,17 +170,14 @@ def test_the_pages_in_a_browser_and_a_live_loss_curve(driver: Any, gw: GatewayPr
     assert job["id"] in [r.get_attribute("data-id") for r in driver.find_elements(*by("job-row"))]
     chrome.screenshot(driver, "jobs")
     driver.get(ui(gw, f"jobs/{job['id']}"))
-    curve = wait_for(driver, "loss-curve")
-    assert curve.get_attribute("data-steps") == "5"
+    wait_until(driver, lambda d: d.find_element(*by("loss-curve")).get_attribute("data-steps") == "5")
     assert driver.find_elements(*by("curve-train_loss")) and driver.find_elements(*by("curve-valid_loss"))
     for step in range(6, 9):  # the worker goes on: the page follows without a reload
         store.add_event(job["id"], f"Step {step}/12", type="metrics",
                         data={"step": step, "total_steps": 12, "train_loss": 2.4 / step ** 0.5})
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, 15).until(lambda d: d.find_element(*by("loss-curve")).get_attribute("data-steps") == "8")
+    wait_until(driver, lambda d: d.find_element(*by("loss-curve")).get_attribute("data-steps") == "8")
     chrome.screenshot(driver, "job")
     store.finish(job["id"], "succeeded", fine_tuned_model="smollm2-135m-instruct-ft-parcels")
-    WebDriverWait(driver, 15).until(lambda d: d.find_element(*by("job-status")).text == "succeeded")
+    wait_until(driver, lambda d: d.find_element(*by("job-status")).text == "succeeded")
     assert not driver.find_elements(*by("cancel-job"))
     assert_clean(driver, gw)
