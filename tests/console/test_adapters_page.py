@@ -26,7 +26,6 @@ from tests.console import browser as chrome
 from tests.console.session import Console
 from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for
 from tests.fixtures.gateway import GatewayProcess, fake_config, received
-from tests.security.test_auth import make_key
 
 BASE = "shop-base-v1"
 OWNED = {
@@ -45,8 +44,8 @@ def gw(fake_upstream: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def keys(gw: GatewayProcess) -> dict[str, str]:
-    return {"a": make_key(gw, "--project", "alpha"), "b": make_key(gw, "--project", "beta"),
-            "admin": make_key(gw, "--project", "ops", "--admin")}
+    return {"a": gw.make_key("--project", "alpha"), "b": gw.make_key("--project", "beta"),
+            "admin": gw.make_key("--project", "ops", "--admin")}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from tests.console import browser as chrome
 from tests.console.session import Console
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import _fresh_minute, make_key
+from tests.security.test_auth import _fresh_minute
 
 MARK_A = "order #1042"
 MARK_B = "beta-confidential"
@@ -39,8 +39,8 @@ def gw(fake_upstream: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def keys(gw: GatewayProcess) -> dict[str, str]:
-    return {"a": make_key(gw, "--project", "alpha"), "b": make_key(gw, "--project", "beta"),
-            "admin": make_key(gw, "--project", "ops", "--admin")}
+    return {"a": gw.make_key("--project", "alpha"), "b": gw.make_key("--project", "beta"),
+            "admin": gw.make_key("--project", "ops", "--admin")}
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +270,7 @@ def test_with_auth_off_the_console_opens_as_the_local_admin(driver: Any, fake_up
 def test_console_writes_count_against_the_keys_rpm(gw: GatewayProcess, traffic: dict[str, list[str]]) -> None:
     """A form is a write, as ``POST /v1/feedback`` is: the same budget of requests per minute (429 past it);
     signing out always works."""
-    key = make_key(gw, "--project", "alpha", "--rpm", "3")
+    key = gw.make_key("--project", "alpha", "--rpm", "3")
     _fresh_minute()  # the rpm window is the clock's minute: not rolling over mid-test
     api = httpx.Client(base_url=gw.base_url, headers={"authorization": f"Bearer {key}"})
     target = traffic["alpha"][2]

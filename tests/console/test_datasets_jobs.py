@@ -24,7 +24,6 @@ from tests.console import browser as chrome
 from tests.console.session import Console, build_dataset
 from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for, wait_until
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
 
 IDEAL = "Your parcel #77 ships tomorrow morning; sorry for the wait!"
 SECRET_B = "beta-only-question"
@@ -40,7 +39,7 @@ def gw(fake_upstream: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def keys(gw: GatewayProcess) -> dict[str, str]:
-    return {"a": make_key(gw, "--project", "alpha"), "b": make_key(gw, "--project", "beta")}
+    return {"a": gw.make_key("--project", "alpha"), "b": gw.make_key("--project", "beta")}
 
 
 @pytest.fixture(scope="module")

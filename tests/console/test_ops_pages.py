@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from tests.console import browser as chrome
 from tests.console.test_console import assert_clean, by, sign_in, ui, wait_for
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,8 @@ def gw(fake_upstream: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def keys(gw: GatewayProcess) -> dict[str, str]:
-    return {"a": make_key(gw, "--project", "alpha"), "b": make_key(gw, "--project", "beta"),
-            "admin": make_key(gw, "--project", "ops", "--admin")}
+    return {"a": gw.make_key("--project", "alpha"), "b": gw.make_key("--project", "beta"),
+            "admin": gw.make_key("--project", "ops", "--admin")}
 
 
 @pytest.fixture(scope="module")

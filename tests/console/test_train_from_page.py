@@ -14,7 +14,6 @@ import pytest
 
 from tests.console.session import Console, build_dataset
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
 
 QUESTIONS = ("Where is parcel #12?", "Can I change my delivery address?", "Do you ship to Norway?")
 IDEAL = "Parcel #12 left our warehouse today; it arrives Thursday."
@@ -33,7 +32,7 @@ def _attr(page: str, testid: str, name: str) -> list[str]:
 
 
 def test_a_job_started_from_the_page_trains_an_adapter_with_its_lineage(gw: GatewayProcess) -> None:
-    key = make_key(gw, "--project", "alpha")
+    key = gw.make_key("--project", "alpha")
     client = gw.client(api_key=key)
     ids = [client.chat.completions.create(model="lora-bot", messages=[{"role": "user", "content": q}]).id
            for q in QUESTIONS]

@@ -17,10 +17,8 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from typer.testing import CliRunner
 
 from adapters.datasets.build import BuildOptions, build
-from gateway.keys_cli import app as keys_app
 from gateway.log.export import ExportFilters
 from gateway.store import db
 from gateway.store.interactions import LogStore
@@ -40,10 +38,7 @@ EXTRA = {
 def gw(fake_upstream, tmp_path_factory):
     gw = GatewayProcess(fake_config(fake_upstream, **EXTRA), tmp_path_factory.mktemp("completions"),
                         env={"TUNELOOP_AUTH": "required"})
-    made = CliRunner().invoke(keys_app, ["create", "--project", "ops", "--admin", "-c", str(gw.config_path)],
-                              env={"TUNELOOP_HOME": str(gw.home)})
-    assert made.exit_code == 0, made.output
-    gw.admin = made.output.strip().splitlines()[-1]  # type: ignore[attr-defined]
+    gw.admin = gw.make_key("--project", "ops", "--admin")  # type: ignore[attr-defined]
     gw.key = new_key(gw, "text")  # type: ignore[attr-defined]
     yield gw
     gw.stop()

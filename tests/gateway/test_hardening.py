@@ -24,10 +24,6 @@ from tests.fixtures.gateway import GatewayProcess, received
 SECRET_PATH = "/srv/secret-adapters/support-v9"
 
 
-def _make_key(gw: GatewayProcess, *args: str) -> str:
-    return gw.make_key(*args)
-
-
 def _config(fake: Any) -> dict[str, Any]:
     vllm = {"kind": "vllm", "base_urls": [fake.base_url], "timeout_s": 5}
     return {
@@ -61,7 +57,7 @@ def _config(fake: Any) -> dict[str, Any]:
 def hard(fake_upstream, tmp_path_factory):
     gw = GatewayProcess(_config(fake_upstream), tmp_path_factory.mktemp("hardening"),
                         env={"TUNELOOP_AUTH": "required", "TUNELOOP_BODY_TIMEOUT_S": "1"})
-    admin = _make_key(gw, "--project", "ops", "--admin")
+    admin = gw.make_key("--project", "ops", "--admin")
     keys = {"admin": admin}
     for project in ("alpha", "beta"):
         made = httpx.post(f"{gw.base_url}/admin/keys", json={"project": project},

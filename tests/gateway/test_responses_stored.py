@@ -19,10 +19,6 @@ from tests.fixtures.gateway import GatewayProcess, fake_config
 from tests.gateway.test_responses import TOOL
 
 
-def make_key(gw: GatewayProcess, project: str) -> str:
-    return gw.make_key("--project", project)
-
-
 @pytest.fixture(scope="module")
 def secured(fake_upstream, tmp_path_factory):
     gw = GatewayProcess(fake_config(fake_upstream), tmp_path_factory.mktemp("responses-auth"),
@@ -32,8 +28,8 @@ def secured(fake_upstream, tmp_path_factory):
 
 
 def test_another_projects_response_is_not_found(secured):
-    alpha = secured.client(api_key=make_key(secured, "alpha"))
-    beta = secured.client(api_key=make_key(secured, "beta"))
+    alpha = secured.client(api_key=secured.make_key("--project", "alpha"))
+    beta = secured.client(api_key=secured.make_key("--project", "beta"))
     mine = alpha.responses.create(model="lora-bot", input="alpha's secret")
     for attempt in (lambda: beta.responses.retrieve(mine.id), lambda: beta.responses.input_items.list(mine.id),
                     lambda: beta.responses.delete(mine.id),

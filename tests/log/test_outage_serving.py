@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from gateway.store import db
 from tests.fixtures.database import PgCluster
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -27,7 +26,7 @@ def test_a_postgres_outage_keeps_known_keys_serving(pg_cluster: PgCluster, fake_
     config = {**fake_config(fake_upstream), "database_url": pg_cluster.url}
     gw = GatewayProcess(config, tmp_path / "home", env={"TUNELOOP_AUTH": "required"})
     try:
-        known, unseen = make_key(gw, "--project", "alpha"), make_key(gw, "--project", "beta")
+        known, unseen = gw.make_key("--project", "alpha"), gw.make_key("--project", "beta")
         assert chat(gw, known).status_code == 200  # verified once: cached
         pg_cluster.stop("immediate")
         ids = []

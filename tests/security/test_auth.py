@@ -16,10 +16,6 @@ from tests.fixtures.gateway import FAKE_KEY, GatewayProcess, fake_config, receiv
 MSG = [{"role": "user", "content": "hello"}]
 
 
-def make_key(gw: GatewayProcess, *args: str) -> str:
-    return gw.make_key(*args)
-
-
 @pytest.fixture(scope="module")
 def secured(fake_upstream, tmp_path_factory):
     config = fake_config(fake_upstream)
@@ -31,8 +27,8 @@ def secured(fake_upstream, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keys(secured):
-    return {"a": make_key(secured, "--project", "alpha"), "b": make_key(secured, "--project", "beta"),
-            "admin": make_key(secured, "--project", "ops", "--admin")}
+    return {"a": secured.make_key("--project", "alpha"), "b": secured.make_key("--project", "beta"),
+            "admin": secured.make_key("--project", "ops", "--admin")}
 
 
 def test_no_key_and_bad_key_are_401(secured):
@@ -53,11 +49,11 @@ def test_the_upstream_never_sees_a_callers_key(secured, keys, fake_upstream, ups
 
 
 def test_revoked_key_is_401(secured):
-    key = make_key(secured, "--project", "gamma")
+    key = secured.make_key("--project", "gamma")
     client = secured.client(api_key=key)
     assert client.chat.completions.create(model="lora-bot", messages=MSG).choices
     key_id = httpx.get(f"{secured.base_url}/admin/keys", params={"project": "gamma"},
-                       headers={"authorization": f"Bearer {make_key(secured, '--project', 'x', '--admin')}"}
+                       headers={"authorization": f"Bearer {secured.make_key('--project', 'x', '--admin')}"}
                        ).json()["data"][0]["id"]
     secured.cli("keys", "revoke", key_id)
     deadline = time.time() + 8  # verified keys are cached for a few seconds
@@ -103,7 +99,7 @@ def _fresh_minute() -> None:
 
 
 def test_requests_per_minute_hold_across_two_gateways_sharing_redis(secured, keys, fake_upstream, tmp_path):
-    key = make_key(secured, "--project", f"rl-{uuid.uuid4().hex[:6]}", "--rpm", "4")
+    key = secured.make_key("--project", f"rl-{uuid.uuid4().hex[:6]}", "--rpm", "4")
     config = fake_config(fake_upstream)
     config["redis_url"] = "redis://127.0.0.1:6379/0"
     config["database_url"] = f"sqlite:///{secured.home}/tuneloop.db"  # the same keys
@@ -125,7 +121,7 @@ def test_requests_per_minute_hold_across_two_gateways_sharing_redis(secured, key
 
 
 def test_key_max_tokens_caps_requests(secured, fake_upstream, upstream_requests):
-    key = make_key(secured, "--project", "capped", "--max-tokens", "5")
+    key = secured.make_key("--project", "capped", "--max-tokens", "5")
     client = secured.client(api_key=key)
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="lora-bot", messages=MSG, max_tokens=50)
@@ -145,7 +141,7 @@ def test_key_max_tokens_caps_requests(secured, fake_upstream, upstream_requests)
 
 def test_daily_budget(secured):
     # one request reserves at most ~$0.0000087 (prompt estimate + 5 tokens) and spends ~$0.0000027
-    key = make_key(secured, "--project", f"budget-{uuid.uuid4().hex[:6]}", "--usd-per-day", "0.00001")
+    key = secured.make_key("--project", f"budget-{uuid.uuid4().hex[:6]}", "--usd-per-day", "0.00001")
     client = secured.client(api_key=key)
     client.chat.completions.create(model="ft-bot", messages=MSG, max_tokens=5)  # priced: spends the budget
     deadline = time.time() + 5
@@ -179,12 +175,8 @@ def test_files_and_fine_tuning_jobs_are_project_scoped(secured, keys, tmp_path):
         b.fine_tuning.jobs.retrieve("ftjob-not-yours")
 
 
-def _cli(gw: GatewayProcess, *args: str) -> str:
-    return gw.cli(*args)
-
-
 def _key_id(gw: GatewayProcess, secret: str) -> str:
-    (line,) = [ln for ln in _cli(gw, "keys", "list").splitlines() if f"{secret[:8]}…" in ln]
+    (line,) = [ln for ln in gw.cli("keys", "list").splitlines() if f"{secret[:8]}…" in ln]
     return line.split()[0]
 
 
@@ -194,16 +186,16 @@ def _status(gw: GatewayProcess, secret: str) -> int:
 
 def test_keys_expire_and_rotate_with_a_grace_period(secured):
     """Issue 19: `keys create --expires-in`, `keys rotate --grace` (the old key lives on, then not)."""
-    short = make_key(secured, "--project", "rotating", "--expires-in", "6s")
+    short = secured.make_key("--project", "rotating", "--expires-in", "6s")
     assert _status(secured, short) == 200
     wait_for(lambda: _status(secured, short) == 401)
-    old = make_key(secured, "--project", "rotating", "--rpm", "1000")
+    old = secured.make_key("--project", "rotating", "--rpm", "1000")
     old_id = _key_id(secured, old)
-    new = _cli(secured, "keys", "rotate", old_id, "--grace", "3s").strip().splitlines()[-1]
+    new = secured.cli("keys", "rotate", old_id, "--grace", "3s").strip().splitlines()[-1]
     assert new != old and _status(secured, new) == 200 and _status(secured, old) == 200  # both, for the grace
     wait_for(lambda: _status(secured, old) == 401)
     assert _status(secured, new) == 200
-    (rotated,) = json.loads(_cli(secured, "audit", "--json", "--action", "key.rotate"))
+    (rotated,) = json.loads(secured.cli("audit", "--json", "--action", "key.rotate"))
     assert rotated["target"] == old_id and rotated["detail"]["new"] == _key_id(secured, new)
 
 
@@ -221,7 +213,7 @@ def test_metrics_can_require_a_key(fake_upstream, tmp_path):
     gw = GatewayProcess({**fake_config(fake_upstream), "metrics_auth": True}, tmp_path)
     try:
         assert httpx.get(f"{gw.root}/metrics", timeout=10).status_code == 401  # anonymous: no
-        key = make_key(gw, "--project", "ops")
+        key = gw.make_key("--project", "ops")
         bad = httpx.get(f"{gw.root}/metrics", headers={"Authorization": "Bearer tl-nope"}, timeout=10)
         assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
         ok = httpx.get(f"{gw.root}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)

@@ -25,7 +25,6 @@ from gateway.job_queue import JobError, create_job
 from gateway.store import db
 from gateway.store.datasets import DatasetStore
 from tests.fixtures.gateway import GatewayProcess, fake_config
-from tests.security.test_auth import make_key
 
 
 def tuneloop(gw: GatewayProcess, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +37,7 @@ def test_forget_a_user_end_to_end(database_url: str, fake_upstream, tmp_path: Pa
     gw = GatewayProcess({**fake_config(fake_upstream), "database_url": database_url}, tmp_path / "home",
                         env={"TUNELOOP_AUTH": "required"})
     try:
-        admin = make_key(gw, "--project", "ops", "--admin")
+        admin = gw.make_key("--project", "ops", "--admin")
         client = gw.client(api_key=admin)
         made = {u: [client.chat.completions.create(
             model="lora-bot", messages=[{"role": "user", "content": f"{u}: where is parcel {i}?"}], user=u).id
@@ -62,7 +61,7 @@ def test_forget_a_user_end_to_end(database_url: str, fake_upstream, tmp_path: Pa
                 client.chat.completions.retrieve(cid)
         assert client.chat.completions.retrieve(made["bob"][1]).id == made["bob"][1]
         anyone = httpx.post(f"{gw.base_url}/admin/forget", json={"user": "bob"}, timeout=10,
-                            headers={"Authorization": f"Bearer {make_key(gw, '--project', 'p')}"})
+                            headers={"Authorization": f"Bearer {gw.make_key('--project', 'p')}"})
         assert anyone.status_code == 403  # admins only
     finally:
         gw.stop()

@@ -151,18 +151,10 @@ def limited(request, usage_upstream, tmp_path_factory):
     extra = {"redis_url": REDIS, "default_prices": PRICES} if request.param == "redis" else {}
     gw = GatewayProcess(limits_config(usage_upstream, **extra), tmp_path_factory.mktemp(f"limits-{request.param}"),
                         env={"TUNELOOP_AUTH": "required"})
-    gw.admin = admin_key(gw)
+    gw.admin = gw.make_key("--project", "ops", "--admin")
     gw.kind = request.param
     yield gw
     gw.stop()
-
-
-def admin_key(gw: GatewayProcess) -> str:
-    """The first key, made with ``tuneloop keys create`` (in this process: one interpreter less)."""
-    made = CliRunner().invoke(keys_app, ["create", "--project", "ops", "--admin", "-c", str(gw.config_path)],
-                              env={"TUNELOOP_HOME": str(gw.home)})
-    assert made.exit_code == 0, made.output
-    return made.output.strip().splitlines()[-1]
 
 
 def new_key(gw: GatewayProcess, **limits: float) -> str:
@@ -257,7 +249,7 @@ def test_two_workers_enforce_one_rpm_limit(usage_upstream, tmp_path):
     gw = GatewayProcess(limits_config(usage_upstream), tmp_path, env={"TUNELOOP_AUTH": "required"},
                         args=["--workers", "2"])
     try:
-        gw.admin = admin_key(gw)
+        gw.admin = gw.make_key("--project", "ops", "--admin")
         responses = in_one_minute(lambda: burst(gw, new_key(gw, rpm=6), n=40))
         assert sum(r.status_code == 200 for r in responses) == 6
         assert (tmp_path / "limits.sqlite").exists()

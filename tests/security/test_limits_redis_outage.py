@@ -37,7 +37,7 @@ from gateway.limits_redis import RedisLimiter
 from gateway.ratelimit import Ask, make_limiter
 from gateway.settings import Settings
 from tests.fixtures.gateway import GatewayProcess, free_port
-from tests.security.test_limits import admin_key, in_one_minute
+from tests.security.test_limits import in_one_minute
 from tests.security.usage_upstream import UsageUpstream
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -101,7 +101,7 @@ def replicas(up: UsageUpstream, redis_url: str, tmp_path: Path, n: int = 1,
            "models": {"fast": {"routes": [{"target": "up", "model": "usage-10"}]}}}
     env = {"TUNELOOP_AUTH": "required", **(env or {})}
     gws = [GatewayProcess(cfg, tmp_path / f"gw{i}", env=env) for i in range(n)]
-    gws[0].admin = admin_key(gws[0])
+    gws[0].admin = gws[0].make_key("--project", "ops", "--admin")
     return gws
 
 
