@@ -54,17 +54,21 @@ def test_no_gateway_module_but_the_cli_imports_adapters() -> None:
         "\n".join(offenders)
 
 
+def _printed(code: str, *args: str) -> str:
+    """The last line ``python -c code args`` prints, in a fresh interpreter (what a process imports)."""
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
 def test_the_running_gateway_loads_no_adapters_module(tmp_path: Path) -> None:
     """What the server process imports (every router, the serve loop), not only what the files say."""
     code = ("import sys; from gateway.app import create_app; from gateway.serve import run; "
             "from gateway.settings import Settings; from gateway.config import embedded_default; "
             "create_app(Settings(home=sys.argv[1]), embedded_default(8001)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('adapters', 'openai', 'torch')))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
     # nor the openai SDK (loaded when an openai target is made) nor torch: the embedded default routes to neither
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert _printed(code, str(tmp_path)) == "[]"
 
 
 def test_the_log_writer_child_and_the_cli_load_no_router_sdk_or_torch() -> None:
@@ -73,9 +77,7 @@ def test_the_log_writer_child_and_the_cli_load_no_router_sdk_or_torch() -> None:
     code = ("import sys; import gateway.log.child, gateway.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'torch', 'transformers') "
             "or m in ('gateway.router', 'gateway.app')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert _printed(code) == "[]"
 
 
 def test_the_engine_loads_no_transformers_model_class() -> None:
@@ -83,6 +85,4 @@ def test_the_engine_loads_no_transformers_model_class() -> None:
     behind them) are for building the model cache and for training, and cost every engine start 0.6 s of CPU."""
     code = ("import sys; import adapters.engine.__main__; "
             "print(sorted(m for m in sys.modules if m in ('transformers.modeling_utils', 'torch._dynamo')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    assert _printed(code) == "[]"
