@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -92,11 +92,13 @@ def test_percentiles_over_a_bounded_sample_per_day(engine: Any, monkeypatch: pyt
 
 
 def test_the_costs_report_sums_the_log(engine: Any) -> None:
-    today = date.fromtimestamp(NOW)
-    rows = [_row(1, cost_usd=0.5, prompt_tokens=10, completion_tokens=5, latency_s=0.2),
-            _row(2, cost_usd=0.25, prompt_tokens=4, completion_tokens=1, requested_model="other", project="beta"),
-            _row(3, status=502, response=None, latency_s=1.0),
-            _row(4, hexid="x-shadow", kind="shadow", parent_id="p", cost_usd=0.125, prompt_tokens=1)]
+    today = datetime.fromtimestamp(NOW, UTC).date()
+    at = NOW // 86400 * 86400  # today's first seconds (UTC), also when the test runs just after midnight
+    rows = [_row(1, cost_usd=0.5, prompt_tokens=10, completion_tokens=5, latency_s=0.2, created=at + 1),
+            _row(2, cost_usd=0.25, prompt_tokens=4, completion_tokens=1, requested_model="other", project="beta",
+                 created=at + 2),
+            _row(3, status=502, response=None, latency_s=1.0, created=at + 3),
+            _row(4, hexid="x-shadow", kind="shadow", parent_id="p", cost_usd=0.125, prompt_tokens=1, created=at + 4)]
     with engine.begin() as conn:
         conn.execute(interactions.insert(), rows)
     out = report(engine, None, today.replace(day=1) if today.day > 1 else today, today, True)
