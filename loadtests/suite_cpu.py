@@ -9,6 +9,11 @@ re-parented), keeps each one's last command line and user + system CPU, and writ
 PostgreSQL and the rest. A process that lives less than one sample period may be missed; the table says
 how much of the tree's CPU (from ``getrusage`` of the children) the samples saw.
 
+It also loads itself into pytest as a plugin (``-p suite_cpu``: the hooks below) and adds, per test file,
+each test's own CPU and that of the children it reaped (a gateway with its engine, a CLI command), from
+``getrusage`` around each test. A process reaped later (a session fixture's engine, a detached trainer)
+counts where it is reaped, or nowhere: the second table says which files cost most, not every second.
+
     .venv/bin/python loadtests/suite_cpu.py [--out loadtests/results/suite.md] [-- pytest args]
 
 It stops when the suite does (the suite's own timeouts bound it). Only loopback servers are involved.
@@ -17,17 +22,53 @@ It stops when the suite does (the suite's own timeouts bound it). Only loopback 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
+FILES_ENV = "SUITE_CPU_FILES"  # the folder each pytest process writes its per-file CPU into
+_by_file: dict[str, float] = defaultdict(float)
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: Any, nextitem: Any) -> Iterator[None]:
+    """(plugin) A test's CPU, set-up and tear-down included, added to its file's."""
+    before = _cpu()
+    yield
+    _by_file[item.nodeid.split("::")[0]] += _cpu() - before
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    """(plugin) Each pytest process (the xdist workers, the controller) writes its files' CPU."""
+    folder = os.environ.get(FILES_ENV)
+    if folder and _by_file:
+        Path(folder, f"{os.getpid()}.json").write_text(json.dumps(_by_file))
+
+
+def by_file(folder: str) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for part in Path(folder).glob("*.json"):
+        for name, cpu in json.loads(part.read_text()).items():
+            out[name] += cpu
+    return out
 
 
 def snapshot() -> dict[int, tuple[int, str, float, str]]:
@@ -64,10 +105,13 @@ def kind(cmd: str) -> str:
     return cmd.split(" ")[0].rsplit("/", 1)[-1] or "(no command line)"
 
 
-def run(pytest_args: list[str], every: float) -> tuple[dict[str, list[float]], float, float, int]:
-    """Run the suite; (CPU s of each process by kind, wall s, tree CPU s, exit status)."""
+def run(pytest_args: list[str], every: float, files: str) -> tuple[dict[str, list[float]], float, float, int]:
+    """Run the suite; (CPU s of each process by kind, wall s, tree CPU s, exit status). The plugin writes
+    the per-file CPU into ``files``."""
     start = time.monotonic()
-    child = subprocess.Popen([str(ROOT / "dev"), "test", *pytest_args], cwd=ROOT)
+    path = os.pathsep.join(p for p in (str(ROOT / "loadtests"), os.environ.get("PYTHONPATH")) if p)
+    child = subprocess.Popen([str(ROOT / "dev"), "test", "-p", "suite_cpu", *pytest_args], cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": path, FILES_ENV: files})
     followed: dict[tuple[int, str], tuple[str, float]] = {}  # (pid, start time) -> (kind, CPU s)
     live: set[int] = {child.pid}
     while child.poll() is None:
@@ -86,7 +130,7 @@ def run(pytest_args: list[str], every: float) -> tuple[dict[str, list[float]], f
     return by_kind, wall, usage.ru_utime + usage.ru_stime, child.returncode
 
 
-def table(by_kind: dict[str, list[float]], wall: float, tree: float, status: int) -> str:
+def table(by_kind: dict[str, list[float]], files: dict[str, float], wall: float, tree: float, status: int) -> str:
     seen = sum(sum(v) for v in by_kind.values())
     lines = ["# Where the suite's CPU goes (loadtests/suite_cpu.py)\n",
              f"Run {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} CPUs · `./dev test` exit {status} · "
@@ -98,6 +142,9 @@ def table(by_kind: dict[str, list[float]], wall: float, tree: float, status: int
             continue
         lines.append(f"| {k} | {len(cpus)} | {sum(cpus):,.1f} | {sum(cpus) / len(cpus):,.2f} | "
                      f"{sum(cpus) / seen:.1%} |")
+    lines += ["", "By test file, the 15 that cost most (each test's own CPU and its reaped children's):", "",
+              "| test file | CPU s |", "|---|---:|"]
+    lines += [f"| `{name}` | {cpu:,.1f} |" for name, cpu in sorted(files.items(), key=lambda kv: -kv[1])[:15]]
     return "\n".join(lines) + "\n"
 
 
@@ -107,8 +154,9 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=0.5, help="seconds between samples")
     ap.add_argument("pytest_args", nargs="*")
     a = ap.parse_args()
-    by_kind, wall, tree, status = run(a.pytest_args, a.every)
-    text = table(by_kind, wall, tree, status)
+    with tempfile.TemporaryDirectory() as files:
+        by_kind, wall, tree, status = run(a.pytest_args, a.every, files)
+        text = table(by_kind, by_file(files), wall, tree, status)
     print(text)
     if a.out:
         a.out.write_text(text)

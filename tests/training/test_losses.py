@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from adapters.models.arch import SUPPORTED
 from adapters.training.data import IGNORE
 from adapters.training.dpo import count, sequence_logps, sft_loss
-from tests.fixtures.base_models import make_checkpoint, make_lora
+from tests.fixtures.base_models import make_checkpoint, make_lora, smollm2_tokenizer
 
 FAMILIES = sorted(set(SUPPORTED.values()))
 
@@ -51,8 +51,6 @@ def _grads(model: Any) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_losses_over_labelled_positions_match_every_positions_logits(family: str, tmp_path: Path) -> None:
-    from tests.fixtures.base_models import smollm2_tokenizer
-
     base = make_checkpoint(family, tmp_path / "base", smollm2_tokenizer().chat_template)
     model = make_lora(base, tmp_path / "lora", modules=["q_proj", "v_proj"]).train()
     batch = _batch(model.config.vocab_size)
